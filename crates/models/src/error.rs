@@ -1,0 +1,28 @@
+//! Errors a user can act on: each names the file and what is wrong with it.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// A file exists but its content is wrong (corrupt, unsupported, mismatched).
+    #[error("{path}: {msg}")]
+    Invalid { path: PathBuf, msg: String },
+    /// The request cannot be served (prompt longer than the context, unknown model name, ...).
+    #[error("{0}")]
+    Usage(String),
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+    pub fn invalid(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Invalid { path: path.into(), msg: msg.into() }
+    }
+}

@@ -1,0 +1,224 @@
+//! Batched sampling with a KV cache, returning per-token log-probs.
+//!
+//! Every sampled token carries two log-probs: under the *sampling* distribution (after
+//! temperature, top-k and top-p; what the sampler actually drew from) and under the *raw*
+//! policy (temperature 1, no truncation; what PPO's ratio and the KL penalty need). Mixing
+//! the two up is a classic source of "negative KL" and ratio bugs in RLHF code.
+//!
+//! Prompts are left-padded so that every row's next token sits in the same column; the
+//! attention mask and per-row positions make the padding invisible to the model.
+
+use crate::attention::{KvCache, Positions};
+use crate::decoder::CausalLm;
+use crate::error::{Error, Result};
+use candle_core::{DType, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+#[derive(Debug, Clone)]
+pub struct SamplingParams {
+    pub max_new_tokens: usize,
+    /// 0 means greedy decoding.
+    pub temperature: f64,
+    /// Keep the k most likely tokens (None or 0: no limit).
+    pub top_k: Option<usize>,
+    /// Nucleus sampling: keep the smallest set of tokens with cumulative probability ≥ p.
+    pub top_p: Option<f64>,
+    /// Generation of a row stops after it emits any of these.
+    pub stop_tokens: Vec<u32>,
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self { max_new_tokens: 128, temperature: 1.0, top_k: None, top_p: None, stop_tokens: vec![], seed: 0 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// Sampled completion tokens per row, including the stop token if one was emitted.
+    pub tokens: Vec<Vec<u32>>,
+    /// log q(token) under the sampling distribution, per sampled token.
+    pub sampling_logprobs: Vec<Vec<f32>>,
+    /// log π(token) under the raw policy (temperature 1, untruncated), per sampled token.
+    pub raw_logprobs: Vec<Vec<f32>>,
+    /// Whether each row ended with a stop token (false: it hit `max_new_tokens`).
+    pub finished: Vec<bool>,
+}
+
+/// Samples completions for a batch of tokenised prompts. `pad_id` fills left padding.
+pub fn generate(model: &dyn CausalLm, prompts: &[Vec<u32>], params: &SamplingParams, pad_id: u32) -> Result<Generation> {
+    let b = prompts.len();
+    if b == 0 {
+        return Ok(Generation { tokens: vec![], sampling_logprobs: vec![], raw_logprobs: vec![], finished: vec![] });
+    }
+    if prompts.iter().any(|p| p.is_empty()) {
+        return Err(Error::Usage("empty prompt: generation needs at least one prompt token".into()));
+    }
+    let plen = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+    if plen + params.max_new_tokens > model.max_seq_len() {
+        return Err(Error::Usage(format!(
+            "prompt of {plen} tokens + {} new tokens exceeds the model's context of {} tokens",
+            params.max_new_tokens,
+            model.max_seq_len()
+        )));
+    }
+    let dev = model.device().clone();
+    let mut mask: Vec<Vec<u8>> = Vec::with_capacity(b);
+    let mut ids = Vec::with_capacity(b * plen);
+    for p in prompts {
+        let pad = plen - p.len();
+        mask.push(std::iter::repeat_n(0u8, pad).chain(std::iter::repeat_n(1u8, p.len())).collect());
+        ids.extend(std::iter::repeat_n(pad_id, pad).chain(p.iter().copied()));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+    let mut cache = KvCache::new(model.num_layers());
+    let mut out = Generation {
+        tokens: vec![vec![]; b],
+        sampling_logprobs: vec![vec![]; b],
+        raw_logprobs: vec![vec![]; b],
+        finished: vec![false; b],
+    };
+    let mut input = Tensor::from_vec(ids, (b, plen), &dev)?;
+    let mut t = plen;
+    for _ in 0..params.max_new_tokens {
+        let pos = Positions::from_mask(&mask, t, &dev)?;
+        let hidden = model.hidden(&input, &pos, Some(&mut cache))?;
+        let last = hidden.narrow(1, t - 1, 1)?;
+        let logits = model.lm_logits(&last)?.squeeze(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let mut next = Vec::with_capacity(b);
+        for (row, logits) in logits.iter().enumerate() {
+            if out.finished[row] {
+                next.push(pad_id);
+                mask[row].push(0);
+                continue;
+            }
+            let (tok, lq, lp) = sample(logits, params, &mut rng);
+            out.tokens[row].push(tok);
+            out.sampling_logprobs[row].push(lq);
+            out.raw_logprobs[row].push(lp);
+            out.finished[row] = params.stop_tokens.contains(&tok);
+            next.push(tok);
+            mask[row].push(1);
+        }
+        if out.finished.iter().all(|&f| f) {
+            break;
+        }
+        input = Tensor::from_vec(next, (b, 1), &dev)?;
+        t = 1;
+    }
+    Ok(out)
+}
+
+/// Draws one token; returns (token, log q(token), log π(token)).
+fn sample(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -> (u32, f32, f32) {
+    let raw = log_softmax(logits);
+    if p.temperature <= 0.0 {
+        let tok = argmax(logits);
+        return (tok as u32, 0.0, raw[tok]);
+    }
+    let scaled: Vec<f32> = logits.iter().map(|&l| (l as f64 / p.temperature) as f32).collect();
+    let mut order: Vec<usize> = (0..scaled.len()).collect();
+    // Stable sort by descending logit, ties broken by token id, so truncation is deterministic.
+    order.sort_by(|&a, &b| scaled[b].total_cmp(&scaled[a]).then(a.cmp(&b)));
+    let mut keep = order.len();
+    if let Some(k) = p.top_k.filter(|&k| k > 0) {
+        keep = keep.min(k);
+    }
+    let lq_all = log_softmax(&order[..keep].iter().map(|&i| scaled[i]).collect::<Vec<_>>());
+    if let Some(top_p) = p.top_p.filter(|&tp| tp < 1.0) {
+        let mut cum = 0.0f64;
+        let mut n = 0;
+        for &l in &lq_all {
+            cum += (l as f64).exp();
+            n += 1;
+            if cum >= top_p {
+                break;
+            }
+        }
+        keep = n.max(1);
+    }
+    let lq = log_softmax(&lq_all[..keep]);
+    let u: f64 = rng.random();
+    let mut cum = 0.0f64;
+    let mut pick = keep - 1;
+    for (i, &l) in lq.iter().enumerate() {
+        cum += (l as f64).exp();
+        if u < cum {
+            pick = i;
+            break;
+        }
+    }
+    let tok = order[pick];
+    (tok as u32, lq[pick], raw[tok])
+}
+
+fn argmax(x: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Numerically stable log-softmax in f64 accumulation.
+pub(crate) fn log_softmax(x: &[f32]) -> Vec<f32> {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max + x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+    x.iter().map(|&v| (v as f64 - lse) as f32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(t: f64, k: Option<usize>, p: Option<f64>) -> SamplingParams {
+        SamplingParams { temperature: t, top_k: k, top_p: p, ..Default::default() }
+    }
+
+    #[test]
+    fn greedy_picks_argmax_with_raw_logprob() {
+        let logits = [0.0f32, 2.0, 1.0];
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let (tok, lq, lp) = sample(&logits, &params(0.0, None, None), &mut rng);
+        assert_eq!(tok, 1);
+        assert_eq!(lq, 0.0);
+        let z = (1.0f64 + 2f64.exp() + 1f64.exp()).ln();
+        assert!((lp as f64 - (2.0 - z)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn top_k_and_top_p_renormalise_the_kept_tokens() {
+        // probs ∝ e^[3, 2, 1, 0]: top-2 keeps tokens 0 and 1 with q = e^3/(e^3+e^2), e^2/(e^3+e^2).
+        let logits = [3.0f32, 2.0, 1.0, 0.0];
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for _ in 0..50 {
+            let (tok, lq, lp) = sample(&logits, &params(1.0, Some(2), None), &mut rng);
+            assert!(tok < 2);
+            let want = (logits[tok as usize] as f64) - (3f64.exp() + 2f64.exp()).ln();
+            assert!((lq as f64 - want).abs() < 1e-6);
+            assert!((lp - log_softmax(&logits)[tok as usize]).abs() < 1e-7);
+        }
+        // p(token 0) = 0.6439 < 0.7 so top-p 0.7 keeps two tokens, 0.6 keeps one.
+        for _ in 0..50 {
+            let (tok, lq, _) = sample(&logits, &params(1.0, None, Some(0.6)), &mut rng);
+            assert_eq!((tok, lq), (0, 0.0));
+            let (tok, _, _) = sample(&logits, &params(1.0, None, Some(0.7)), &mut rng);
+            assert!(tok < 2);
+        }
+    }
+
+    #[test]
+    fn sampling_frequencies_follow_the_tempered_distribution() {
+        let logits = [1.0f32, 0.0];
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let n = 20_000;
+        let hits = (0..n).filter(|_| sample(&logits, &params(0.5, None, None), &mut rng).0 == 0).count();
+        let want = 1.0 / (1.0 + (-2f64).exp()); // softmax([2, 0])[0] = 0.8808
+        let got = hits as f64 / n as f64;
+        assert!((got - want).abs() < 0.01, "{got} vs {want}");
+    }
+}

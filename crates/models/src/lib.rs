@@ -1,0 +1,18 @@
+//! The model layer of mismatch: three model families on candle behind one interface
+//! ([`CausalLm`] for decoders), generation with log-probs, teacher-forced scoring,
+//! HF-layout checkpoints and the local model cache.
+
+pub mod attention;
+pub mod checkpoint;
+pub mod decoder;
+pub mod error;
+pub mod ops;
+
+pub use attention::{KvCache, Positions};
+pub use decoder::{CausalLm, ScalarHead};
+pub use error::{Error, Result};
+pub mod generate;
+pub mod score;
+
+pub use generate::{generate, Generation, SamplingParams};
+pub use score::{completion_logprobs, CompletionLogprobs};
