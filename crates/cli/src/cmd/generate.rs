@@ -1,0 +1,89 @@
+//! `mismatch generate`: sample completions from any causal LM, with per-token log-probs.
+
+use anyhow::{bail, Result};
+use candle_core::Device;
+use clap::Args;
+use mismatch_models::{generate, load_causal_lm, ChatMessage, SamplingParams};
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// Short name (smollm2-135m), a .gguf file, or an HF checkpoint directory.
+    #[arg(long)]
+    model: String,
+    /// Prompt text; repeat the flag for a batch (rows are left-padded and decoded together).
+    #[arg(long, required = true)]
+    prompt: Vec<String>,
+    /// Wrap each prompt as a user turn in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// Optional system message for --chat (default: whatever the template supplies).
+    #[arg(long)]
+    system: Option<String>,
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// 0 = greedy decoding.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Keep only the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Nucleus sampling threshold (1.0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object per prompt (text, tokens, log-probs) instead of plain text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: GenerateArgs) -> Result<()> {
+    if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
+        bail!("--temperature must be a finite number ≥ 0 (got {})", a.temperature);
+    }
+    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
+        bail!("--top-p must be in (0, 1] (got {})", a.top_p);
+    }
+    let lm = load_causal_lm(&a.model, &Device::Cpu, false)?;
+    let mut prompts = Vec::with_capacity(a.prompt.len());
+    for p in &a.prompt {
+        let text = if a.chat {
+            let mut msgs = Vec::new();
+            if let Some(s) = &a.system {
+                msgs.push(ChatMessage::new("system", s));
+            }
+            msgs.push(ChatMessage::new("user", p));
+            lm.tok.apply_chat_template(&msgs, true)?
+        } else {
+            p.clone()
+        };
+        // The chat template already carries its special tokens.
+        prompts.push(lm.tok.encode(&text, !a.chat)?);
+    }
+    let params = SamplingParams {
+        max_new_tokens: a.max_new_tokens,
+        temperature: a.temperature,
+        top_k: Some(a.top_k).filter(|&k| k > 0),
+        top_p: Some(a.top_p).filter(|&p| p < 1.0),
+        stop_tokens: lm.tok.eos_ids.clone(),
+        seed: a.seed,
+    };
+    let g = generate(&lm.model, &prompts, &params, lm.tok.pad_id)?;
+    for i in 0..prompts.len() {
+        let text = lm.tok.decode(&g.tokens[i], true)?;
+        if a.json {
+            let row = serde_json::json!({
+                "prompt": a.prompt[i],
+                "completion": text,
+                "tokens": g.tokens[i],
+                "logprobs": g.raw_logprobs[i],
+                "sampling_logprobs": g.sampling_logprobs[i],
+                "finished": g.finished[i],
+            });
+            println!("{row}");
+        } else {
+            println!("{text}");
+        }
+    }
+    Ok(())
+}
