@@ -55,6 +55,10 @@ pub fn save_checkpoint(
         .map_err(|e| Error::io(parent, e))?;
     let put = |name: &str, bytes: &[u8]| -> Result<()> {
         let p = stage.path().join(name);
+        // Names may have a subdirectory (sentence-transformers' `1_Pooling/config.json`).
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+        }
         let mut f = std::fs::File::create(&p).map_err(|e| Error::io(&p, e))?;
         f.write_all(bytes).map_err(|e| Error::io(&p, e))?;
         f.sync_all().map_err(|e| Error::io(&p, e))

@@ -12,7 +12,7 @@ pub enum Error {
     /// The request cannot be served (prompt longer than the context, unknown model name, ...).
     #[error("{0}")]
     Usage(String),
-    #[error("tensor error: {0}")]
+    #[error("tensor error: {}", candle_msg(.0))]
     Candle(#[from] candle_core::Error),
 }
 
@@ -24,5 +24,14 @@ impl Error {
     }
     pub fn invalid(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         Error::Invalid { path: path.into(), msg: msg.into() }
+    }
+}
+
+/// candle attaches a backtrace to its errors when `RUST_BACKTRACE` is set; a user needs the
+/// message, so the backtrace is dropped.
+pub fn candle_msg(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_msg(inner),
+        e => e.to_string(),
     }
 }
