@@ -1,0 +1,26 @@
+//! The per-algorithm maths of policy optimisation, as pure tensor/numeric functions that the
+//! training loops call. One file per algorithm, each readable next to its paper:
+//!
+//! - [`kl`]: per-token KL estimators k1/k2/k3 and the fixed / adaptive KL controllers;
+//! - [`ppo`]: KL-shaped token rewards, GAE, whitening, clipped policy and value losses, metrics;
+//! - [`rloo`]: REINFORCE leave-one-out advantages;
+//! - [`grpo`]: group-normalised advantages and the clipped token-level surrogate with k3 KL;
+//! - [`dpo`]: DPO, conservative DPO, IPO, length-normalised DPO and SimPO;
+//! - [`bon`]: best-of-n KL bound/estimator, win-rate bound, unbiased best-of-n from one pool;
+//! - [`sft`]: masked next-token cross-entropy.
+//!
+//! Conventions: per-token tensors are `[b, c]` f32 over completion tokens, right-padded, with a
+//! `[b, c]` f32 `mask` (1 real token, 0 padding) as produced by
+//! `mismatch_models::completion_logprobs`. Losses are differentiable scalars; metrics are `f64`.
+
+pub mod bon;
+pub mod dpo;
+pub mod grpo;
+pub mod kl;
+pub mod masked;
+pub mod ppo;
+pub mod rloo;
+pub mod sft;
+
+pub use kl::{KlController, KlEstimator};
+pub use mismatch_models::{Error, Result};
