@@ -6,6 +6,9 @@ pub mod attention;
 pub mod checkpoint;
 pub mod decoder;
 pub mod error;
+pub mod gpt;
+pub use gpt::{Gpt, GptConfig};
+pub mod hub;
 pub mod ops;
 
 pub use attention::{KvCache, Positions};
@@ -16,3 +19,13 @@ pub mod score;
 
 pub use generate::{generate, Generation, SamplingParams};
 pub use score::{completion_logprobs, CompletionLogprobs};
+pub mod bert;
+pub use bert::{mean_pool, Bert, BertConfig, Encoder, RewardEncoder};
+pub mod gguf;
+pub mod llama;
+pub mod tokenizer;
+
+pub use llama::{Llama, LlamaConfig};
+pub use tokenizer::{ChatMessage, Tok};
+pub mod load;
+pub use load::{load_causal_lm, AnyLm, LoadedLm};

@@ -23,6 +23,15 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
     if !x.track_op() && !w.track_op() && !b.track_op() && x.is_contiguous() {
         return candle_nn::ops::layer_norm(x, w, b, eps as f32);
     }
+    if fused_cpu(x) && w.dtype() == x.dtype() && b.dtype() == x.dtype() {
+        let (w, b) = (w.contiguous()?, b.contiguous()?);
+        return x.contiguous()?.apply_op3(&w, &b, fused::LayerNorm { eps });
+    }
+    layer_norm_composed(x, w, b, eps)
+}
+
+/// [`layer_norm`] from differentiable primitives (reference for the fused op; non-CPU devices).
+pub fn layer_norm_composed(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
     let dim = x.dim(D::Minus1)? as f64;
     let mean = (x.sum_keepdim(D::Minus1)? / dim)?;
     let xc = x.broadcast_sub(&mean)?;
@@ -37,6 +46,14 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if !x.track_op() && x.is_contiguous() {
         return candle_nn::ops::softmax_last_dim(x);
     }
+    if fused_cpu(x) {
+        return x.contiguous()?.apply_op1(fused::Softmax);
+    }
+    softmax_composed(x)
+}
+
+/// [`softmax_last_dim`] from differentiable primitives (reference for the fused op).
+pub fn softmax_composed(x: &Tensor) -> Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
@@ -93,6 +110,696 @@ impl Rotary {
         let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
         let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
         x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+    }
+}
+
+/// Affine map `y = x Wᵀ + b` over the last dimension: `x` `[..., in]`, `w` `[out, in]`
+/// (PyTorch `nn.Linear` layout), `b` `[out]`.
+///
+/// On CPU (f32/f64) while training this is one autograd node: the forward is a single GEMM
+/// that accumulates onto the broadcast bias, and the backward is `dx = dy W`, `dW = dyᵀ x`,
+/// `db = Σ_rows dy`. The composed form (reshape → transpose → matmul → broadcast add →
+/// reshape) costs candle's backprop a zero-fill and an add per node, which for a small model
+/// is as much time as the GEMMs themselves.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let tracked = x.track_op() || w.track_op() || b.track_op();
+    if tracked && fused_cpu(x) && w.dtype() == x.dtype() && b.dtype() == x.dtype() {
+        let (w, b) = (w.contiguous()?, b.contiguous()?);
+        return x.contiguous()?.apply_op3(&w, &b, fused::Linear);
+    }
+    linear_composed(x, w, b)
+}
+
+/// [`linear`] from candle primitives (reference for the fused op; inference; non-CPU devices).
+pub fn linear_composed(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let mut dims = x.dims().to_vec();
+    let inp = dims.pop().unwrap_or(1);
+    let rows: usize = dims.iter().product();
+    let y = x.reshape((rows, inp))?.matmul(&w.t()?)?.broadcast_add(b)?;
+    dims.push(w.dim(0)?);
+    y.reshape(dims)
+}
+
+/// Multi-head causal self-attention (Vaswani et al. 2017) from a packed projection:
+/// `qkv` `[b, t, 3c]` holds `[q | k | v]` per token, heads of size `c / n_head` side by side;
+/// `bias` `[b, 1, t, t]` is the additive mask of [`crate::attention::Positions`]. Returns
+/// `softmax(q kᵀ/√d + bias) v` with the heads merged back, `[b, t, c]`.
+///
+/// On CPU while training this is one autograd node whose backward recomputes the attention
+/// probabilities `P` and applies `dV = Pᵀ dY`, `dP = dY Vᵀ`, `dS = P ⊙ (dP − rowsum(dP ⊙ P))`,
+/// `dQ = dS K/√d`, `dK = dSᵀ Q/√d`, one (batch, head) pair per task. The composed path
+/// (split heads → [`crate::attention::attention`] → merge heads) is ~20 graph nodes, each
+/// costing candle's backprop a zero-fill and an add. No KV cache: decoding uses the composed path.
+pub fn attention_qkv(qkv: &Tensor, bias: &Tensor, n_head: usize) -> Result<Tensor> {
+    if qkv.track_op() && fused_cpu(qkv) && !bias.track_op() {
+        let bias = bias.to_dtype(qkv.dtype())?.contiguous()?;
+        return qkv.contiguous()?.apply_op2(&bias, fused::AttentionQkv { n_head });
+    }
+    attention_qkv_composed(qkv, bias, n_head)
+}
+
+/// [`attention_qkv`] through [`crate::attention::attention`] (reference for the fused op).
+pub fn attention_qkv_composed(qkv: &Tensor, bias: &Tensor, n_head: usize) -> Result<Tensor> {
+    let (b, t, c3) = qkv.dims3()?;
+    let (c, h) = (c3 / 3, n_head);
+    let heads = |i: usize| qkv.narrow(D::Minus1, i * c, c)?.reshape((b, t, h, c / h))?.transpose(1, 2)?.contiguous();
+    let y = crate::attention::attention(&heads(0)?, &heads(1)?, &heads(2)?, &bias.to_dtype(qkv.dtype())?)?;
+    y.transpose(1, 2)?.reshape((b, t, c))
+}
+
+/// GELU, tanh approximation (Hendrycks & Gimpel 2016; the form GPT-2 uses, PyTorch's
+/// `gelu(approximate="tanh")`): `y = ½ x (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
+///
+/// On CPU (f32/f64) this is one fused pass with a hand-written backward
+/// `dy/dx = ½ (1 + tanh u) + ½ x (1 − tanh² u) √(2/π) (1 + 3·0.044715 x²)`; candle's own
+/// `gelu` evaluates libm `tanh` per element and builds a ~10-op graph for its gradient.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    if fused_cpu(x) {
+        return x.contiguous()?.apply_op1(fused::Gelu);
+    }
+    gelu_composed(x)
+}
+
+/// The same GELU from differentiable primitives (reference for the fused op; non-CPU devices).
+pub fn gelu_composed(x: &Tensor) -> Result<Tensor> {
+    let inner = ((x + (x.powf(3.0)? * 0.044715)?)? * (2.0 / std::f64::consts::PI).sqrt())?;
+    (x * 0.5)? * (inner.tanh()? + 1.0)?
+}
+
+/// Mean cross-entropy `−(1/N) Σ_i log softmax(logits_i)[target_i]`; `logits` `[N, V]`,
+/// `targets` `[N]` u32.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let lp = log_softmax_last_dim(logits)?;
+    let picked = lp.gather(&targets.unsqueeze(D::Minus1)?.contiguous()?, D::Minus1)?;
+    picked.mean_all()?.neg()
+}
+
+/// Whether the fused CPU kernels (with backward) in [`fused`] apply to `x`.
+fn fused_cpu(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+/// Fused CPU kernels with hand-written backward passes, used for training on CPU. Each is
+/// checked against its composed counterpart (forward and gradients) in `tests`.
+pub mod fused {
+    use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
+    use rayon::prelude::*;
+
+    /// Element types of the kernels: f64 uses libm; f32 uses a rational `tanh` that the
+    /// compiler vectorises.
+    pub trait Real: WithDType + Send + Sync {
+        fn sqrt_(self) -> Self;
+        fn tanh_(self) -> Self;
+        fn exp_(self) -> Self;
+    }
+    impl Real for f64 {
+        fn sqrt_(self) -> Self {
+            self.sqrt()
+        }
+        fn tanh_(self) -> Self {
+            self.tanh()
+        }
+        fn exp_(self) -> Self {
+            self.exp()
+        }
+    }
+    impl Real for f32 {
+        fn sqrt_(self) -> Self {
+            self.sqrt()
+        }
+        fn tanh_(self) -> Self {
+            fast_tanh(self)
+        }
+        fn exp_(self) -> Self {
+            self.exp()
+        }
+    }
+
+    /// `tanh` as Eigen's `generic_fast_tanh_float`: a [13/6] rational approximation on
+    /// [−7.905, 7.905] (beyond which f32 `tanh` is ±1), within a few ulp of libm.
+    /// Branch-free apart from the clamp, so loops over it vectorise.
+    #[inline(always)]
+    pub fn fast_tanh(x: f32) -> f32 {
+        const A1: f32 = 4.893_524_6e-3;
+        const A3: f32 = 6.372_619_3e-4;
+        const A5: f32 = 1.485_722_4e-5;
+        const A7: f32 = 5.122_297e-8;
+        const A9: f32 = -8.604_672e-11;
+        const A11: f32 = 2.000_188e-13;
+        const A13: f32 = -2.760_768_5e-16;
+        const B0: f32 = 4.893_525e-3;
+        const B2: f32 = 2.268_434_6e-3;
+        const B4: f32 = 1.185_347e-4;
+        const B6: f32 = 1.198_258_4e-6;
+        let x = x.clamp(-7.905_311, 7.905_311);
+        let x2 = x * x;
+        let p = x2 * A13 + A11;
+        let p = x2 * p + A9;
+        let p = x2 * p + A7;
+        let p = x2 * p + A5;
+        let p = x2 * p + A3;
+        let p = x2 * p + A1;
+        let p = x * p;
+        let q = x2 * B6 + B4;
+        let q = x2 * q + B2;
+        let q = x2 * q + B0;
+        p / q
+    }
+
+    fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
+        match l.contiguous_offsets() {
+            Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+            None => bail!("{op}: input must be contiguous"),
+        }
+    }
+
+    /// Rows per rayon task: enough work per task to amortise scheduling.
+    fn rows_per_task(n_rows: usize, row: usize) -> usize {
+        (16_384 / row.max(1)).clamp(1, n_rows.max(1))
+    }
+
+    const K: f64 = 0.797_884_560_802_865_4; // √(2/π)
+    const C: f64 = 0.044_715;
+
+    #[inline(always)]
+    fn gelu_fwd<T: Real>(x: T) -> T {
+        let (half, one) = (T::from_f64(0.5), T::from_f64(1.0));
+        let u = T::from_f64(K) * (x + T::from_f64(C) * x * x * x);
+        half * x * (one + u.tanh_())
+    }
+
+    #[inline(always)]
+    fn gelu_grad<T: Real>(x: T) -> T {
+        let (half, one) = (T::from_f64(0.5), T::from_f64(1.0));
+        let u = T::from_f64(K) * (x + T::from_f64(C) * x * x * x);
+        let th = u.tanh_();
+        half * (one + th) + half * x * (one - th * th) * T::from_f64(K) * (one + T::from_f64(3.0 * C) * x * x)
+    }
+
+    fn map1<T: Real>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+        let mut y = vec![T::zero(); x.len()];
+        y.par_chunks_mut(16_384).zip(x.par_chunks(16_384)).for_each(|(y, x)| {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = f(x);
+            }
+        });
+        y
+    }
+
+    fn map2<T: Real>(x: &[T], g: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+        let mut y = vec![T::zero(); x.len()];
+        y.par_chunks_mut(16_384).zip(x.par_chunks(16_384).zip(g.par_chunks(16_384))).for_each(|(y, (x, g))| {
+            for ((y, &x), &g) in y.iter_mut().zip(x).zip(g) {
+                *y = f(x, g);
+            }
+        });
+        y
+    }
+
+    pub struct Gelu;
+    struct GeluBwd;
+
+    impl CustomOp1 for Gelu {
+        fn name(&self) -> &'static str {
+            "fused-gelu"
+        }
+        fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+            let out = match s {
+                CpuStorage::F32(_) => CpuStorage::F32(map1(slice::<f32>(s, l, self.name())?, gelu_fwd)),
+                CpuStorage::F64(_) => CpuStorage::F64(map1(slice::<f64>(s, l, self.name())?, gelu_fwd)),
+                _ => bail!("fused-gelu: only f32/f64"),
+            };
+            Ok((out, l.shape().clone()))
+        }
+        fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+            Ok(Some(x.apply_op2_no_bwd(&dy.contiguous()?, &GeluBwd)?))
+        }
+    }
+
+    impl CustomOp2 for GeluBwd {
+        fn name(&self) -> &'static str {
+            "fused-gelu-bwd"
+        }
+        fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+            let out = match (s1, s2) {
+                (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(map2(
+                    slice::<f32>(s1, l1, self.name())?,
+                    slice::<f32>(s2, l2, self.name())?,
+                    |x, g| g * gelu_grad(x),
+                )),
+                (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(map2(
+                    slice::<f64>(s1, l1, self.name())?,
+                    slice::<f64>(s2, l2, self.name())?,
+                    |x, g| g * gelu_grad(x),
+                )),
+                _ => bail!("fused-gelu-bwd: only f32/f64, same dtype"),
+            };
+            Ok((out, l1.shape().clone()))
+        }
+    }
+
+    /// `y = x Wᵀ + b`; see [`super::linear`].
+    pub struct Linear;
+
+    fn linear_fwd<T: Real>(x: &[T], w: &[T], b: &[T]) -> Vec<T> {
+        let (out, inp) = (b.len(), w.len() / b.len().max(1));
+        let rows = x.len() / inp.max(1);
+        let mut y = Vec::with_capacity(rows * out);
+        for _ in 0..rows {
+            y.extend_from_slice(b);
+        }
+        let threads = candle_core::utils::get_num_threads();
+        let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        // SAFETY: y is [rows, out] row-major, x [rows, inp] row-major, and Wᵀ is read from
+        // W [out, inp] with swapped strides; all three slices have exactly these sizes.
+        unsafe {
+            gemm::gemm(
+                rows, out, inp,
+                y.as_mut_ptr(), 1, out as isize,
+                true, // y = 1·y + 1·(x Wᵀ): accumulate onto the bias rows
+                x.as_ptr(), 1, inp as isize,
+                w.as_ptr(), inp as isize, 1,
+                T::one(), T::one(),
+                false, false, false,
+                par,
+            );
+        }
+        y
+    }
+
+    impl CustomOp3 for Linear {
+        fn name(&self) -> &'static str {
+            "fused-linear"
+        }
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            let n = self.name();
+            let (out, inp) = l2.shape().dims2()?;
+            if l3.shape().elem_count() != out || l1.dims().last() != Some(&inp) {
+                bail!("fused-linear: x {:?}, w {:?}, b {:?} do not fit", l1.dims(), l2.dims(), l3.dims());
+            }
+            let y = match s1 {
+                CpuStorage::F32(_) => CpuStorage::F32(linear_fwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?)),
+                CpuStorage::F64(_) => CpuStorage::F64(linear_fwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?)),
+                _ => bail!("fused-linear: only f32/f64"),
+            };
+            let mut dims = l1.dims().to_vec();
+            *dims.last_mut().unwrap() = out;
+            Ok((y, Shape::from(dims)))
+        }
+        fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+            let (out, inp) = w.dims2()?;
+            let rows = x.elem_count() / inp;
+            // Detached: the gradient computation itself needs no graph.
+            let dy = dy.detach().reshape((rows, out))?;
+            let x2 = x.detach().reshape((rows, inp))?;
+            let dx = dy.matmul(&w.detach())?.reshape(x.shape())?;
+            let dw = dy.t()?.matmul(&x2)?;
+            // As a GEMV: candle's `sum(0)` walks the columns with a stride and is slower.
+            let ones = Tensor::ones((1, rows), dy.dtype(), dy.device())?;
+            let db = ones.matmul(&dy)?.reshape(out)?;
+            Ok((Some(dx), Some(dw), Some(db)))
+        }
+    }
+
+    /// See [`super::attention_qkv`].
+    pub struct AttentionQkv {
+        pub n_head: usize,
+    }
+    struct AttentionQkvBwd {
+        n_head: usize,
+    }
+
+    /// A raw pointer that tasks may share: each (batch, head) task writes a disjoint region.
+    #[derive(Clone, Copy)]
+    struct SendPtr<T>(*mut T);
+    unsafe impl<T> Send for SendPtr<T> {}
+    unsafe impl<T> Sync for SendPtr<T> {}
+    impl<T> SendPtr<T> {
+        fn get(self) -> *mut T {
+            self.0
+        }
+    }
+
+    /// `dst[m×n] = alpha·dst + beta·(lhs[m×k] · rhs[k×n])` with explicit (row, column) strides,
+    /// single-threaded (tasks are already parallel).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn mm<T: 'static>(
+        m: usize, n: usize, k: usize,
+        dst: *mut T, dst_rs: usize, read_dst: bool,
+        lhs: *const T, lhs_rs: usize, lhs_cs: usize,
+        rhs: *const T, rhs_rs: usize, rhs_cs: usize,
+        alpha: T, beta: T,
+    ) {
+        gemm::gemm(
+            m, n, k, dst, 1, dst_rs as isize, read_dst,
+            lhs, lhs_cs as isize, lhs_rs as isize, rhs, rhs_cs as isize, rhs_rs as isize,
+            alpha, beta, false, false, false, gemm::Parallelism::None,
+        )
+    }
+
+    /// `P = softmax(scale · Q Kᵀ + bias)` for one (batch, head), written into `p` `[t, t]`.
+    unsafe fn attn_probs<T: Real>(qkv: *const T, bias: &[T], p: &mut [T], t: usize, c: usize, d: usize, scale: T) {
+        p.copy_from_slice(bias);
+        let (q, k) = (qkv, qkv.add(c));
+        mm(t, t, d, p.as_mut_ptr(), t, true, q, 3 * c, 1, k, 1, 3 * c, T::one(), scale);
+        for row in p.chunks_mut(t) {
+            let max = row.iter().copied().fold(row[0], |a, v| if v > a { v } else { a });
+            let mut sum = T::zero();
+            for v in row.iter_mut() {
+                *v = (*v - max).exp_();
+                sum += *v;
+            }
+            let inv = T::one() / sum;
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
+    }
+
+    fn attn_fwd<T: Real>(qkv: &[T], bias: &[T], b: usize, t: usize, c: usize, h: usize) -> Vec<T> {
+        let d = c / h;
+        let scale = T::from_f64(1.0 / (d as f64).sqrt());
+        let mut y = vec![T::zero(); b * t * c];
+        let yp = SendPtr(y.as_mut_ptr());
+        (0..b * h).into_par_iter().for_each_init(
+            || vec![T::zero(); t * t],
+            |p, job| {
+                let (bi, hi) = (job / h, job % h);
+                // SAFETY: offsets stay inside qkv [b,t,3c] and y [b,t,c]; task (bi, hi) writes
+                // only columns hi·d..(hi+1)·d of batch bi's rows of y.
+                unsafe {
+                    let base = qkv.as_ptr().add(bi * t * 3 * c + hi * d);
+                    attn_probs(base, &bias[bi * t * t..(bi + 1) * t * t], p, t, c, d, scale);
+                    let yo = yp.get().add(bi * t * c + hi * d);
+                    mm(t, d, t, yo, c, false, p.as_ptr(), t, 1, base.add(2 * c), 3 * c, 1, T::zero(), T::one());
+                }
+            },
+        );
+        y
+    }
+
+    fn attn_bwd<T: Real>(qkv: &[T], bias: &[T], dy: &[T], b: usize, t: usize, c: usize, h: usize) -> Vec<T> {
+        let d = c / h;
+        let scale = T::from_f64(1.0 / (d as f64).sqrt());
+        let mut dqkv = vec![T::zero(); b * t * 3 * c];
+        let gp = SendPtr(dqkv.as_mut_ptr());
+        (0..b * h).into_par_iter().for_each_init(
+            || (vec![T::zero(); t * t], vec![T::zero(); t * t]),
+            |(p, ds), job| {
+                let (bi, hi) = (job / h, job % h);
+                // SAFETY: as in attn_fwd; task (bi, hi) writes head hi's q, k and v columns of
+                // batch bi's rows of dqkv only.
+                unsafe {
+                    let base = qkv.as_ptr().add(bi * t * 3 * c + hi * d);
+                    let (q, k, v) = (base, base.add(c), base.add(2 * c));
+                    let g = dy.as_ptr().add(bi * t * c + hi * d);
+                    let out = gp.get().add(bi * t * 3 * c + hi * d);
+                    attn_probs(base, &bias[bi * t * t..(bi + 1) * t * t], p, t, c, d, scale);
+                    // dV = Pᵀ dY
+                    mm(t, d, t, out.add(2 * c), 3 * c, false, p.as_ptr(), 1, t, g, c, 1, T::zero(), T::one());
+                    // dP = dY Vᵀ, then dS = P ⊙ (dP − rowsum(dP ⊙ P)) · scale
+                    mm(t, t, d, ds.as_mut_ptr(), t, false, g, c, 1, v, 1, 3 * c, T::zero(), T::one());
+                    for (dsr, pr) in ds.chunks_mut(t).zip(p.chunks(t)) {
+                        let dot = dsr.iter().zip(pr.iter()).fold(T::zero(), |a, (&x, &y)| a + x * y);
+                        for (x, &y) in dsr.iter_mut().zip(pr.iter()) {
+                            *x = y * (*x - dot) * scale;
+                        }
+                    }
+                    // dQ = dS K, dK = dSᵀ Q
+                    mm(t, d, t, out, 3 * c, false, ds.as_ptr(), t, 1, k, 3 * c, 1, T::zero(), T::one());
+                    mm(t, d, t, out.add(c), 3 * c, false, ds.as_ptr(), 1, t, q, 3 * c, 1, T::zero(), T::one());
+                }
+            },
+        );
+        dqkv
+    }
+
+    fn attn_dims(l1: &Layout, l2: &Layout, h: usize) -> Result<(usize, usize, usize)> {
+        let (b, t, c3) = l1.shape().dims3()?;
+        if c3 % 3 != 0 || (c3 / 3) % h != 0 || l2.dims() != [b, 1, t, t] {
+            bail!("fused-attention: qkv {:?} / bias {:?} / {h} heads do not fit", l1.dims(), l2.dims());
+        }
+        Ok((b, t, c3 / 3))
+    }
+
+    impl CustomOp2 for AttentionQkv {
+        fn name(&self) -> &'static str {
+            "fused-attention"
+        }
+        fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+            let (b, t, c) = attn_dims(l1, l2, self.n_head)?;
+            let n = self.name();
+            let y = match s1 {
+                CpuStorage::F32(_) => CpuStorage::F32(attn_fwd::<f32>(slice(s1, l1, n)?, slice(s2, l2, n)?, b, t, c, self.n_head)),
+                CpuStorage::F64(_) => CpuStorage::F64(attn_fwd::<f64>(slice(s1, l1, n)?, slice(s2, l2, n)?, b, t, c, self.n_head)),
+                _ => bail!("fused-attention: only f32/f64"),
+            };
+            Ok((y, Shape::from((b, t, c))))
+        }
+        fn bwd(&self, qkv: &Tensor, bias: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+            let dqkv = qkv.apply_op3_no_bwd(bias, &dy.contiguous()?, &AttentionQkvBwd { n_head: self.n_head })?;
+            Ok((Some(dqkv), None))
+        }
+    }
+
+    impl CustomOp3 for AttentionQkvBwd {
+        fn name(&self) -> &'static str {
+            "fused-attention-bwd"
+        }
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            let (b, t, c) = attn_dims(l1, l2, self.n_head)?;
+            let n = self.name();
+            let g = match s1 {
+                CpuStorage::F32(_) => CpuStorage::F32(attn_bwd::<f32>(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, b, t, c, self.n_head)),
+                CpuStorage::F64(_) => CpuStorage::F64(attn_bwd::<f64>(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, b, t, c, self.n_head)),
+                _ => bail!("fused-attention-bwd: only f32/f64"),
+            };
+            Ok((g, l1.shape().clone()))
+        }
+    }
+
+    /// LayerNorm over the last dimension of a contiguous `x` with gain `w` and bias `b`.
+    pub struct LayerNorm {
+        pub eps: f64,
+    }
+    struct LayerNormBwd {
+        eps: f64,
+    }
+
+    fn row_stats<T: Real>(x: &[T], eps: f64) -> (T, T) {
+        let n = T::from_f64(x.len() as f64);
+        let mean = x.iter().fold(T::zero(), |a, &v| a + v) / n;
+        let var = x.iter().fold(T::zero(), |a, &v| a + (v - mean) * (v - mean)) / n;
+        (mean, T::from_f64(1.0) / (var + T::from_f64(eps)).sqrt_())
+    }
+
+    fn ln_fwd<T: Real>(x: &[T], w: &[T], b: &[T], eps: f64) -> Vec<T> {
+        let c = w.len();
+        let rows = x.len() / c;
+        let mut y = vec![T::zero(); x.len()];
+        let chunk = rows_per_task(rows, c) * c;
+        y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(y, x)| {
+            for (y, x) in y.chunks_mut(c).zip(x.chunks(c)) {
+                let (mean, rstd) = row_stats(x, eps);
+                for i in 0..c {
+                    y[i] = (x[i] - mean) * rstd * w[i] + b[i];
+                }
+            }
+        });
+        y
+    }
+
+    /// Returns `[rows + 2, c]`: `dx` rows, then `dw`, then `db`, from one pass over the data.
+    /// `dx = rstd (ĝ − mean(ĝ) − x̂ mean(ĝ x̂))` with `ĝ = dy ⊙ w`, `x̂ = (x − μ) rstd`;
+    /// `dw = Σ_rows dy ⊙ x̂`, `db = Σ_rows dy`.
+    fn ln_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
+        let c = w.len();
+        let rows = x.len() / c;
+        let mut out = vec![T::zero(); x.len() + 2 * c];
+        let (dx, _) = out.split_at_mut(x.len());
+        let chunk = rows_per_task(rows, c) * c;
+        // Partial sums per fixed chunk, collected in order and added sequentially: rayon's
+        // `reduce` tree depends on work stealing, which would make dw/db (and so a seeded
+        // training run) vary in the last bits from run to run.
+        let partials: Vec<(Vec<T>, Vec<T>)> = dx
+            .par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk)))
+            .map(|(dx, (x, dy))| {
+                let mut dw = vec![T::zero(); c];
+                let mut db = vec![T::zero(); c];
+                let mut xhat = vec![T::zero(); c];
+                let n = T::from_f64(c as f64);
+                for ((dx, x), dy) in dx.chunks_mut(c).zip(x.chunks(c)).zip(dy.chunks(c)) {
+                    let (mean, rstd) = row_stats(x, eps);
+                    let (mut sg, mut sgx) = (T::zero(), T::zero());
+                    for i in 0..c {
+                        xhat[i] = (x[i] - mean) * rstd;
+                        let g = dy[i] * w[i];
+                        sg += g;
+                        sgx += g * xhat[i];
+                        dw[i] += dy[i] * xhat[i];
+                        db[i] += dy[i];
+                    }
+                    let (mg, mgx) = (sg / n, sgx / n);
+                    for i in 0..c {
+                        dx[i] = rstd * (dy[i] * w[i] - mg - xhat[i] * mgx);
+                    }
+                }
+                (dw, db)
+            })
+            .collect();
+        let (mut dw, mut db) = (vec![T::zero(); c], vec![T::zero(); c]);
+        for (pw, pb) in partials {
+            dw.iter_mut().zip(pw).for_each(|(a, v)| *a += v);
+            db.iter_mut().zip(pb).for_each(|(a, v)| *a += v);
+        }
+        let n = x.len();
+        out[n..n + c].copy_from_slice(&dw);
+        out[n + c..].copy_from_slice(&db);
+        out
+    }
+
+    impl CustomOp3 for LayerNorm {
+        fn name(&self) -> &'static str {
+            "fused-layer-norm"
+        }
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            let n = self.name();
+            let out = match s1 {
+                CpuStorage::F32(_) => CpuStorage::F32(ln_fwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps)),
+                CpuStorage::F64(_) => CpuStorage::F64(ln_fwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps)),
+                _ => bail!("fused-layer-norm: only f32/f64"),
+            };
+            Ok((out, l1.shape().clone()))
+        }
+        fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+            let c = w.elem_count();
+            let rows = x.elem_count() / c;
+            let packed = x.apply_op3_no_bwd(w, &dy.contiguous()?, &LayerNormBwd { eps: self.eps })?;
+            let dx = packed.narrow(0, 0, rows)?.reshape(x.shape())?;
+            let dw = packed.narrow(0, rows, 1)?.reshape(w.shape())?;
+            let db = packed.narrow(0, rows + 1, 1)?.reshape(w.shape())?;
+            Ok((Some(dx), Some(dw), Some(db)))
+        }
+    }
+
+    impl CustomOp3 for LayerNormBwd {
+        fn name(&self) -> &'static str {
+            "fused-layer-norm-bwd"
+        }
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            let n = self.name();
+            let c = l2.shape().elem_count();
+            let rows = l1.shape().elem_count() / c;
+            let out = match s1 {
+                CpuStorage::F32(_) => CpuStorage::F32(ln_bwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps)),
+                CpuStorage::F64(_) => CpuStorage::F64(ln_bwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps)),
+                _ => bail!("fused-layer-norm-bwd: only f32/f64"),
+            };
+            Ok((out, Shape::from((rows + 2, c))))
+        }
+    }
+
+    /// Softmax over the last dimension; backward `dx = y ⊙ (dy − Σ dy ⊙ y)`.
+    pub struct Softmax;
+    struct SoftmaxBwd;
+
+    fn softmax_rows<T: Real>(x: &[T], c: usize) -> Vec<T> {
+        let rows = x.len() / c;
+        let mut y = vec![T::zero(); x.len()];
+        let chunk = rows_per_task(rows, c) * c;
+        y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(y, x)| {
+            for (y, x) in y.chunks_mut(c).zip(x.chunks(c)) {
+                let max = x.iter().copied().fold(x[0], |a, v| if v > a { v } else { a });
+                let mut s = T::zero();
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = (x - max).exp_();
+                    s += *y;
+                }
+                let inv = T::from_f64(1.0) / s;
+                y.iter_mut().for_each(|y| *y *= inv);
+            }
+        });
+        y
+    }
+
+    fn softmax_bwd_rows<T: Real>(y: &[T], dy: &[T], c: usize) -> Vec<T> {
+        let rows = y.len() / c;
+        let mut dx = vec![T::zero(); y.len()];
+        let chunk = rows_per_task(rows, c) * c;
+        dx.par_chunks_mut(chunk).zip(y.par_chunks(chunk).zip(dy.par_chunks(chunk))).for_each(|(dx, (y, dy))| {
+            for ((dx, y), dy) in dx.chunks_mut(c).zip(y.chunks(c)).zip(dy.chunks(c)) {
+                let dot = y.iter().zip(dy).fold(T::zero(), |a, (&y, &g)| a + y * g);
+                for i in 0..c {
+                    dx[i] = y[i] * (dy[i] - dot);
+                }
+            }
+        });
+        dx
+    }
+
+    impl CustomOp1 for Softmax {
+        fn name(&self) -> &'static str {
+            "fused-softmax"
+        }
+        fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+            let c = l.dims().last().copied().unwrap_or(1);
+            let out = match s {
+                CpuStorage::F32(_) => CpuStorage::F32(softmax_rows(slice::<f32>(s, l, self.name())?, c)),
+                CpuStorage::F64(_) => CpuStorage::F64(softmax_rows(slice::<f64>(s, l, self.name())?, c)),
+                _ => bail!("fused-softmax: only f32/f64"),
+            };
+            Ok((out, l.shape().clone()))
+        }
+        fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+            Ok(Some(y.apply_op2_no_bwd(&dy.contiguous()?, &SoftmaxBwd)?))
+        }
+    }
+
+    impl CustomOp2 for SoftmaxBwd {
+        fn name(&self) -> &'static str {
+            "fused-softmax-bwd"
+        }
+        fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+            let c = l1.dims().last().copied().unwrap_or(1);
+            let n = self.name();
+            let out = match s1 {
+                CpuStorage::F32(_) => CpuStorage::F32(softmax_bwd_rows(slice::<f32>(s1, l1, n)?, slice(s2, l2, n)?, c)),
+                CpuStorage::F64(_) => CpuStorage::F64(softmax_bwd_rows(slice::<f64>(s1, l1, n)?, slice(s2, l2, n)?, c)),
+                _ => bail!("fused-softmax-bwd: only f32/f64"),
+            };
+            Ok((out, l1.shape().clone()))
+        }
     }
 }
 
@@ -159,5 +866,144 @@ mod tests {
         for (a, b) in y.iter().zip(want) {
             assert!((a - b).abs() < 1e-5, "{y:?} vs {want:?}");
         }
+    }
+
+    /// Forward values and gradients (of a random linear functional of the output) of
+    /// `fused` and `composed` on the same inputs; returns max abs differences.
+    fn compare_grads(
+        inputs: &[Tensor],
+        fused: impl Fn(&[Tensor]) -> Result<Tensor>,
+        composed: impl Fn(&[Tensor]) -> Result<Tensor>,
+    ) -> (f64, f64) {
+        let run = |f: &dyn Fn(&[Tensor]) -> Result<Tensor>| {
+            let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+            let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+            let y = f(&ts).unwrap();
+            // A fixed, non-uniform cotangent so that no gradient term cancels by symmetry.
+            let n = y.elem_count();
+            let r: Vec<f64> = (0..n).map(|i| ((i * 7919 % 101) as f64 / 50.0) - 1.0).collect();
+            let r = Tensor::from_vec(r, y.shape(), y.device()).unwrap().to_dtype(y.dtype()).unwrap();
+            let loss = (&y * &r).unwrap().sum_all().unwrap();
+            let g = loss.backward().unwrap();
+            let grads: Vec<Tensor> = vars.iter().map(|v| g.get(v.as_tensor()).unwrap().clone()).collect();
+            (y, grads)
+        };
+        let (yf, gf) = run(&fused);
+        let (yc, gc) = run(&composed);
+        let maxdiff = |a: &Tensor, b: &Tensor| {
+            let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+            d.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+        };
+        let gmax = gf.iter().zip(&gc).map(|(a, b)| maxdiff(a, b)).fold(0.0, f64::max);
+        (maxdiff(&yf, &yc), gmax)
+    }
+
+    fn randn(shape: &[usize], dtype: DType, mean: f64, std: f64) -> Tensor {
+        Tensor::randn(mean, std, shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+    }
+
+    #[test]
+    fn fused_linear_matches_composed_forward_and_backward() {
+        for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 1e-4)] {
+            let x = randn(&[3, 37, 24], dtype, 0.0, 1.0);
+            let w = randn(&[40, 24], dtype, 0.0, 0.5);
+            let b = randn(&[40], dtype, 0.0, 0.5);
+            let (fwd, bwd) = compare_grads(
+                &[x, w, b],
+                |t| linear(&t[0], &t[1], &t[2]),
+                |t| linear_composed(&t[0], &t[1], &t[2]),
+            );
+            assert!(fwd < tol && bwd < tol, "{dtype:?}: fwd {fwd}, bwd {bwd}");
+        }
+    }
+
+    #[test]
+    fn fused_attention_matches_composed_forward_and_backward() {
+        // Row 0 left-padded by 3 (fully masked query rows included), row 1 unpadded.
+        let mask = vec![[vec![0u8; 3], vec![1u8; 6]].concat(), vec![1u8; 9]];
+        let pos = crate::attention::Positions::from_mask(&mask, 9, &Device::Cpu).unwrap();
+        for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 2e-5)] {
+            let qkv = randn(&[2, 9, 3 * 12], dtype, 0.0, 1.5);
+            let bias = pos.bias.clone();
+            let (fwd, bwd) = compare_grads(
+                &[qkv],
+                |t| attention_qkv(&t[0], &bias, 3),
+                |t| attention_qkv_composed(&t[0], &bias, 3),
+            );
+            assert!(fwd < tol && bwd < tol, "{dtype:?}: fwd {fwd}, bwd {bwd}");
+        }
+    }
+
+    #[test]
+    fn fused_gelu_matches_composed_forward_and_backward() {
+        // f32: |x| reaches ~15 where one ulp is ~1e-6, so 1e-5 is a few ulp.
+        for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 1e-5)] {
+            // Wide range: exercises the tanh clamp and both tails.
+            let x = (randn(&[3, 7, 65], dtype, 0.0, 4.0) + 0.0).unwrap();
+            let (fwd, bwd) = compare_grads(&[x], |t| gelu(&t[0]), |t| gelu_composed(&t[0]));
+            assert!(fwd < tol && bwd < tol, "{dtype:?}: fwd {fwd}, bwd {bwd}");
+        }
+    }
+
+    #[test]
+    fn fast_tanh_is_within_a_few_ulp_of_libm() {
+        let mut worst = 0f32;
+        for i in -200_000..=200_000 {
+            let x = i as f32 * 1e-4;
+            worst = worst.max((fused::fast_tanh(x) - x.tanh()).abs());
+        }
+        assert!(worst < 5e-7, "max abs error {worst}");
+        assert_eq!(fused::fast_tanh(100.0), 1.0);
+        assert_eq!(fused::fast_tanh(-100.0), -1.0);
+    }
+
+    #[test]
+    fn fused_layer_norm_matches_composed_forward_and_backward() {
+        for (dtype, tol) in [(DType::F64, 1e-11), (DType::F32, 2e-5)] {
+            // 300 rows: several rayon tasks, so the partial dw/db reduction is exercised.
+            let x = randn(&[3, 100, 48], dtype, 0.5, 2.0);
+            let w = randn(&[48], dtype, 1.0, 0.3);
+            let b = randn(&[48], dtype, 0.0, 0.3);
+            let (fwd, bwd) = compare_grads(
+                &[x, w, b],
+                |t| layer_norm(&t[0], &t[1], &t[2], 1e-5),
+                |t| layer_norm_composed(&t[0], &t[1], &t[2], 1e-5),
+            );
+            assert!(fwd < tol && bwd < tol, "{dtype:?}: fwd {fwd}, bwd {bwd}");
+        }
+    }
+
+    #[test]
+    fn fused_softmax_matches_composed_forward_and_backward() {
+        for (dtype, tol) in [(DType::F64, 1e-13), (DType::F32, 1e-6)] {
+            let x = randn(&[2, 3, 40, 33], dtype, 0.0, 3.0);
+            // Masked entries as attention uses them: a fully masked row must stay finite.
+            let mask = Tensor::from_vec(
+                (0..40 * 33).map(|i| if i % 33 > i / 33 { attention_masked() } else { 0.0 }).collect::<Vec<f64>>(),
+                (40, 33),
+                &Device::Cpu,
+            )
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+            let (fwd, bwd) = compare_grads(
+                &[x],
+                |t| softmax_last_dim(&t[0].broadcast_add(&mask)?),
+                |t| softmax_composed(&t[0].broadcast_add(&mask)?),
+            );
+            assert!(fwd < tol && bwd < tol, "{dtype:?}: fwd {fwd}, bwd {bwd}");
+        }
+    }
+
+    fn attention_masked() -> f64 {
+        crate::attention::MASKED as f64
+    }
+
+    #[test]
+    fn cross_entropy_of_uniform_logits_is_log_vocab() {
+        let logits = Tensor::zeros((5, 13), DType::F32, &Device::Cpu).unwrap();
+        let targets = Tensor::new(&[0u32, 3, 12, 7, 7], &Device::Cpu).unwrap();
+        let l = cross_entropy(&logits, &targets).unwrap().to_scalar::<f32>().unwrap();
+        assert!((l - 13f32.ln()).abs() < 1e-6, "{l}");
     }
 }

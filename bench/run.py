@@ -1,0 +1,136 @@
+"""Runs each candle benchmark next to its PyTorch equivalent and tabulates the ratio.
+
+    python bench/run.py [--python PY] [--only train,generate,embed] [--write] [--no-build]
+
+Builds `cargo build --release -p mismatch-bench`, then for every pair whose files exist
+(train: bench-train vs bench/torch_train.py; generate: bench-generate vs
+bench/torch_generate.py; embed: bench-embed vs bench/torch_embed.py) runs both with the same
+arguments, each printing one JSON line with `tokens_per_s`. Prints a table of both numbers
+and candle/PyTorch; with --write appends a dated section to docs/benchmarks.md.
+"""
+import argparse
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_PYTHON = "/work/pyref/bin/python"
+
+# name -> (binary, python script, shared arguments)
+PAIRS = {
+    "train": ("bench-train", "bench/torch_train.py",
+              ["--n-layer", "4", "--n-embd", "256", "--n-head", "4", "--block", "128", "--batch", "16", "--vocab", "96"]),
+    "generate": ("bench-generate", "bench/torch_generate.py", ["--batch", "8", "--new-tokens", "64"]),
+    "embed": ("bench-embed", "bench/torch_embed.py", ["--batch", "32", "--n", "256"]),
+}
+
+
+def run_json(cmd):
+    """Runs `cmd` and returns the last stdout line that parses as a JSON object."""
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} exited with {p.returncode}:\n{p.stderr.strip()}")
+    for line in reversed(p.stdout.strip().splitlines()):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            return obj
+    raise RuntimeError(f"{shlex.join(cmd)} printed no JSON line:\n{p.stdout}")
+
+
+def machine():
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} logical CPUs (nproc {len(os.sched_getaffinity(0))})"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--python", default=DEFAULT_PYTHON, help="Python with torch (default %(default)s)")
+    ap.add_argument("--only", default=",".join(PAIRS), help="comma-separated pairs to run")
+    ap.add_argument("--write", action="store_true", help="append the results to docs/benchmarks.md")
+    ap.add_argument("--no-build", action="store_true", help="skip cargo build")
+    ap.add_argument("--repeat", type=int, default=3, help="alternating runs per pair; the median is reported")
+    a = ap.parse_args()
+    names = [n.strip() for n in a.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PAIRS]
+    if unknown:
+        sys.exit(f"unknown pair(s) {unknown}; known: {list(PAIRS)}")
+    if not a.no_build:
+        # Only the binaries of the selected pairs whose sources exist, so that one unfinished
+        # benchmark does not block the others.
+        bins = [b for b, _, _ in (PAIRS[n] for n in names)
+                if os.path.exists(os.path.join(ROOT, "crates", "bench", "src", "bin", b + ".rs"))]
+        if bins:
+            cmd = ["cargo", "build", "--release", "-p", "mismatch-bench"]
+            for b in bins:
+                cmd += ["--bin", b]
+            subprocess.run(cmd, cwd=ROOT, check=True)
+    rows = []
+    load_before = f"{os.getloadavg()[0]:.2f}"
+    for name in names:
+        binary, script, args = PAIRS[name]
+        bin_path = os.path.join(ROOT, "target", "release", binary)
+        if not (os.path.exists(bin_path) and os.path.exists(os.path.join(ROOT, script))):
+            print(f"skipping {name}: {binary} or {script} missing", file=sys.stderr)
+            continue
+        # Alternate the two implementations and keep each one's median run: load from other
+        # processes then hits both alike.
+        cs, ts = [], []
+        for _ in range(a.repeat):
+            cs.append(run_json([bin_path] + args))
+            ts.append(run_json([a.python, script] + args))
+        c = sorted(cs, key=lambda r: r["tokens_per_s"])[len(cs) // 2]
+        t = sorted(ts, key=lambda r: r["tokens_per_s"])[len(ts) // 2]
+        ratio = c["tokens_per_s"] / t["tokens_per_s"]
+        rows.append((name, " ".join(args), c, t, ratio, cs + ts))
+    if not rows:
+        sys.exit("no benchmark pair available")
+    header = "| bench | arguments | candle tok/s median (range) | PyTorch tok/s median (range) | candle/PyTorch | GEMM GFLOP/s candle / PyTorch |\n|---|---|---:|---:|---:|---:|"
+
+    def gemm(c, t):
+        if "gemm_gflops" in c and "gemm_gflops" in t:
+            return f"{c['gemm_gflops']:.0f} / {t['gemm_gflops']:.0f}"
+        return "-"
+
+    def span(runs, impl):
+        v = sorted(r["tokens_per_s"] for r in runs if r.get("impl") == impl)
+        return f" ({v[0]:.0f}–{v[-1]:.0f})" if len(v) > 1 else ""
+
+    lines = [f"| {n} | `{args}` | {c['tokens_per_s']:.0f}{span(runs, c.get('impl'))} | "
+             f"{t['tokens_per_s']:.0f}{span(runs, t.get('impl'))} | {r:.2f} | {gemm(c, t)} |"
+             for n, args, c, t, r, runs in rows]
+    table = "\n".join([header] + lines)
+    print(table)
+    if a.write:
+        torch_version = next((t.get("torch") for _, _, _, t, _, _ in rows if t.get("torch")), "?")
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        cmd = "python bench/run.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
+        raw = "\n".join(json.dumps(x) for *_, runs in rows for x in runs)
+        section = (f"\n## {now}\n\n- machine: {machine()}\n- PyTorch {torch_version}, candle 0.11.1\n"
+                   f"- command: `{cmd.strip()}`; load average before: {load_before}, after: {os.getloadavg()[0]:.2f}\n\n{table}\n\n<details><summary>raw JSON</summary>\n\n```\n{raw}\n```\n</details>\n")
+        path = os.path.join(ROOT, "docs", "benchmarks.md")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        new = not os.path.exists(path)
+        with open(path, "a") as f:
+            if new:
+                f.write("# Benchmarks\n\ncandle (this repo) against the same computation in PyTorch, on CPU. "
+                        "Appended by `python bench/run.py --write`.\n")
+            f.write(section)
+        print(f"appended to {path}")
+
+
+if __name__ == "__main__":
+    main()
