@@ -14,7 +14,14 @@ fn stdout(o: &Output) -> String {
 #[test]
 fn chat_answer_names_paris() {
     let o = mismatch(&[
-        "generate", "--model", "smollm2-135m", "--chat", "--prompt", "What is the capital of France?", "--temperature", "0",
+        "generate",
+        "--model",
+        "smollm2-135m",
+        "--chat",
+        "--prompt",
+        "What is the capital of France?",
+        "--temperature",
+        "0",
     ]);
     let text = stdout(&o);
     assert!(text.contains("Paris"), "{text}");
@@ -24,8 +31,22 @@ fn chat_answer_names_paris() {
 fn sampling_is_reproducible_with_a_seed_and_varies_without() {
     let run = |seed: &str| {
         stdout(&mismatch(&[
-            "generate", "--model", "smollm2-135m", "--prompt", "Once upon a time", "--prompt", "The best way to learn",
-            "--max-new-tokens", "24", "--temperature", "1.0", "--top-p", "0.95", "--seed", seed, "--json",
+            "generate",
+            "--model",
+            "smollm2-135m",
+            "--prompt",
+            "Once upon a time",
+            "--prompt",
+            "The best way to learn",
+            "--max-new-tokens",
+            "24",
+            "--temperature",
+            "1.0",
+            "--top-p",
+            "0.95",
+            "--seed",
+            seed,
+            "--json",
         ]))
     };
     let (a, b, c) = (run("11"), run("11"), run("12"));

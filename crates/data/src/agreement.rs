@@ -41,9 +41,7 @@ pub fn fleiss_kappa(counts: &[Vec<usize>]) -> std::result::Result<f64, String> {
     let mut pairs = 0usize;
     for (i, row) in counts.iter().enumerate() {
         if row.len() != k || row.iter().sum::<usize>() != n {
-            return Err(format!(
-                "item {i}: every item needs {n} ratings over {k} categories"
-            ));
+            return Err(format!("item {i}: every item needs {n} ratings over {k} categories"));
         }
         for (t, &c) in totals.iter_mut().zip(row) {
             *t += c;
@@ -56,10 +54,7 @@ pub fn fleiss_kappa(counts: &[Vec<usize>]) -> std::result::Result<f64, String> {
 /// κ from Σ_i n_ij (`totals`) and Σ_ij n_ij(n_ij − 1) (`pairs`): the sufficient statistics the bootstrap sums.
 fn kappa_from_sums(totals: &[usize], pairs: usize, items: usize, n: usize) -> f64 {
     let p_bar = pairs as f64 / (items * n * (n - 1)) as f64;
-    let p_e: f64 = totals
-        .iter()
-        .map(|&t| (t as f64 / (items * n) as f64).powi(2))
-        .sum();
+    let p_e: f64 = totals.iter().map(|&t| (t as f64 / (items * n) as f64).powi(2)).sum();
     if p_e >= 1.0 {
         f64::NAN
     } else {
@@ -84,12 +79,7 @@ fn item(labels: &[u8]) -> Item {
     }
     it.pairs = it.counts.iter().map(|&c| c * c.saturating_sub(1)).sum();
     for a in 0..labels.len() {
-        let others: Vec<u8> = labels
-            .iter()
-            .enumerate()
-            .filter(|&(b, _)| b != a)
-            .map(|(_, &l)| l)
-            .collect();
+        let others: Vec<u8> = labels.iter().enumerate().filter(|&(b, _)| b != a).map(|(_, &l)| l).collect();
         if let (1 | 2, Some(m @ (1 | 2))) = (labels[a], strict_majority(&others)) {
             it.loo_total += 1;
             it.loo_correct += usize::from(labels[a] == m);
@@ -135,20 +125,18 @@ pub fn agreement(ds: &Dataset, bootstrap: usize, seed: u64) -> Result<Agreement>
     let Records::Judgements(js) = &ds.records else {
         return Err(DataError::file(
             &ds.path,
-            format!("agreement needs multi-annotator records (pandalm format: annotator1..N), this file is {}", ds.format),
+            format!(
+                "agreement needs multi-annotator records (pandalm format: annotator1..N), this file is {}",
+                ds.format
+            ),
         ));
     };
     let n = js[0].labels.len();
     if n < 2 {
-        return Err(DataError::file(
-            &ds.path,
-            format!("agreement needs at least 2 annotators per item, found {n}"),
-        ));
+        return Err(DataError::file(&ds.path, format!("agreement needs at least 2 annotators per item, found {n}")));
     }
     if bootstrap < 2 {
-        return Err(DataError::Usage(format!(
-            "--bootstrap: need at least 2 resamples, got {bootstrap}"
-        )));
+        return Err(DataError::Usage(format!("--bootstrap: need at least 2 resamples, got {bootstrap}")));
     }
     let items: Vec<Item> = js.iter().map(|j| item(&j.labels)).collect();
     let stats = |idx: &mut dyn Iterator<Item = usize>| -> [f64; 3] {
@@ -164,21 +152,14 @@ pub fn agreement(ds: &Dataset, bootstrap: usize, seed: u64) -> Result<Agreement>
             m += 1;
         }
         let pairwise = pairs as f64 / (m * n * (n - 1)) as f64;
-        let ceiling = if cases == 0 {
-            f64::NAN
-        } else {
-            correct as f64 / cases as f64
-        };
+        let ceiling = if cases == 0 { f64::NAN } else { correct as f64 / cases as f64 };
         [pairwise, kappa_from_sums(&totals, pairs, m, n), ceiling]
     };
     let point = stats(&mut (0..items.len()));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut samples: [Vec<f64>; 3] = Default::default();
     for _ in 0..bootstrap {
-        let mut draw = (0..items.len())
-            .map(|_| rng.random_range(0..items.len()))
-            .collect::<Vec<_>>()
-            .into_iter();
+        let mut draw = (0..items.len()).map(|_| rng.random_range(0..items.len())).collect::<Vec<_>>().into_iter();
         for (s, v) in samples.iter_mut().zip(stats(&mut draw)) {
             if v.is_finite() {
                 s.push(v);
@@ -188,11 +169,7 @@ pub fn agreement(ds: &Dataset, bootstrap: usize, seed: u64) -> Result<Agreement>
     let mut est = |k: usize| {
         let s = &mut samples[k];
         s.sort_by(f64::total_cmp);
-        Estimate {
-            value: point[k],
-            lo: quantile(s, 0.025),
-            hi: quantile(s, 0.975),
-        }
+        Estimate { value: point[k], lo: quantile(s, 0.025), hi: quantile(s, 0.975) }
     };
     let mut per_pair = Vec::new();
     for a in 0..n {
@@ -235,12 +212,7 @@ impl fmt::Display for Agreement {
         let e = |x: &Estimate, pct: bool| {
             let s = if pct { 100.0 } else { 1.0 };
             let d = if pct { 1 } else { 3 };
-            format!(
-                "{:.d$}  [95% CI {:.d$}, {:.d$}]",
-                x.value * s,
-                x.lo * s,
-                x.hi * s
-            )
+            format!("{:.d$}  [95% CI {:.d$}, {:.d$}]", x.value * s, x.lo * s, x.hi * s)
         };
         writeln!(
             f,
@@ -253,18 +225,12 @@ impl fmt::Display for Agreement {
             self.majority[1], self.majority[2], self.majority[0], self.majority[3]
         )?;
         writeln!(f, "pairwise agreement %:  {}", e(&self.pairwise, true))?;
-        writeln!(
-            f,
-            "  share of annotator pairs giving the same label (tie counts as a label)"
-        )?;
+        writeln!(f, "  share of annotator pairs giving the same label (tie counts as a label)")?;
         for (a, b, v) in &self.per_pair {
             writeln!(f, "  annotator{a} vs annotator{b}: {:.1}%", v * 100.0)?;
         }
         writeln!(f, "Fleiss' kappa:         {}", e(&self.kappa, false))?;
-        writeln!(
-            f,
-            "  agreement beyond chance: (P - Pe) / (1 - Pe); 0 = chance, 1 = perfect (Fleiss 1971)"
-        )?;
+        writeln!(f, "  agreement beyond chance: (P - Pe) / (1 - Pe); 0 = chance, 1 = perfect (Fleiss 1971)")?;
         writeln!(f, "accuracy ceiling %:    {}", e(&self.ceiling, true))?;
         writeln!(
             f,
@@ -273,10 +239,6 @@ impl fmt::Display for Agreement {
              to beat this",
             self.ceiling_cases
         )?;
-        write!(
-            f,
-            "CIs: percentile bootstrap over items, {} resamples, seed {}",
-            self.bootstrap, self.seed
-        )
+        write!(f, "CIs: percentile bootstrap over items, {} resamples, seed {}", self.bootstrap, self.seed)
     }
 }

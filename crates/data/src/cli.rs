@@ -20,10 +20,7 @@ pub struct InputArgs {
 
 impl InputArgs {
     fn options(&self) -> ReadOptions {
-        ReadOptions {
-            format: self.format,
-            strict: self.strict,
-        }
+        ReadOptions { format: self.format, strict: self.strict }
     }
 }
 
@@ -79,10 +76,7 @@ pub fn run_to_string(cmd: DataCmd) -> Result<String> {
     match cmd {
         DataCmd::Check { input } => {
             let ds = read_dataset(&input.file, input.options())?;
-            Ok(crate::stats::summarize(&ds)
-                .to_string()
-                .trim_end()
-                .to_string())
+            Ok(crate::stats::summarize(&ds).to_string().trim_end().to_string())
         }
         DataCmd::Convert { input, out } => {
             let ds = read_dataset(&input.file, input.options())?;
@@ -95,45 +89,19 @@ pub fn run_to_string(cmd: DataCmd) -> Result<String> {
                 ds.format
             );
             if r.dropped > 0 {
-                s += &format!(
-                    " ({} items without a decisive majority label skipped)",
-                    r.dropped
-                );
+                s += &format!(" ({} items without a decisive majority label skipped)", r.dropped);
             }
             Ok(s)
         }
-        DataCmd::Split {
-            input,
-            out_dir,
-            ratios,
-            names,
-            seed,
-        } => {
+        DataCmd::Split { input, out_dir, ratios, names, seed } => {
             let ds = read_dataset(&input.file, input.options())?;
             let names = names.unwrap_or_else(|| crate::write::default_names(ratios.len()));
             let parts = crate::write::split(&ds, &out_dir, &ratios, &names, seed)?;
-            let lines: Vec<_> = parts
-                .iter()
-                .map(|p| {
-                    format!(
-                        "{}: {} rows, {} prompts",
-                        p.path.display(),
-                        p.rows,
-                        p.prompts
-                    )
-                })
-                .collect();
-            Ok(format!(
-                "split {} rows by prompt (seed {seed}):\n{}",
-                ds.records.len(),
-                lines.join("\n")
-            ))
+            let lines: Vec<_> =
+                parts.iter().map(|p| format!("{}: {} rows, {} prompts", p.path.display(), p.rows, p.prompts)).collect();
+            Ok(format!("split {} rows by prompt (seed {seed}):\n{}", ds.records.len(), lines.join("\n")))
         }
-        DataCmd::Agreement {
-            input,
-            bootstrap,
-            seed,
-        } => {
+        DataCmd::Agreement { input, bootstrap, seed } => {
             let ds = read_dataset(&input.file, input.options())?;
             Ok(crate::agreement::agreement(&ds, bootstrap, seed)?.to_string())
         }

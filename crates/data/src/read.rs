@@ -31,10 +31,7 @@ pub fn read_dataset(path: &Path, opts: ReadOptions) -> Result<Dataset> {
     let (bytes, gzip) = read_bytes(path)?;
     let raw = split_records(path, &bytes)?;
     let Some(first) = raw.first() else {
-        return Err(DataError::file(
-            path,
-            "no records (the file holds only whitespace or an empty array)",
-        ));
+        return Err(DataError::file(path, "no records (the file holds only whitespace or an empty array)"));
     };
     let format = match opts.format {
         Some(f) => f,
@@ -55,9 +52,7 @@ pub fn read_dataset(path: &Path, opts: ReadOptions) -> Result<Dataset> {
     let mut annotators = None;
     for (line, value) in raw {
         let err = |m: String| DataError::at_line(path, line, m);
-        let obj = value
-            .as_object()
-            .ok_or_else(|| err(format!("expected a JSON object, found {}", kind(&value))))?;
+        let obj = value.as_object().ok_or_else(|| err(format!("expected a JSON object, found {}", kind(&value))))?;
         match &mut ds.records {
             Records::Pairs(v) => {
                 let (mut p, diverged) = parse_pair(format, obj, opts.strict).map_err(err)?;
@@ -86,8 +81,7 @@ pub fn read_dataset(path: &Path, opts: ReadOptions) -> Result<Dataset> {
 
 /// The file's bytes, gunzipped when they start with the gzip magic; the flag says whether they were.
 pub fn read_bytes(path: &Path) -> Result<(Vec<u8>, bool)> {
-    let bytes =
-        std::fs::read(path).map_err(|e| DataError::file(path, format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| DataError::file(path, format!("cannot read: {e}")))?;
     if bytes.is_empty() {
         return Err(DataError::file(path, "empty file"));
     }
@@ -100,10 +94,7 @@ pub fn read_bytes(path: &Path) -> Result<(Vec<u8>, bool)> {
         .read_to_end(&mut out)
         .map_err(|e| DataError::file(path, format!("corrupt gzip data: {e}")))?;
     if out.is_empty() {
-        return Err(DataError::file(
-            path,
-            "empty file (gzip stream decompresses to nothing)",
-        ));
+        return Err(DataError::file(path, "empty file (gzip stream decompresses to nothing)"));
     }
     Ok((out, true))
 }
@@ -118,20 +109,14 @@ pub fn split_records(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, Value)>> {
     };
     if bytes[start] == b'[' {
         let text = std::str::from_utf8(bytes).map_err(|e| {
-            let line = 1 + bytes[..e.valid_up_to()]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count();
+            let line = 1 + bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count();
             DataError::at_line(path, line, "invalid UTF-8")
         })?;
-        let elems =
-            split_array(text, start).map_err(|(line, m)| DataError::at_line(path, line, m))?;
+        let elems = split_array(text, start).map_err(|(line, m)| DataError::at_line(path, line, m))?;
         elems
             .into_iter()
             .map(|(line, s)| {
-                parse_json(s)
-                    .map(|v| (line, v))
-                    .map_err(|(off, m)| DataError::at_line(path, line + off, m))
+                parse_json(s).map(|v| (line, v)).map_err(|(off, m)| DataError::at_line(path, line + off, m))
             })
             .collect()
     } else {
@@ -140,11 +125,7 @@ pub fn split_records(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, Value)>> {
             let line = i + 1;
             let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
             let text = std::str::from_utf8(raw).map_err(|e| {
-                DataError::at_line(
-                    path,
-                    line,
-                    format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
-                )
+                DataError::at_line(path, line, format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1))
             })?;
             if text.trim().is_empty() {
                 continue;
@@ -152,11 +133,7 @@ pub fn split_records(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, Value)>> {
             check_depth(text).map_err(|m| DataError::at_line(path, line, m))?;
             let v = parse_json(text).map_err(|(_, m)| {
                 // A pretty-printed object spread over several lines looks like a truncated JSONL record.
-                let hint = if m.starts_with("truncated") {
-                    " (JSONL needs one complete record per line)"
-                } else {
-                    ""
-                };
+                let hint = if m.starts_with("truncated") { " (JSONL needs one complete record per line)" } else { "" };
                 DataError::at_line(path, line, format!("{m}{hint}"))
             })?;
             out.push((line, v));
@@ -171,16 +148,10 @@ fn parse_json(text: &str) -> std::result::Result<Value, (usize, String)> {
     serde_json::from_str(text).map_err(|e| {
         let off = e.line().saturating_sub(1);
         let inner = e.to_string();
-        let inner = inner
-            .rfind(" at line ")
-            .map_or(inner.as_str(), |i| &inner[..i])
-            .to_string();
+        let inner = inner.rfind(" at line ").map_or(inner.as_str(), |i| &inner[..i]).to_string();
         if let Some((tok_off, tok, key)) = find_nonfinite(text) {
             let field = key.map_or(String::new(), |k| format!("field `{k}`: "));
-            return (
-                tok_off,
-                format!("{field}{tok} is not a number in JSON (write a finite number)"),
-            );
+            return (tok_off, format!("{field}{tok} is not a number in JSON (write a finite number)"));
         }
         let msg = match e.classify() {
             serde_json::error::Category::Eof => format!("truncated record: {inner}"),
@@ -250,10 +221,7 @@ fn check_depth(text: &str) -> std::result::Result<(), String> {
 
 /// Splits a top-level JSON array (starting at byte `start`) into its elements' texts and starting lines,
 /// without parsing them, so each element's errors can be reported at its own line.
-fn split_array(
-    text: &str,
-    start: usize,
-) -> std::result::Result<Vec<(usize, &str)>, (usize, String)> {
+fn split_array(text: &str, start: usize) -> std::result::Result<Vec<(usize, &str)>, (usize, String)> {
     let b = text.as_bytes();
     let mut line = 1 + b[..start].iter().filter(|&&c| c == b'\n').count();
     let mut i = start + 1;
@@ -273,10 +241,7 @@ fn split_array(
         loop {
             skip_ws(&mut i, &mut line);
             if i >= b.len() {
-                return Err((
-                    line,
-                    "truncated JSON array: expected an element or `]`".into(),
-                ));
+                return Err((line, "truncated JSON array: expected an element or `]`".into()));
             }
             if b[i] == b']' || b[i] == b',' {
                 return Err((line, "empty element in JSON array (stray comma?)".into()));
@@ -301,10 +266,7 @@ fn split_array(
                         b'{' | b'[' => {
                             depth += 1;
                             if depth > MAX_DEPTH {
-                                return Err((
-                                    line,
-                                    format!("nesting deeper than {MAX_DEPTH} levels"),
-                                ));
+                                return Err((line, format!("nesting deeper than {MAX_DEPTH} levels")));
                             }
                         }
                         b'}' | b']' if depth > 0 => depth -= 1,
@@ -315,7 +277,10 @@ fn split_array(
                 i += 1;
             }
             if i >= b.len() {
-                return Err((line, format!("truncated JSON array: the element starting at line {elem_line} is not closed")));
+                return Err((
+                    line,
+                    format!("truncated JSON array: the element starting at line {elem_line} is not closed"),
+                ));
             }
             out.push((elem_line, text[elem_start..i].trim_end()));
             let sep = b[i];
@@ -327,10 +292,7 @@ fn split_array(
     }
     skip_ws(&mut i, &mut line);
     if i < b.len() {
-        return Err((
-            line,
-            "unexpected content after the closing `]` of the JSON array".into(),
-        ));
+        return Err((line, "unexpected content after the closing `]` of the JSON array".into()));
     }
     Ok(out)
 }
@@ -380,64 +342,30 @@ pub(crate) fn kind(v: &Value) -> &'static str {
 }
 
 fn field<'a>(o: &'a Map<String, Value>, name: &str, ctx: &str) -> FieldResult<&'a Value> {
-    o.get(name)
-        .ok_or_else(|| format!("missing field `{ctx}{name}`"))
+    o.get(name).ok_or_else(|| format!("missing field `{ctx}{name}`"))
 }
 
 fn string(v: &Value, name: &str) -> FieldResult<String> {
-    v.as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("field `{name}`: expected a string, found {}", kind(v)))
+    v.as_str().map(str::to_owned).ok_or_else(|| format!("field `{name}`: expected a string, found {}", kind(v)))
 }
 
 /// A list of `{role, content}` messages (or ShareGPT `{from, value}` when `sharegpt`).
 fn messages(v: &Value, name: &str, sharegpt: bool) -> FieldResult<Vec<Message>> {
-    let arr = v.as_array().ok_or_else(|| {
-        format!(
-            "field `{name}`: expected a list of messages, found {}",
-            kind(v)
-        )
-    })?;
-    arr.iter()
-        .enumerate()
-        .map(|(i, m)| message(m, &format!("{name}[{i}]"), sharegpt))
-        .collect()
+    let arr = v.as_array().ok_or_else(|| format!("field `{name}`: expected a list of messages, found {}", kind(v)))?;
+    arr.iter().enumerate().map(|(i, m)| message(m, &format!("{name}[{i}]"), sharegpt)).collect()
 }
 
 fn message(m: &Value, name: &str, sharegpt: bool) -> FieldResult<Message> {
-    let (rk, ck) = if sharegpt {
-        ("from", "value")
-    } else {
-        ("role", "content")
-    };
-    let o = m.as_object().ok_or_else(|| {
-        format!(
-            "field `{name}`: expected a message object, found {}",
-            kind(m)
-        )
-    })?;
-    let role_v = o
-        .get(rk)
-        .ok_or_else(|| format!("missing field `{name}.{rk}`"))?;
-    let role_s = role_v.as_str().ok_or_else(|| {
-        format!(
-            "field `{name}.{rk}`: expected a string, found {}",
-            kind(role_v)
-        )
-    })?;
+    let (rk, ck) = if sharegpt { ("from", "value") } else { ("role", "content") };
+    let o = m.as_object().ok_or_else(|| format!("field `{name}`: expected a message object, found {}", kind(m)))?;
+    let role_v = o.get(rk).ok_or_else(|| format!("missing field `{name}.{rk}`"))?;
+    let role_s =
+        role_v.as_str().ok_or_else(|| format!("field `{name}.{rk}`: expected a string, found {}", kind(role_v)))?;
     let role = Role::parse(role_s).ok_or_else(|| {
-        let known = if sharegpt {
-            "human, gpt, system"
-        } else {
-            "system, user, assistant"
-        };
+        let known = if sharegpt { "human, gpt, system" } else { "system, user, assistant" };
         format!("field `{name}.{rk}`: unknown role \"{role_s}\" (expected {known})")
     })?;
-    let content = string(
-        o.get(ck)
-            .ok_or_else(|| format!("missing field `{name}.{ck}`"))?,
-        &format!("{name}.{ck}"),
-    )?;
+    let content = string(o.get(ck).ok_or_else(|| format!("missing field `{name}.{ck}`"))?, &format!("{name}.{ck}"))?;
     Ok(Message { role, content })
 }
 
@@ -446,10 +374,7 @@ fn turns(v: &Value, name: &str) -> FieldResult<Turns> {
     match v {
         Value::String(s) => Ok(Turns::Text(s.clone())),
         Value::Array(_) => Ok(Turns::Chat(messages(v, name, false)?)),
-        _ => Err(format!(
-            "field `{name}`: expected a string or a list of messages, found {}",
-            kind(v)
-        )),
+        _ => Err(format!("field `{name}`: expected a string or a list of messages, found {}", kind(v))),
     }
 }
 
@@ -457,32 +382,16 @@ fn margin(o: &Map<String, Value>) -> FieldResult<Option<f64>> {
     match o.get("margin") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => {
-            let m = n
-                .as_f64()
-                .filter(|m| m.is_finite())
-                .ok_or("field `margin`: not a finite number")?;
+            let m = n.as_f64().filter(|m| m.is_finite()).ok_or("field `margin`: not a finite number")?;
             Ok(Some(m))
         }
-        Some(v) => Err(format!(
-            "field `margin`: expected a number, found {}",
-            kind(v)
-        )),
+        Some(v) => Err(format!("field `margin`: expected a number, found {}", kind(v))),
     }
 }
 
-fn parse_pair(
-    format: Format,
-    o: &Map<String, Value>,
-    strict: bool,
-) -> FieldResult<(Preference, bool)> {
+fn parse_pair(format: Format, o: &Map<String, Value>, strict: bool) -> FieldResult<(Preference, bool)> {
     let margin = margin(o)?;
-    let pref = |prompt, chosen, rejected| Preference {
-        prompt,
-        chosen,
-        rejected,
-        margin,
-        line: 0,
-    };
+    let pref = |prompt, chosen, rejected| Preference { prompt, chosen, rejected, margin, line: 0 };
     match format {
         Format::Trl => {
             let chosen = turns(field(o, "chosen", "")?, "chosen")?;
@@ -490,18 +399,13 @@ fn parse_pair(
             if let Some(p) = o.get("prompt") {
                 let prompt = turns(p, "prompt")?;
                 if prompt.is_chat() != chosen.is_chat() || chosen.is_chat() != rejected.is_chat() {
-                    return Err(
-                        "fields `prompt`, `chosen`, `rejected` mix plain strings and message lists"
-                            .into(),
-                    );
+                    return Err("fields `prompt`, `chosen`, `rejected` mix plain strings and message lists".into());
                 }
                 return Ok((pref(prompt, chosen, rejected), false));
             }
             // Implicit prompt (TRL's "conversational, implicit prompt"): the shared messages before the last one.
             let (Turns::Chat(c), Turns::Chat(r)) = (chosen, rejected) else {
-                return Err(
-                    "missing field `prompt` (required when `chosen`/`rejected` are strings)".into(),
-                );
+                return Err("missing field `prompt` (required when `chosen`/`rejected` are strings)".into());
             };
             let (Some((cl, cp)), Some((rl, rp))) = (c.split_last(), r.split_last()) else {
                 return Err("fields `chosen`/`rejected`: empty message list".into());
@@ -509,66 +413,33 @@ fn parse_pair(
             if cp != rp {
                 return Err("fields `chosen` and `rejected` (implicit prompt) differ before their last message".into());
             }
-            Ok((
-                pref(
-                    Turns::Chat(cp.to_vec()),
-                    Turns::Chat(vec![cl.clone()]),
-                    Turns::Chat(vec![rl.clone()]),
-                ),
-                false,
-            ))
+            Ok((pref(Turns::Chat(cp.to_vec()), Turns::Chat(vec![cl.clone()]), Turns::Chat(vec![rl.clone()])), false))
         }
         Format::Hh => {
             let c = hh_turns(&string(field(o, "chosen", "")?, "chosen")?, "chosen")?;
             let r = hh_turns(&string(field(o, "rejected", "")?, "rejected")?, "rejected")?;
             let (p, diverged) = hh_prompt_len(&c, &r, strict)?;
             let prompt = Turns::Chat(c[..p].to_vec());
-            Ok((
-                pref(
-                    prompt,
-                    Turns::Chat(c[p..].to_vec()),
-                    Turns::Chat(r[p..].to_vec()),
-                ),
-                diverged,
-            ))
+            Ok((pref(prompt, Turns::Chat(c[p..].to_vec()), Turns::Chat(r[p..].to_vec())), diverged))
         }
         Format::OpenAi => {
             let input = field(o, "input", "")?;
-            let io = input.as_object().ok_or_else(|| {
-                format!("field `input`: expected an object, found {}", kind(input))
-            })?;
+            let io =
+                input.as_object().ok_or_else(|| format!("field `input`: expected an object, found {}", kind(input)))?;
             let prompt = messages(field(io, "messages", "input.")?, "input.messages", false)?;
             let chosen = messages(field(o, "preferred_output", "")?, "preferred_output", false)?;
-            let rejected = messages(
-                field(o, "non_preferred_output", "")?,
-                "non_preferred_output",
-                false,
-            )?;
-            Ok((
-                pref(
-                    Turns::Chat(prompt),
-                    Turns::Chat(chosen),
-                    Turns::Chat(rejected),
-                ),
-                false,
-            ))
+            let rejected = messages(field(o, "non_preferred_output", "")?, "non_preferred_output", false)?;
+            Ok((pref(Turns::Chat(prompt), Turns::Chat(chosen), Turns::Chat(rejected)), false))
         }
         Format::ShareGpt => {
             let prompt = messages(field(o, "conversations", "")?, "conversations", true)?;
             let one = |name: &str| -> FieldResult<Turns> {
                 let v = field(o, name, "")?;
                 // LLaMA-Factory writes a single message; accept a list too.
-                let m = if v.is_array() {
-                    messages(v, name, true)?
-                } else {
-                    vec![message(v, name, true)?]
-                };
+                let m = if v.is_array() { messages(v, name, true)? } else { vec![message(v, name, true)?] };
                 Ok(Turns::Chat(m))
             };
-            Ok((
-                pref(Turns::Chat(prompt), one("chosen")?, one("rejected")?),
-                false,
-            ))
+            Ok((pref(Turns::Chat(prompt), one("chosen")?, one("rejected")?), false))
         }
         Format::PandaLm | Format::Ranking => unreachable!("not a pairwise format"),
     }
@@ -587,9 +458,7 @@ fn hh_turns(t: &str, name: &str) -> FieldResult<Vec<Message>> {
         t
     };
     if !t.starts_with(H) {
-        return Err(format!(
-            "field `{name}`: transcript must start with \"\\n\\nHuman:\""
-        ));
+        return Err(format!("field `{name}`: transcript must start with \"\\n\\nHuman:\""));
     }
     let mut out = Vec::new();
     let mut rest = t;
@@ -597,26 +466,14 @@ fn hh_turns(t: &str, name: &str) -> FieldResult<Vec<Message>> {
         let (role, body) = if let Some(b) = rest.strip_prefix(H) {
             (Role::User, b)
         } else {
-            (
-                Role::Assistant,
-                rest.strip_prefix(A).expect("rest starts at a marker"),
-            )
+            (Role::Assistant, rest.strip_prefix(A).expect("rest starts at a marker"))
         };
-        let end = [body.find(H), body.find(A)]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(body.len());
-        out.push(Message {
-            role,
-            content: body[..end].trim().to_string(),
-        });
+        let end = [body.find(H), body.find(A)].into_iter().flatten().min().unwrap_or(body.len());
+        out.push(Message { role, content: body[..end].trim().to_string() });
         rest = &body[end..];
     }
     if out.last().map(|m| m.role) != Some(Role::Assistant) {
-        return Err(format!(
-            "field `{name}`: transcript does not end with an \"\\n\\nAssistant:\" turn"
-        ));
+        return Err(format!("field `{name}`: transcript does not end with an \"\\n\\nAssistant:\" turn"));
     }
     Ok(out)
 }
@@ -628,16 +485,11 @@ fn hh_prompt_len(c: &[Message], r: &[Message], strict: bool) -> FieldResult<(usi
         return Ok((c.len() - 1, false));
     }
     let common = c.iter().zip(r).take_while(|(a, b)| a == b).count();
-    let at = format!(
-        "chosen and rejected transcripts do not share the prompt: they differ at turn {}",
-        common + 1
-    );
+    let at = format!("chosen and rejected transcripts do not share the prompt: they differ at turn {}", common + 1);
     if strict {
         return Err(format!("{at} (before the final assistant turn)"));
     }
-    let p = (1..=common.min(c.len() - 1).min(r.len() - 1))
-        .rev()
-        .find(|&p| c[p - 1].role == Role::User);
+    let p = (1..=common.min(c.len() - 1).min(r.len() - 1)).rev().find(|&p| c[p - 1].role == Role::User);
     match p {
         Some(p) if c[p].role == Role::Assistant && r[p].role == Role::Assistant => Ok((p, true)),
         _ => Err(format!("{at}, before any shared human turn")),
@@ -647,27 +499,15 @@ fn hh_prompt_len(c: &[Message], r: &[Message], strict: bool) -> FieldResult<(usi
 fn parse_ranking(o: &Map<String, Value>) -> FieldResult<Ranking> {
     let prompt = turns(field(o, "prompt", "")?, "prompt")?;
     let cv = field(o, "completions", "")?;
-    let ca = cv
-        .as_array()
-        .ok_or_else(|| format!("field `completions`: expected an array, found {}", kind(cv)))?;
-    let completions: Vec<Turns> = ca
-        .iter()
-        .enumerate()
-        .map(|(i, c)| turns(c, &format!("completions[{i}]")))
-        .collect::<FieldResult<_>>()?;
+    let ca = cv.as_array().ok_or_else(|| format!("field `completions`: expected an array, found {}", kind(cv)))?;
+    let completions: Vec<Turns> =
+        ca.iter().enumerate().map(|(i, c)| turns(c, &format!("completions[{i}]"))).collect::<FieldResult<_>>()?;
     if completions.len() < 2 {
-        return Err(format!(
-            "field `completions`: need at least 2 completions to rank, found {}",
-            completions.len()
-        ));
+        return Err(format!("field `completions`: need at least 2 completions to rank, found {}", completions.len()));
     }
     let rv = field(o, "ranking", "")?;
-    let ra = rv.as_array().ok_or_else(|| {
-        format!(
-            "field `ranking`: expected an array of indices, found {}",
-            kind(rv)
-        )
-    })?;
+    let ra =
+        rv.as_array().ok_or_else(|| format!("field `ranking`: expected an array of indices, found {}", kind(rv)))?;
     if ra.len() != completions.len() {
         return Err(format!(
             "field `ranking`: has {} entries but there are {} completions (list every index once, best first)",
@@ -678,12 +518,8 @@ fn parse_ranking(o: &Map<String, Value>) -> FieldResult<Ranking> {
     let mut seen = vec![false; completions.len()];
     let mut order = Vec::with_capacity(ra.len());
     for (i, v) in ra.iter().enumerate() {
-        let idx = v.as_i64().ok_or_else(|| {
-            format!(
-                "field `ranking[{i}]`: expected an integer index, found {}",
-                kind(v)
-            )
-        })?;
+        let idx =
+            v.as_i64().ok_or_else(|| format!("field `ranking[{i}]`: expected an integer index, found {}", kind(v)))?;
         if idx < 0 || idx as usize >= completions.len() {
             return Err(format!(
                 "field `ranking[{i}]`: index {idx} is out of range for {} completions (0..{})",
@@ -697,19 +533,12 @@ fn parse_ranking(o: &Map<String, Value>) -> FieldResult<Ranking> {
         }
         order.push(idx);
     }
-    Ok(Ranking {
-        prompt,
-        completions,
-        order,
-        line: 0,
-    })
+    Ok(Ranking { prompt, completions, order, line: 0 })
 }
 
 /// `annotator1`, `annotator2`, … present in the first record.
 fn count_annotators(o: &Map<String, Value>) -> usize {
-    (1..)
-        .take_while(|i| o.contains_key(&format!("annotator{i}")))
-        .count()
+    (1..).take_while(|i| o.contains_key(&format!("annotator{i}"))).count()
 }
 
 fn parse_judgement(o: &Map<String, Value>, n: usize) -> FieldResult<Judgement> {
@@ -719,11 +548,7 @@ fn parse_judgement(o: &Map<String, Value>, n: usize) -> FieldResult<Judgement> {
         Some(v) => string(v, "input")?,
     };
     // PandaLM's own prompt joins instruction and input with a blank line when the input is non-empty.
-    let prompt = if input.is_empty() {
-        instruction
-    } else {
-        format!("{instruction}\n\n{input}")
-    };
+    let prompt = if input.is_empty() { instruction } else { format!("{instruction}\n\n{input}") };
     // The PandaLM test set holds six responses that were JSON-decoded upstream into booleans (a model answered
     // "True"); keep them as the text they were.
     let response = |name: &str| -> FieldResult<Turns> {
@@ -742,17 +567,9 @@ fn parse_judgement(o: &Map<String, Value>, n: usize) -> FieldResult<Judgement> {
             let v = field(o, &name, "")?;
             match v.as_u64() {
                 Some(l @ 0..=2) => Ok(l as u8),
-                _ => Err(format!(
-                    "field `{name}`: expected 0 (tie), 1 or 2, found {v}"
-                )),
+                _ => Err(format!("field `{name}`: expected 0 (tie), 1 or 2, found {v}")),
             }
         })
         .collect::<FieldResult<_>>()?;
-    Ok(Judgement {
-        prompt: Turns::Text(prompt),
-        response1,
-        response2,
-        labels,
-        line: 0,
-    })
+    Ok(Judgement { prompt: Turns::Text(prompt), response1, response2, labels, line: 0 })
 }

@@ -16,26 +16,12 @@ pub struct LenStats {
 impl LenStats {
     pub fn of(mut xs: Vec<usize>) -> LenStats {
         if xs.is_empty() {
-            return LenStats {
-                min: 0,
-                mean: 0.0,
-                median: 0.0,
-                max: 0,
-            };
+            return LenStats { min: 0, mean: 0.0, median: 0.0, max: 0 };
         }
         xs.sort_unstable();
         let n = xs.len();
-        let median = if n % 2 == 1 {
-            xs[n / 2] as f64
-        } else {
-            (xs[n / 2 - 1] + xs[n / 2]) as f64 / 2.0
-        };
-        LenStats {
-            min: xs[0],
-            mean: xs.iter().sum::<usize>() as f64 / n as f64,
-            median,
-            max: xs[n - 1],
-        }
+        let median = if n % 2 == 1 { xs[n / 2] as f64 } else { (xs[n / 2 - 1] + xs[n / 2]) as f64 / 2.0 };
+        LenStats { min: xs[0], mean: xs.iter().sum::<usize>() as f64 / n as f64, median, max: xs[n - 1] }
     }
 }
 
@@ -69,31 +55,19 @@ pub struct Summary {
 }
 
 fn field(name: &'static str, texts: impl Iterator<Item = String>) -> FieldStats {
-    let (c, w): (Vec<_>, Vec<_>) = texts
-        .map(|t| (t.chars().count(), t.split_whitespace().count()))
-        .unzip();
-    FieldStats {
-        name,
-        chars: LenStats::of(c),
-        words: LenStats::of(w),
-    }
+    let (c, w): (Vec<_>, Vec<_>) = texts.map(|t| (t.chars().count(), t.split_whitespace().count())).unzip();
+    FieldStats { name, chars: LenStats::of(c), words: LenStats::of(w) }
 }
 
 pub fn summarize(ds: &Dataset) -> Summary {
     let rows = ds.records.len();
-    let distinct_prompts = (0..rows)
-        .map(|i| ds.records.prompt(i).key())
-        .collect::<HashSet<_>>()
-        .len();
+    let distinct_prompts = (0..rows).map(|i| ds.records.prompt(i).key()).collect::<HashSet<_>>().len();
     let conversational = rows > 0 && ds.records.prompt(0).is_chat();
     let mut seen: HashSet<Vec<String>> = HashSet::new();
     let mut notes = Vec::new();
     let (fields, duplicates, identical_pairs, with_margin) = match &ds.records {
         Records::Pairs(v) => {
-            let dup = v
-                .iter()
-                .filter(|p| !seen.insert(vec![p.prompt.key(), p.chosen.key(), p.rejected.key()]))
-                .count();
+            let dup = v.iter().filter(|p| !seen.insert(vec![p.prompt.key(), p.chosen.key(), p.rejected.key()])).count();
             let fields = vec![
                 field("prompt", v.iter().map(|p| p.prompt.text())),
                 field("chosen", v.iter().map(|p| p.chosen.text())),
@@ -110,23 +84,12 @@ pub fn summarize(ds: &Dataset) -> Summary {
             let dup = v
                 .iter()
                 .filter(|r| {
-                    !seen.insert(
-                        std::iter::once(r.prompt.key())
-                            .chain(r.completions.iter().map(Turns::key))
-                            .collect(),
-                    )
+                    !seen.insert(std::iter::once(r.prompt.key()).chain(r.completions.iter().map(Turns::key)).collect())
                 })
                 .count();
             let ident = v
                 .iter()
-                .filter(|r| {
-                    r.completions
-                        .iter()
-                        .map(Turns::key)
-                        .collect::<HashSet<_>>()
-                        .len()
-                        < r.completions.len()
-                })
+                .filter(|r| r.completions.iter().map(Turns::key).collect::<HashSet<_>>().len() < r.completions.len())
                 .count();
             let k = LenStats::of(v.iter().map(|r| r.completions.len()).collect());
             notes.push(format!(
@@ -134,26 +97,17 @@ pub fn summarize(ds: &Dataset) -> Summary {
                 k.min,
                 k.mean,
                 k.max,
-                v.iter()
-                    .map(|r| r.completions.len() * (r.completions.len() - 1) / 2)
-                    .sum::<usize>()
+                v.iter().map(|r| r.completions.len() * (r.completions.len() - 1) / 2).sum::<usize>()
             ));
             let fields = vec![
                 field("prompt", v.iter().map(|r| r.prompt.text())),
-                field(
-                    "completion",
-                    v.iter().flat_map(|r| r.completions.iter().map(Turns::text)),
-                ),
+                field("completion", v.iter().flat_map(|r| r.completions.iter().map(Turns::text))),
             ];
             (fields, dup, ident, 0)
         }
         Records::Judgements(v) => {
-            let dup = v
-                .iter()
-                .filter(|j| {
-                    !seen.insert(vec![j.prompt.key(), j.response1.key(), j.response2.key()])
-                })
-                .count();
+            let dup =
+                v.iter().filter(|j| !seen.insert(vec![j.prompt.key(), j.response1.key(), j.response2.key()])).count();
             let mut labels = [0usize; 3];
             let mut majority = [0usize; 4];
             for j in v {
@@ -176,12 +130,7 @@ pub fn summarize(ds: &Dataset) -> Summary {
                 field("response1", v.iter().map(|j| j.response1.text())),
                 field("response2", v.iter().map(|j| j.response2.text())),
             ];
-            (
-                fields,
-                dup,
-                v.iter().filter(|j| j.response1 == j.response2).count(),
-                0,
-            )
+            (fields, dup, v.iter().filter(|j| j.response1 == j.response2).count(), 0)
         }
     };
     Summary {
@@ -202,22 +151,14 @@ pub fn summarize(ds: &Dataset) -> Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shape = if self.conversational {
-            "conversational"
-        } else {
-            "plain text"
-        };
+        let shape = if self.conversational { "conversational" } else { "plain text" };
         let gz = if self.gzip { ", gzip" } else { "" };
         writeln!(f, "{}: OK", self.path)?;
         writeln!(f, "format:           {} ({shape}{gz})", self.format)?;
         writeln!(f, "rows:             {}", self.rows)?;
         writeln!(f, "distinct prompts: {}", self.distinct_prompts)?;
         writeln!(f, "duplicate rows:   {}", self.duplicates)?;
-        writeln!(
-            f,
-            "identical pairs:  {} (both sides the same text: no preference signal)",
-            self.identical_pairs
-        )?;
+        writeln!(f, "identical pairs:  {} (both sides the same text: no preference signal)", self.identical_pairs)?;
         if self.with_margin > 0 {
             writeln!(f, "with margin:      {}", self.with_margin)?;
         }
@@ -260,24 +201,8 @@ mod tests {
 
     #[test]
     fn len_stats_median_odd_and_even() {
-        assert_eq!(
-            LenStats::of(vec![5, 1, 3]),
-            LenStats {
-                min: 1,
-                mean: 3.0,
-                median: 3.0,
-                max: 5
-            }
-        );
-        assert_eq!(
-            LenStats::of(vec![4, 1, 3, 10]),
-            LenStats {
-                min: 1,
-                mean: 4.5,
-                median: 3.5,
-                max: 10
-            }
-        );
+        assert_eq!(LenStats::of(vec![5, 1, 3]), LenStats { min: 1, mean: 3.0, median: 3.0, max: 5 });
+        assert_eq!(LenStats::of(vec![4, 1, 3, 10]), LenStats { min: 1, mean: 4.5, median: 3.5, max: 10 });
     }
 
     #[test]
@@ -292,23 +217,9 @@ mod tests {
         )
         .unwrap();
         let s = summarize(&crate::read_dataset(&f, Default::default()).unwrap());
-        assert_eq!(
-            (s.rows, s.distinct_prompts, s.duplicates, s.identical_pairs),
-            (3, 2, 1, 2)
-        );
-        assert_eq!(
-            s.notes,
-            vec!["completions per prompt: min 2 / mean 2.7 / max 3; 7 implied pairs".to_string()]
-        );
-        assert_eq!(
-            s.fields[1].words,
-            LenStats {
-                min: 1,
-                mean: 12.0 / 8.0,
-                median: 1.5,
-                max: 2
-            }
-        );
+        assert_eq!((s.rows, s.distinct_prompts, s.duplicates, s.identical_pairs), (3, 2, 1, 2));
+        assert_eq!(s.notes, vec!["completions per prompt: min 2 / mean 2.7 / max 3; 7 implied pairs".to_string()]);
+        assert_eq!(s.fields[1].words, LenStats { min: 1, mean: 12.0 / 8.0, median: 1.5, max: 2 });
 
         let f = dir.path().join("p.json");
         std::fs::write(
@@ -318,9 +229,6 @@ mod tests {
         .unwrap();
         let s = summarize(&crate::read_dataset(&f, Default::default()).unwrap());
         assert_eq!(s.identical_pairs, 1);
-        assert_eq!(
-            s.notes[1],
-            "majority label: 0 response1, 0 response2, 0 tie, 1 no majority"
-        );
+        assert_eq!(s.notes[1], "majority label: 0 response1, 0 response2, 0 tie, 1 no majority");
     }
 }

@@ -50,11 +50,7 @@ impl Turns {
     pub fn text(&self) -> String {
         match self {
             Turns::Text(s) => s.clone(),
-            Turns::Chat(m) => m
-                .iter()
-                .map(|m| m.content.as_str())
-                .collect::<Vec<_>>()
-                .join("\n"),
+            Turns::Chat(m) => m.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n"),
         }
     }
     /// A canonical key, equal for equal prompts whatever their shape; used for de-duplication and splits.
@@ -165,14 +161,8 @@ pub enum Format {
 }
 
 impl Format {
-    pub const ALL: [Format; 6] = [
-        Format::Trl,
-        Format::Hh,
-        Format::OpenAi,
-        Format::ShareGpt,
-        Format::PandaLm,
-        Format::Ranking,
-    ];
+    pub const ALL: [Format; 6] =
+        [Format::Trl, Format::Hh, Format::OpenAi, Format::ShareGpt, Format::PandaLm, Format::Ranking];
     pub fn name(self) -> &'static str {
         match self {
             Format::Trl => "trl",
@@ -188,16 +178,10 @@ impl Format {
 impl std::str::FromStr for Format {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Format::ALL
-            .into_iter()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Format::ALL.iter().map(|f| f.name()).collect();
-                format!(
-                    "unknown format `{s}` (expected one of {})",
-                    names.join(", ")
-                )
-            })
+        Format::ALL.into_iter().find(|f| f.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Format::ALL.iter().map(|f| f.name()).collect();
+            format!("unknown format `{s}` (expected one of {})", names.join(", "))
+        })
     }
 }
 

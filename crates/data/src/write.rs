@@ -15,22 +15,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        DataError::file(path, format!("cannot {what}: {e}"))
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| fail("create a temporary file next to it", &e))?;
+    let fail = |what: &str, e: &dyn std::fmt::Display| DataError::file(path, format!("cannot {what}: {e}"));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| fail("create a temporary file next to it", &e))?;
     tmp.write_all(bytes).map_err(|e| fail("write", &e))?;
     tmp.as_file().sync_all().map_err(|e| fail("sync", &e))?;
-    tmp.persist(path)
-        .map_err(|e| fail("rename the temporary file onto it", &e.error))?;
+    tmp.persist(path).map_err(|e| fail("rename the temporary file onto it", &e.error))?;
     Ok(())
 }
 
 /// One TRL-style record: `{"prompt", "chosen", "rejected"[, "margin"]}`, strings or message lists as read.
 pub fn trl_json(p: &Preference) -> serde_json::Value {
-    let mut o =
-        serde_json::json!({ "prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected });
+    let mut o = serde_json::json!({ "prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected });
     if let Some(m) = p.margin {
         o["margin"] = m.into();
     }
@@ -55,10 +50,7 @@ pub fn convert(ds: &Dataset, out: &Path) -> Result<ConvertReport> {
         buf.push(b'\n');
     }
     write_atomic(out, &buf)?;
-    Ok(ConvertReport {
-        written: pairs.len(),
-        dropped,
-    })
+    Ok(ConvertReport { written: pairs.len(), dropped })
 }
 
 /// One output split: file, records, distinct prompts.
@@ -84,30 +76,16 @@ pub fn default_names(k: usize) -> Vec<String> {
 /// end; a group goes to split k when its midpoint falls in [Σ_{j<k} r_j, Σ_{j≤k} r_j)·N, N = record count. So
 /// split sizes match the ratios up to one group. Each split keeps the original record order and the original
 /// record JSON, so any input format survives; the output is a pure function of (file, ratios, seed).
-pub fn split(
-    ds: &Dataset,
-    out_dir: &Path,
-    ratios: &[f64],
-    names: &[String],
-    seed: u64,
-) -> Result<Vec<SplitPart>> {
+pub fn split(ds: &Dataset, out_dir: &Path, ratios: &[f64], names: &[String], seed: u64) -> Result<Vec<SplitPart>> {
     if ratios.len() < 2 || ratios.iter().any(|r| !r.is_finite() || *r <= 0.0) {
-        return Err(DataError::Usage(format!(
-            "--ratios: need at least two positive numbers, got {ratios:?}"
-        )));
+        return Err(DataError::Usage(format!("--ratios: need at least two positive numbers, got {ratios:?}")));
     }
     let sum: f64 = ratios.iter().sum();
     if (sum - 1.0).abs() > 1e-6 {
-        return Err(DataError::Usage(format!(
-            "--ratios: must sum to 1, they sum to {sum}"
-        )));
+        return Err(DataError::Usage(format!("--ratios: must sum to 1, they sum to {sum}")));
     }
     if names.len() != ratios.len() {
-        return Err(DataError::Usage(format!(
-            "--names: {} names for {} ratios",
-            names.len(),
-            ratios.len()
-        )));
+        return Err(DataError::Usage(format!("--names: {} names for {} ratios", names.len(), ratios.len())));
     }
     let n = ds.records.len();
     let mut index: HashMap<String, usize> = HashMap::new();
@@ -132,16 +110,12 @@ pub fn split(
     let mut pos = 0usize;
     for g in groups {
         let mid = pos as f64 + g.len() as f64 / 2.0;
-        let k = bounds
-            .iter()
-            .position(|&b| mid < b)
-            .unwrap_or(ratios.len() - 1);
+        let k = bounds.iter().position(|&b| mid < b).unwrap_or(ratios.len() - 1);
         pos += g.len();
         prompts[k] += 1;
         assigned[k].extend(g);
     }
-    std::fs::create_dir_all(out_dir)
-        .map_err(|e| DataError::file(out_dir, format!("cannot create directory: {e}")))?;
+    std::fs::create_dir_all(out_dir).map_err(|e| DataError::file(out_dir, format!("cannot create directory: {e}")))?;
     let mut parts = Vec::new();
     for ((mut idx, name), prompts) in assigned.into_iter().zip(names).zip(prompts) {
         idx.sort_unstable();
@@ -152,11 +126,7 @@ pub fn split(
         }
         let path = out_dir.join(format!("{name}.jsonl"));
         write_atomic(&path, &buf)?;
-        parts.push(SplitPart {
-            path,
-            rows: idx.len(),
-            prompts,
-        });
+        parts.push(SplitPart { path, rows: idx.len(), prompts });
     }
     Ok(parts)
 }

@@ -30,17 +30,9 @@ fn fleiss_kappa_wikipedia_example_by_hand() {
     assert!((k - (p - pe) / (1.0 - pe)).abs() < 1e-15, "{k}");
     assert!((k - 0.209931).abs() < 5e-7);
     let reference = fixture()["wikipedia_example_kappa"].as_f64().unwrap();
-    assert!(
-        (k - reference).abs() < 1e-12,
-        "{k} vs statsmodels {reference}"
-    );
-    assert!(fleiss_kappa(&[vec![1, 2], vec![2, 2]])
-        .unwrap_err()
-        .contains("item 1"));
-    assert!(
-        fleiss_kappa(&[vec![3, 0], vec![3, 0]]).unwrap().is_nan(),
-        "P_e = 1: undefined"
-    );
+    assert!((k - reference).abs() < 1e-12, "{k} vs statsmodels {reference}");
+    assert!(fleiss_kappa(&[vec![1, 2], vec![2, 2]]).unwrap_err().contains("item 1"));
+    assert!(fleiss_kappa(&[vec![3, 0], vec![3, 0]]).unwrap().is_nan(), "P_e = 1: undefined");
 }
 
 fn fixture() -> serde_json::Value {
@@ -55,24 +47,13 @@ fn pandalm_agreement_matches_python_reference() {
     let a = agreement(&ds, 1000, 0).unwrap();
     assert_eq!(a.items, fx["items"].as_u64().unwrap() as usize);
     assert_eq!(a.annotators, 3);
-    let close = |x: f64, key: &str| {
-        assert!(
-            (x - fx[key].as_f64().unwrap()).abs() < 1e-12,
-            "{key}: {x} vs {}",
-            fx[key]
-        )
-    };
+    let close = |x: f64, key: &str| assert!((x - fx[key].as_f64().unwrap()).abs() < 1e-12, "{key}: {x} vs {}", fx[key]);
     close(a.kappa.value, "fleiss_kappa");
     close(a.pairwise.value, "pairwise_agreement");
     close(a.ceiling.value, "ceiling");
-    assert_eq!(
-        a.ceiling_cases,
-        fx["ceiling_cases"].as_u64().unwrap() as usize
-    );
+    assert_eq!(a.ceiling_cases, fx["ceiling_cases"].as_u64().unwrap() as usize);
     for (x, y, v) in &a.per_pair {
-        let r = fx["per_pair_agreement"][format!("{x}-{y}")]
-            .as_f64()
-            .unwrap();
+        let r = fx["per_pair_agreement"][format!("{x}-{y}")].as_f64().unwrap();
         assert!((v - r).abs() < 1e-12);
     }
     let m = &fx["majority"];
@@ -86,38 +67,20 @@ fn pandalm_agreement_matches_python_reference() {
         ]
     );
     // Same table through the public fleiss_kappa.
-    let Records::Judgements(js) = &ds.records else {
-        panic!()
-    };
-    let table: Vec<Vec<usize>> = js
-        .iter()
-        .map(|j| {
-            (0..3u8)
-                .map(|c| j.labels.iter().filter(|&&l| l == c).count())
-                .collect()
-        })
-        .collect();
+    let Records::Judgements(js) = &ds.records else { panic!() };
+    let table: Vec<Vec<usize>> =
+        js.iter().map(|j| (0..3u8).map(|c| j.labels.iter().filter(|&&l| l == c).count()).collect()).collect();
     close(fleiss_kappa(&table).unwrap(), "fleiss_kappa");
     for e in [a.kappa, a.pairwise, a.ceiling] {
-        assert!(
-            e.lo < e.value && e.value < e.hi && e.hi - e.lo < 0.1,
-            "{e:?}"
-        );
+        assert!(e.lo < e.value && e.value < e.hi && e.hi - e.lo < 0.1, "{e:?}");
     }
 }
 
 #[test]
 fn bootstrap_is_seeded() {
     let ds = read(&shared("pandalm/testset-v1.json"));
-    let (a, b, c) = (
-        agreement(&ds, 200, 7).unwrap(),
-        agreement(&ds, 200, 7).unwrap(),
-        agreement(&ds, 200, 8).unwrap(),
-    );
-    assert_eq!(
-        (a.kappa, a.ceiling, a.pairwise),
-        (b.kappa, b.ceiling, b.pairwise)
-    );
+    let (a, b, c) = (agreement(&ds, 200, 7).unwrap(), agreement(&ds, 200, 7).unwrap(), agreement(&ds, 200, 8).unwrap());
+    assert_eq!((a.kappa, a.ceiling, a.pairwise), (b.kappa, b.ceiling, b.pairwise));
     assert_ne!(a.kappa.lo, c.kappa.lo);
     assert_eq!(a.kappa.value, c.kappa.value);
 }
@@ -133,24 +96,13 @@ fn quantile_interpolates_like_numpy() {
 
 #[test]
 fn agreement_command_output_and_wrong_format() {
-    let input = |f: &str| InputArgs {
-        file: shared(f),
-        format: None,
-        strict: false,
-    };
-    let out = run_to_string(DataCmd::Agreement {
-        input: input("pandalm/testset-v1.json"),
-        bootstrap: 100,
-        seed: 0,
-    })
-    .unwrap();
+    let input = |f: &str| InputArgs { file: shared(f), format: None, strict: false };
+    let out =
+        run_to_string(DataCmd::Agreement { input: input("pandalm/testset-v1.json"), bootstrap: 100, seed: 0 }).unwrap();
     assert!(out.contains("999 items, 3 annotators"), "{out}");
     assert!(out.contains("Fleiss' kappa:         0.864"), "{out}");
-    let e = run_to_string(DataCmd::Agreement {
-        input: input("orca-dpo-pairs/validation.jsonl"),
-        bootstrap: 100,
-        seed: 0,
-    })
-    .unwrap_err();
+    let e =
+        run_to_string(DataCmd::Agreement { input: input("orca-dpo-pairs/validation.jsonl"), bootstrap: 100, seed: 0 })
+            .unwrap_err();
     assert!(e.to_string().ends_with("validation.jsonl: agreement needs multi-annotator records (pandalm format: annotator1..N), this file is openai"), "{e}");
 }

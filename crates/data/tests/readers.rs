@@ -12,16 +12,10 @@ fn pairs(ds: &Dataset) -> &[Preference] {
 }
 
 fn user(s: &str) -> Message {
-    Message {
-        role: Role::User,
-        content: s.into(),
-    }
+    Message { role: Role::User, content: s.into() }
 }
 fn asst(s: &str) -> Message {
-    Message {
-        role: Role::Assistant,
-        content: s.into(),
-    }
+    Message { role: Role::Assistant, content: s.into() }
 }
 
 #[test]
@@ -31,39 +25,21 @@ fn hh_rlhf_real_file() {
     assert!(ds.gzip);
     let v = pairs(&ds);
     assert_eq!(v.len(), 2312);
-    let Turns::Chat(prompt) = &v[0].prompt else {
-        panic!()
-    };
+    let Turns::Chat(prompt) = &v[0].prompt else { panic!() };
     assert_eq!(prompt[0], user("what are some pranks with a pen i can do?"));
     assert_eq!(prompt[1], asst("Are you looking for practical joke ideas?"));
-    assert_eq!(
-        prompt.last().unwrap(),
-        &user("okay some of these do not have anything to do with pens")
-    );
-    let Turns::Chat(chosen) = &v[0].chosen else {
-        panic!()
-    };
+    assert_eq!(prompt.last().unwrap(), &user("okay some of these do not have anything to do with pens"));
+    let Turns::Chat(chosen) = &v[0].chosen else { panic!() };
     assert_eq!(chosen.len(), 1);
-    assert!(chosen[0]
-        .content
-        .starts_with("No, sorry!  All of these involve a pen"));
+    assert!(chosen[0].content.starts_with("No, sorry!  All of these involve a pen"));
     // The five pairs whose transcripts diverge early (see data README / `check` note).
     assert_eq!(ds.hh_diverging, vec![1255, 1689, 1951, 1953, 2037]);
     for p in v {
-        assert!(
-            matches!(&p.prompt, Turns::Chat(m) if m.last().unwrap().role == Role::User),
-            "line {}",
-            p.line
-        );
+        assert!(matches!(&p.prompt, Turns::Chat(m) if m.last().unwrap().role == Role::User), "line {}", p.line);
     }
     // Strict mode rejects the first of them, naming its line.
-    let e = read_err(
-        &shared("hh-rlhf/harmless-base-test.jsonl.gz"),
-        ReadOptions {
-            strict: true,
-            ..Default::default()
-        },
-    );
+    let e =
+        read_err(&shared("hh-rlhf/harmless-base-test.jsonl.gz"), ReadOptions { strict: true, ..Default::default() });
     assert!(e.ends_with("harmless-base-test.jsonl.gz:1255: chosen and rejected transcripts do not share the prompt: they differ at turn 4 (before the final assistant turn)"), "{e}");
 }
 
@@ -71,18 +47,13 @@ fn hh_rlhf_real_file() {
 fn pandalm_real_file() {
     let ds = read(&shared("pandalm/testset-v1.json"));
     assert_eq!(ds.format, Format::PandaLm);
-    let Records::Judgements(v) = &ds.records else {
-        panic!()
-    };
+    let Records::Judgements(v) = &ds.records else { panic!() };
     assert_eq!(v.len(), 999);
     assert!(v.iter().all(|j| j.labels.len() == 3));
     assert_eq!(v[0].labels, vec![2, 2, 2]);
     assert_eq!(v[0].line, 2);
     assert_eq!(v[1].line, 14, "array elements keep their own starting line");
-    assert_eq!(
-        v[0].response1,
-        Turns::Text("If you have any questions about my rate, please let me know.".into())
-    );
+    assert_eq!(v[0].response1, Turns::Text("If you have any questions about my rate, please let me know.".into()));
     // idx 157: a boolean response kept as its text.
     assert_eq!(v[157].response1, Turns::Text("true".into()));
 }
@@ -93,13 +64,8 @@ fn orca_openai_real_file() {
     assert_eq!(ds.format, Format::OpenAi);
     let v = pairs(&ds);
     assert_eq!(v.len(), 284);
-    let Turns::Chat(p) = &v[0].prompt else {
-        panic!()
-    };
-    assert_eq!(
-        (p.len(), p[0].role, p[1].role),
-        (2, Role::System, Role::User)
-    );
+    let Turns::Chat(p) = &v[0].prompt else { panic!() };
+    assert_eq!((p.len(), p[0].role, p[1].role), (2, Role::System, Role::User));
     assert!(matches!(&v[0].chosen, Turns::Chat(m) if m.len() == 1 && m[0].role == Role::Assistant));
 }
 
@@ -113,10 +79,7 @@ fn llama_factory_sharegpt_real_file() {
         v[0].prompt,
         Turns::Chat(vec![user("Hi! I'd like to create a new language game simulating the first person perspective of a character named Angela.")])
     );
-    let systems = v
-        .iter()
-        .filter(|p| matches!(&p.prompt, Turns::Chat(m) if m[0].role == Role::System))
-        .count();
+    let systems = v.iter().filter(|p| matches!(&p.prompt, Turns::Chat(m) if m[0].role == Role::System)).count();
     assert_eq!(systems, 80);
 }
 
@@ -130,18 +93,10 @@ fn check_summaries_of_real_files() {
     ] {
         let s = stats::summarize(&read(&shared(f)));
         assert_eq!(s.rows, rows, "{f}");
-        assert!(
-            s.fields
-                .iter()
-                .all(|x| x.chars.max >= x.chars.min && x.chars.mean > 0.0),
-            "{f}"
-        );
+        assert!(s.fields.iter().all(|x| x.chars.max >= x.chars.min && x.chars.mean > 0.0), "{f}");
     }
     let s = stats::summarize(&read(&shared("llama-factory-demo/dpo_en_demo.json")));
-    assert_eq!(
-        (s.distinct_prompts, s.duplicates, s.identical_pairs),
-        (295, 5, 0)
-    );
+    assert_eq!((s.distinct_prompts, s.duplicates, s.identical_pairs), (295, 5, 0));
 }
 
 #[test]
@@ -184,13 +139,7 @@ fn trl_plain_and_conversational_inline() {
     let Records::Pairs(v) = v else { panic!() };
     assert_eq!(
         v[0].prompt,
-        Turns::Chat(vec![
-            Message {
-                role: Role::System,
-                content: "be brief".into()
-            },
-            user("2+2?")
-        ])
+        Turns::Chat(vec![Message { role: Role::System, content: "be brief".into() }, user("2+2?")])
     );
     assert_eq!(v[0].chosen, Turns::Chat(vec![asst("4")]));
 
@@ -223,17 +172,8 @@ fn hh_inline_and_prompt_mismatch() {
     let ds = read(&f);
     assert_eq!(ds.format, Format::Hh);
     let p = &pairs(&ds)[0];
-    assert_eq!(
-        p.prompt,
-        Turns::Chat(vec![user("hi"), asst("hello"), user("bye")])
-    );
-    assert_eq!(
-        (&p.chosen, &p.rejected),
-        (
-            &Turns::Chat(vec![asst("see you")]),
-            &Turns::Chat(vec![asst("no")])
-        )
-    );
+    assert_eq!(p.prompt, Turns::Chat(vec![user("hi"), asst("hello"), user("bye")]));
+    assert_eq!((&p.chosen, &p.rejected), (&Turns::Chat(vec![asst("see you")]), &Turns::Chat(vec![asst("no")])));
 
     // Different conversations: no shared human turn, an error even when not strict.
     let f = write(
@@ -259,17 +199,8 @@ fn hh_inline_and_prompt_mismatch() {
     );
     let ds = read(&f);
     assert_eq!(ds.hh_diverging, vec![1]);
-    assert_eq!(
-        pairs(&ds)[0].chosen,
-        Turns::Chat(vec![asst("a"), user("more"), asst("b")])
-    );
-    let e = read_err(
-        &f,
-        ReadOptions {
-            strict: true,
-            ..Default::default()
-        },
-    );
+    assert_eq!(pairs(&ds)[0].chosen, Turns::Chat(vec![asst("a"), user("more"), asst("b")]));
+    let e = read_err(&f, ReadOptions { strict: true, ..Default::default() });
     assert_eq!(e, format!("{}:1: chosen and rejected transcripts do not share the prompt: they differ at turn 2 (before the final assistant turn)", f.display()));
 }
 
@@ -307,40 +238,23 @@ fn openai_sharegpt_pandalm_ranking_inline() {
     ]"#,
     );
     let ds = read(&f);
-    let Records::Judgements(j) = &ds.records else {
-        panic!()
-    };
+    let Records::Judgements(j) = &ds.records else { panic!() };
     assert_eq!(j[0].prompt, Turns::Text("Add.\n\n2+2".into()));
     assert_eq!(
-        (
-            j[0].labels.clone(),
-            j[0].majority(),
-            j[1].majority(),
-            j[1].line
-        ),
+        (j[0].labels.clone(), j[0].majority(), j[1].majority(), j[1].line),
         (vec![1, 1, 0], Some(1), Some(0), 3)
     );
     let (p, dropped) = ds.records.to_pairs();
     assert_eq!((p.len(), dropped), (1, 1));
     assert_eq!(p[0].chosen, Turns::Text("4".into()));
 
-    let f = write(
-        dir.path(),
-        "r.jsonl",
-        r#"{"prompt": "q", "completions": ["a", "b", "c"], "ranking": [2, 0, 1]}"#,
-    );
+    let f = write(dir.path(), "r.jsonl", r#"{"prompt": "q", "completions": ["a", "b", "c"], "ranking": [2, 0, 1]}"#);
     let ds = read(&f);
     assert_eq!(ds.format, Format::Ranking);
     let (p, _) = ds.records.to_pairs();
     let t = |s: &str| Turns::Text(s.into());
-    let got: Vec<_> = p
-        .iter()
-        .map(|p| (p.chosen.clone(), p.rejected.clone()))
-        .collect();
-    assert_eq!(
-        got,
-        vec![(t("c"), t("a")), (t("c"), t("b")), (t("a"), t("b"))]
-    );
+    let got: Vec<_> = p.iter().map(|p| (p.chosen.clone(), p.rejected.clone())).collect();
+    assert_eq!(got, vec![(t("c"), t("a")), (t("c"), t("b")), (t("a"), t("b"))]);
 }
 
 #[test]

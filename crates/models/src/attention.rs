@@ -23,11 +23,7 @@ impl KvCache {
 
     /// Number of cached positions (0 when empty).
     pub fn len(&self) -> usize {
-        self.layers
-            .first()
-            .and_then(|l| l.as_ref())
-            .map(|(k, _)| k.dim(2).unwrap_or(0))
-            .unwrap_or(0)
+        self.layers.first().and_then(|l| l.as_ref()).map(|(k, _)| k.dim(2).unwrap_or(0)).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -104,11 +100,7 @@ impl Positions {
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor) -> Result<Tensor> {
     let (b, h, t, d) = q.dims4()?;
     let kv = k.dim(1)?;
-    let (k, v) = if kv == h {
-        (k.clone(), v.clone())
-    } else {
-        (repeat_kv(k, h / kv)?, repeat_kv(v, h / kv)?)
-    };
+    let (k, v) = if kv == h { (k.clone(), v.clone()) } else { (repeat_kv(k, h / kv)?, repeat_kv(v, h / kv)?) };
     let scale = 1.0 / (d as f64).sqrt();
     let att = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
     let att = att.broadcast_add(bias)?;
@@ -124,9 +116,7 @@ pub fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let (b, kv, s, d) = x.dims4()?;
-    x.unsqueeze(2)?
-        .broadcast_as((b, kv, n, s, d))?
-        .reshape((b, kv * n, s, d))
+    x.unsqueeze(2)?.broadcast_as((b, kv, n, s, d))?.reshape((b, kv * n, s, d))
 }
 
 #[cfg(test)]

@@ -104,10 +104,7 @@ struct Weights<'a> {
 impl Weights<'_> {
     fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let key = format!("{}{name}", self.prefix);
-        let t = self
-            .tensors
-            .remove(&key)
-            .ok_or_else(|| Error::invalid(self.path, format!("missing tensor {key}")))?;
+        let t = self.tensors.remove(&key).ok_or_else(|| Error::invalid(self.path, format!("missing tensor {key}")))?;
         if t.dims() != shape {
             return Err(Error::invalid(
                 self.path,
@@ -178,7 +175,13 @@ impl Bert {
         }
         .to_string();
 
-        let mut w = Weights { path: &st_path, prefix: &prefix, tensors, varmap: trainable.then(VarMap::new), params: Vec::new() };
+        let mut w = Weights {
+            path: &st_path,
+            prefix: &prefix,
+            tensors,
+            varmap: trainable.then(VarMap::new),
+            params: Vec::new(),
+        };
         let c = &config;
         let (h, i, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
         let word = w.get("embeddings.word_embeddings.weight", &[c.vocab_size, h])?;
@@ -356,13 +359,9 @@ impl Encoder {
         let mut tokenizer = Tokenizer::from_file(&tok_path)
             .map_err(|e| Error::invalid(&tok_path, format!("not a valid tokenizer: {e}")))?;
         let st_cfg = dir.join("sentence_bert_config.json");
-        let max_seq_len = if st_cfg.exists() {
-            read_json::<StConfig>(&st_cfg)?.max_seq_length
-        } else {
-            None
-        }
-        .unwrap_or(bert.config.max_position_embeddings)
-        .min(bert.config.max_position_embeddings);
+        let max_seq_len = if st_cfg.exists() { read_json::<StConfig>(&st_cfg)?.max_seq_length } else { None }
+            .unwrap_or(bert.config.max_position_embeddings)
+            .min(bert.config.max_position_embeddings);
         let modules_path = dir.join("modules.json");
         let modules: Vec<StModule> = if modules_path.exists() { read_json(&modules_path)? } else { Vec::new() };
         let normalize = modules.iter().any(|m| m.kind.ends_with(".Normalize"));
@@ -390,10 +389,7 @@ impl Encoder {
 
     /// Token ids of one text with `[CLS]`/`[SEP]`, truncated to [`Encoder::max_seq_len`].
     pub fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| Error::Usage(format!("tokenizing {text:?}: {e}")))?;
+        let enc = self.tokenizer.encode(text, true).map_err(|e| Error::Usage(format!("tokenizing {text:?}: {e}")))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -502,13 +498,14 @@ impl RewardEncoder {
         let st_path = dir.join("model.safetensors");
         let h = encoder.dim();
         let mut take = |name: &str, shape: &[usize]| -> Result<Tensor> {
-            let t = encoder
-                .bert
-                .passthrough
-                .remove(name)
-                .ok_or_else(|| Error::invalid(&st_path, format!("missing tensor {name} (not a reward model checkpoint)")))?;
+            let t = encoder.bert.passthrough.remove(name).ok_or_else(|| {
+                Error::invalid(&st_path, format!("missing tensor {name} (not a reward model checkpoint)"))
+            })?;
             if t.dims() != shape {
-                return Err(Error::invalid(&st_path, format!("tensor {name} has shape {:?}, expected {shape:?}", t.dims())));
+                return Err(Error::invalid(
+                    &st_path,
+                    format!("tensor {name} has shape {:?}, expected {shape:?}", t.dims()),
+                ));
             }
             Ok(t.to_dtype(DType::F32)?)
         };

@@ -49,10 +49,7 @@ pub fn save_checkpoint(
 ) -> Result<()> {
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let stage = tempfile::Builder::new()
-        .prefix(".ckpt-")
-        .tempdir_in(parent)
-        .map_err(|e| Error::io(parent, e))?;
+    let stage = tempfile::Builder::new().prefix(".ckpt-").tempdir_in(parent).map_err(|e| Error::io(parent, e))?;
     let put = |name: &str, bytes: &[u8]| -> Result<()> {
         let p = stage.path().join(name);
         // Names may have a subdirectory (sentence-transformers' `1_Pooling/config.json`).
@@ -78,7 +75,11 @@ pub fn save_checkpoint(
     let stage = stage.keep();
     // Swap: move the old checkpoint aside, move the new one in, then delete the old one.
     if dir.exists() {
-        let old = parent.join(format!(".old-{}-{}", std::process::id(), dir.file_name().and_then(|n| n.to_str()).unwrap_or("ckpt")));
+        let old = parent.join(format!(
+            ".old-{}-{}",
+            std::process::id(),
+            dir.file_name().and_then(|n| n.to_str()).unwrap_or("ckpt")
+        ));
         std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
         std::fs::rename(&stage, dir).map_err(|e| Error::io(dir, e))?;
         let _ = std::fs::remove_dir_all(&old);
@@ -100,7 +101,8 @@ pub fn load_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, 
 /// Reads and parses a JSON file, naming the file (and line/column) on failure.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::invalid(path, format!("line {}, column {}: {e}", e.line(), e.column())))
+    serde_json::from_str(&text)
+        .map_err(|e| Error::invalid(path, format!("line {}, column {}: {e}", e.line(), e.column())))
 }
 
 #[cfg(test)]

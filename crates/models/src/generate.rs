@@ -48,7 +48,12 @@ pub struct Generation {
 }
 
 /// Samples completions for a batch of tokenised prompts. `pad_id` fills left padding.
-pub fn generate(model: &dyn CausalLm, prompts: &[Vec<u32>], params: &SamplingParams, pad_id: u32) -> Result<Generation> {
+pub fn generate(
+    model: &dyn CausalLm,
+    prompts: &[Vec<u32>],
+    params: &SamplingParams,
+    pad_id: u32,
+) -> Result<Generation> {
     let b = prompts.len();
     if b == 0 {
         return Ok(Generation { tokens: vec![], sampling_logprobs: vec![], raw_logprobs: vec![], finished: vec![] });

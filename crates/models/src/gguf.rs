@@ -40,7 +40,9 @@ impl Gguf {
             let elems = info.shape.elem_count();
             let block = info.ggml_dtype.block_size();
             if elems % block != 0 {
-                return Err(g.invalid(format!("tensor {name}: {elems} elements is not a multiple of the block size {block}")));
+                return Err(
+                    g.invalid(format!("tensor {name}: {elems} elements is not a multiple of the block size {block}"))
+                );
             }
             let end = g.content.tensor_data_offset + info.offset + (elems / block * info.ggml_dtype.type_size()) as u64;
             if end > file_len {
@@ -160,9 +162,9 @@ impl Gguf {
             num_attention_heads: heads,
             num_key_value_heads: Some(self.uint(&k("attention.head_count_kv"))?.map_or(heads, |v| v as usize)),
             head_dim: self.uint(&k("rope.dimension_count"))?.map(|v| v as usize),
-            rms_norm_eps: self
-                .float(&k("attention.layer_norm_rms_epsilon"))?
-                .ok_or_else(|| self.invalid(format!("missing metadata key {}", k("attention.layer_norm_rms_epsilon"))))?,
+            rms_norm_eps: self.float(&k("attention.layer_norm_rms_epsilon"))?.ok_or_else(|| {
+                self.invalid(format!("missing metadata key {}", k("attention.layer_norm_rms_epsilon")))
+            })?,
             rope_theta: self.float(&k("rope.freq_base"))?.unwrap_or(10_000.0),
             max_position_embeddings: self.need_uint(&k("context_length"))?,
             tie_word_embeddings: !self.content.tensor_infos.contains_key("output.weight"),
@@ -183,12 +185,15 @@ impl Gguf {
         names.sort();
         let mut out = HashMap::with_capacity(names.len());
         for name in names {
-            let hf = hf_name(name).ok_or_else(|| self.invalid(format!("unexpected tensor {name} for a {arch} model")))?;
+            let hf =
+                hf_name(name).ok_or_else(|| self.invalid(format!("unexpected tensor {name} for a {arch} model")))?;
             let q = self
                 .content
                 .tensor(&mut reader, name, &Device::Cpu)
                 .map_err(|e| self.invalid(format!("reading tensor {name}: {}", crate::error::candle_msg(&e))))?;
-            let mut t = q.dequantize(&Device::Cpu).map_err(|e| self.invalid(format!("dequantising tensor {name}: {}", crate::error::candle_msg(&e))))?;
+            let mut t = q
+                .dequantize(&Device::Cpu)
+                .map_err(|e| self.invalid(format!("dequantising tensor {name}: {}", crate::error::candle_msg(&e))))?;
             if arch == "llama" {
                 if name.contains(".attn_q.") {
                     t = unpermute_rows(&t, cfg.num_attention_heads)?;
@@ -278,7 +283,15 @@ mod tests {
         let dev = Device::Cpu;
         let (heads, d, cols) = (3, 8, 5);
         let w = Tensor::arange(0f32, (heads * d * cols) as f32, &dev).unwrap().reshape((heads * d, cols)).unwrap();
-        let permuted = w.reshape((heads, 2, d / 2, cols)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap().reshape((heads * d, cols)).unwrap();
+        let permuted = w
+            .reshape((heads, 2, d / 2, cols))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .reshape((heads * d, cols))
+            .unwrap();
         let back = unpermute_rows(&permuted, heads).unwrap();
         assert_eq!(back.to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
         // GGUF row h·d + 2i + j is HF row h·d + j·d/2 + i: row 1 of GGUF (i=0, j=1) is HF row d/2.

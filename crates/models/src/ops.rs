@@ -36,9 +36,7 @@ pub fn layer_norm_composed(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Resu
     let mean = (x.sum_keepdim(D::Minus1)? / dim)?;
     let xc = x.broadcast_sub(&mean)?;
     let var = (xc.sqr()?.sum_keepdim(D::Minus1)? / dim)?;
-    xc.broadcast_div(&(var + eps)?.sqrt()?)?
-        .broadcast_mul(w)?
-        .broadcast_add(b)
+    xc.broadcast_div(&(var + eps)?.sqrt()?)?.broadcast_mul(w)?.broadcast_add(b)
 }
 
 /// Softmax over the last dimension, `exp(x − max) / Σ exp(x − max)`.
@@ -69,8 +67,7 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 /// Gather `x[..., idx[...]]` along the last dimension: `x` is `[b, t, v]`, `idx` `[b, t]` (u32).
 /// Returns `[b, t]`. Differentiable in `x`.
 pub fn gather_last(x: &Tensor, idx: &Tensor) -> Result<Tensor> {
-    x.gather(&idx.unsqueeze(D::Minus1)?.contiguous()?, D::Minus1)?
-        .squeeze(D::Minus1)
+    x.gather(&idx.unsqueeze(D::Minus1)?.contiguous()?, D::Minus1)?.squeeze(D::Minus1)
 }
 
 /// Rotary position embedding (Su et al. 2021, "RoFormer"), in the Hugging Face
@@ -87,13 +84,9 @@ impl Rotary {
     /// `theta` is the base (10 000 in the paper; 100 000 for SmolLM2-135M).
     pub fn new(head_dim: usize, max_pos: usize, theta: f64, device: &candle_core::Device) -> Result<Self> {
         let half = head_dim / 2;
-        let inv: Vec<f32> = (0..half)
-            .map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32)
-            .collect();
+        let inv: Vec<f32> = (0..half).map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32).collect();
         let inv = Tensor::from_vec(inv, (1, half), device)?;
-        let pos = Tensor::arange(0u32, max_pos as u32, device)?
-            .to_dtype(DType::F32)?
-            .reshape((max_pos, 1))?;
+        let pos = Tensor::arange(0u32, max_pos as u32, device)?.to_dtype(DType::F32)?.reshape((max_pos, 1))?;
         let freqs = pos.broadcast_mul(&inv)?;
         Ok(Self { cos: freqs.cos()?, sin: freqs.sin()? })
     }
@@ -374,13 +367,24 @@ pub mod fused {
         // W [out, inp] with swapped strides; all three slices have exactly these sizes.
         unsafe {
             gemm::gemm(
-                rows, out, inp,
-                y.as_mut_ptr(), 1, out as isize,
+                rows,
+                out,
+                inp,
+                y.as_mut_ptr(),
+                1,
+                out as isize,
                 true, // y = 1·y + 1·(x Wᵀ): accumulate onto the bias rows
-                x.as_ptr(), 1, inp as isize,
-                w.as_ptr(), inp as isize, 1,
-                T::one(), T::one(),
-                false, false, false,
+                x.as_ptr(),
+                1,
+                inp as isize,
+                w.as_ptr(),
+                inp as isize,
+                1,
+                T::one(),
+                T::one(),
+                false,
+                false,
+                false,
                 par,
             );
         }
@@ -406,15 +410,26 @@ pub mod fused {
                 bail!("fused-linear: x {:?}, w {:?}, b {:?} do not fit", l1.dims(), l2.dims(), l3.dims());
             }
             let y = match s1 {
-                CpuStorage::F32(_) => CpuStorage::F32(linear_fwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?)),
-                CpuStorage::F64(_) => CpuStorage::F64(linear_fwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?)),
+                CpuStorage::F32(_) => {
+                    CpuStorage::F32(linear_fwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?))
+                }
+                CpuStorage::F64(_) => {
+                    CpuStorage::F64(linear_fwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?))
+                }
                 _ => bail!("fused-linear: only f32/f64"),
             };
             let mut dims = l1.dims().to_vec();
             *dims.last_mut().unwrap() = out;
             Ok((y, Shape::from(dims)))
         }
-        fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        fn bwd(
+            &self,
+            x: &Tensor,
+            w: &Tensor,
+            _b: &Tensor,
+            _y: &Tensor,
+            dy: &Tensor,
+        ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
             let (out, inp) = w.dims2()?;
             let rows = x.elem_count() / inp;
             // Detached: the gradient computation itself needs no graph.
@@ -452,16 +467,41 @@ pub mod fused {
     /// single-threaded (tasks are already parallel).
     #[allow(clippy::too_many_arguments)]
     unsafe fn mm<T: 'static>(
-        m: usize, n: usize, k: usize,
-        dst: *mut T, dst_rs: usize, read_dst: bool,
-        lhs: *const T, lhs_rs: usize, lhs_cs: usize,
-        rhs: *const T, rhs_rs: usize, rhs_cs: usize,
-        alpha: T, beta: T,
+        m: usize,
+        n: usize,
+        k: usize,
+        dst: *mut T,
+        dst_rs: usize,
+        read_dst: bool,
+        lhs: *const T,
+        lhs_rs: usize,
+        lhs_cs: usize,
+        rhs: *const T,
+        rhs_rs: usize,
+        rhs_cs: usize,
+        alpha: T,
+        beta: T,
     ) {
         gemm::gemm(
-            m, n, k, dst, 1, dst_rs as isize, read_dst,
-            lhs, lhs_cs as isize, lhs_rs as isize, rhs, rhs_cs as isize, rhs_rs as isize,
-            alpha, beta, false, false, false, gemm::Parallelism::None,
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            read_dst,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            alpha,
+            beta,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
         )
     }
 
@@ -556,13 +596,23 @@ pub mod fused {
             let (b, t, c) = attn_dims(l1, l2, self.n_head)?;
             let n = self.name();
             let y = match s1 {
-                CpuStorage::F32(_) => CpuStorage::F32(attn_fwd::<f32>(slice(s1, l1, n)?, slice(s2, l2, n)?, b, t, c, self.n_head)),
-                CpuStorage::F64(_) => CpuStorage::F64(attn_fwd::<f64>(slice(s1, l1, n)?, slice(s2, l2, n)?, b, t, c, self.n_head)),
+                CpuStorage::F32(_) => {
+                    CpuStorage::F32(attn_fwd::<f32>(slice(s1, l1, n)?, slice(s2, l2, n)?, b, t, c, self.n_head))
+                }
+                CpuStorage::F64(_) => {
+                    CpuStorage::F64(attn_fwd::<f64>(slice(s1, l1, n)?, slice(s2, l2, n)?, b, t, c, self.n_head))
+                }
                 _ => bail!("fused-attention: only f32/f64"),
             };
             Ok((y, Shape::from((b, t, c))))
         }
-        fn bwd(&self, qkv: &Tensor, bias: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        fn bwd(
+            &self,
+            qkv: &Tensor,
+            bias: &Tensor,
+            _y: &Tensor,
+            dy: &Tensor,
+        ) -> Result<(Option<Tensor>, Option<Tensor>)> {
             let dqkv = qkv.apply_op3_no_bwd(bias, &dy.contiguous()?, &AttentionQkvBwd { n_head: self.n_head })?;
             Ok((Some(dqkv), None))
         }
@@ -584,8 +634,24 @@ pub mod fused {
             let (b, t, c) = attn_dims(l1, l2, self.n_head)?;
             let n = self.name();
             let g = match s1 {
-                CpuStorage::F32(_) => CpuStorage::F32(attn_bwd::<f32>(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, b, t, c, self.n_head)),
-                CpuStorage::F64(_) => CpuStorage::F64(attn_bwd::<f64>(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, b, t, c, self.n_head)),
+                CpuStorage::F32(_) => CpuStorage::F32(attn_bwd::<f32>(
+                    slice(s1, l1, n)?,
+                    slice(s2, l2, n)?,
+                    slice(s3, l3, n)?,
+                    b,
+                    t,
+                    c,
+                    self.n_head,
+                )),
+                CpuStorage::F64(_) => CpuStorage::F64(attn_bwd::<f64>(
+                    slice(s1, l1, n)?,
+                    slice(s2, l2, n)?,
+                    slice(s3, l3, n)?,
+                    b,
+                    t,
+                    c,
+                    self.n_head,
+                )),
                 _ => bail!("fused-attention-bwd: only f32/f64"),
             };
             Ok((g, l1.shape().clone()))
@@ -688,13 +754,24 @@ pub mod fused {
         ) -> Result<(CpuStorage, Shape)> {
             let n = self.name();
             let out = match s1 {
-                CpuStorage::F32(_) => CpuStorage::F32(ln_fwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps)),
-                CpuStorage::F64(_) => CpuStorage::F64(ln_fwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps)),
+                CpuStorage::F32(_) => {
+                    CpuStorage::F32(ln_fwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps))
+                }
+                CpuStorage::F64(_) => {
+                    CpuStorage::F64(ln_fwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps))
+                }
                 _ => bail!("fused-layer-norm: only f32/f64"),
             };
             Ok((out, l1.shape().clone()))
         }
-        fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        fn bwd(
+            &self,
+            x: &Tensor,
+            w: &Tensor,
+            _b: &Tensor,
+            _y: &Tensor,
+            dy: &Tensor,
+        ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
             let c = w.elem_count();
             let rows = x.elem_count() / c;
             let packed = x.apply_op3_no_bwd(w, &dy.contiguous()?, &LayerNormBwd { eps: self.eps })?;
@@ -722,8 +799,12 @@ pub mod fused {
             let c = l2.shape().elem_count();
             let rows = l1.shape().elem_count() / c;
             let out = match s1 {
-                CpuStorage::F32(_) => CpuStorage::F32(ln_bwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps)),
-                CpuStorage::F64(_) => CpuStorage::F64(ln_bwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps)),
+                CpuStorage::F32(_) => {
+                    CpuStorage::F32(ln_bwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps))
+                }
+                CpuStorage::F64(_) => {
+                    CpuStorage::F64(ln_bwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps))
+                }
                 _ => bail!("fused-layer-norm-bwd: only f32/f64"),
             };
             Ok((out, Shape::from((rows + 2, c))))
@@ -908,11 +989,8 @@ mod tests {
             let x = randn(&[3, 37, 24], dtype, 0.0, 1.0);
             let w = randn(&[40, 24], dtype, 0.0, 0.5);
             let b = randn(&[40], dtype, 0.0, 0.5);
-            let (fwd, bwd) = compare_grads(
-                &[x, w, b],
-                |t| linear(&t[0], &t[1], &t[2]),
-                |t| linear_composed(&t[0], &t[1], &t[2]),
-            );
+            let (fwd, bwd) =
+                compare_grads(&[x, w, b], |t| linear(&t[0], &t[1], &t[2]), |t| linear_composed(&t[0], &t[1], &t[2]));
             assert!(fwd < tol && bwd < tol, "{dtype:?}: fwd {fwd}, bwd {bwd}");
         }
     }
@@ -925,11 +1003,8 @@ mod tests {
         for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 2e-5)] {
             let qkv = randn(&[2, 9, 3 * 12], dtype, 0.0, 1.5);
             let bias = pos.bias.clone();
-            let (fwd, bwd) = compare_grads(
-                &[qkv],
-                |t| attention_qkv(&t[0], &bias, 3),
-                |t| attention_qkv_composed(&t[0], &bias, 3),
-            );
+            let (fwd, bwd) =
+                compare_grads(&[qkv], |t| attention_qkv(&t[0], &bias, 3), |t| attention_qkv_composed(&t[0], &bias, 3));
             assert!(fwd < tol && bwd < tol, "{dtype:?}: fwd {fwd}, bwd {bwd}");
         }
     }

@@ -34,7 +34,11 @@ impl CompletionLogprobs {
     pub fn to_vecs(&self) -> candle_core::Result<Vec<Vec<f32>>> {
         let lp = self.logprobs.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         let m = self.mask.to_vec2::<f32>()?;
-        Ok(lp.into_iter().zip(m).map(|(l, m)| l.into_iter().zip(m).filter(|(_, m)| *m > 0.0).map(|(l, _)| l).collect()).collect())
+        Ok(lp
+            .into_iter()
+            .zip(m)
+            .map(|(l, m)| l.into_iter().zip(m).filter(|(_, m)| *m > 0.0).map(|(l, _)| l).collect())
+            .collect())
     }
 }
 
@@ -73,7 +77,10 @@ pub fn completion_logprobs(
         let (lp, rp) = (p - x.len(), c - y.len());
         ids.extend(std::iter::repeat_n(pad_id, lp).chain(x.iter().copied()).chain(y.iter().copied()));
         ids.extend(std::iter::repeat_n(pad_id, rp));
-        let row: Vec<u8> = std::iter::repeat_n(0, lp).chain(std::iter::repeat_n(1, x.len() + y.len())).chain(std::iter::repeat_n(0, rp)).collect();
+        let row: Vec<u8> = std::iter::repeat_n(0, lp)
+            .chain(std::iter::repeat_n(1, x.len() + y.len()))
+            .chain(std::iter::repeat_n(0, rp))
+            .collect();
         mask.push(row);
         targets.extend(y.iter().copied().chain(std::iter::repeat_n(pad_id, rp)));
         cmask.extend(std::iter::repeat_n(1f32, y.len()).chain(std::iter::repeat_n(0f32, rp)));

@@ -47,12 +47,13 @@ pub struct Tok {
 // Pre-tokenizer splits transformers uses for `tokenizer.ggml.pre` values (GGUF_PRE_TOKENIZER_SPLITS);
 // any other value keeps GPT-2's own regex inside the ByteLevel pre-tokenizer.
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 fn pre_split(pre: &str) -> Option<&'static str> {
     match pre {
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2" | "jina-v5-nano" | "dbrx"
-        | "smaug-bpe" => Some(LLAMA3_SPLIT),
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
+        | "jina-v5-nano" | "dbrx" | "smaug-bpe" => Some(LLAMA3_SPLIT),
         "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "megrez" => Some(QWEN2_SPLIT),
         _ => None,
     }
@@ -83,10 +84,15 @@ impl Tok {
         let path = &g.path;
         let model = g.string("tokenizer.ggml.model")?.unwrap_or("");
         if model != "gpt2" {
-            return Err(Error::invalid(path, format!("unsupported tokenizer.ggml.model \"{model}\" (supported: gpt2 byte-level BPE)")));
+            return Err(Error::invalid(
+                path,
+                format!("unsupported tokenizer.ggml.model \"{model}\" (supported: gpt2 byte-level BPE)"),
+            ));
         }
-        let tokens = g.strings("tokenizer.ggml.tokens")?.ok_or_else(|| Error::invalid(path, "missing tokenizer.ggml.tokens"))?;
-        let merges = g.strings("tokenizer.ggml.merges")?.ok_or_else(|| Error::invalid(path, "missing tokenizer.ggml.merges"))?;
+        let tokens =
+            g.strings("tokenizer.ggml.tokens")?.ok_or_else(|| Error::invalid(path, "missing tokenizer.ggml.tokens"))?;
+        let merges =
+            g.strings("tokenizer.ggml.merges")?.ok_or_else(|| Error::invalid(path, "missing tokenizer.ggml.merges"))?;
         let types = g.ints("tokenizer.ggml.token_type")?.unwrap_or_default();
         let spell = bytes_to_unicode();
         let alphabet: std::collections::HashSet<char> = spell.iter().copied().collect();
@@ -100,7 +106,8 @@ impl Tok {
         let merges: Vec<serde_json::Value> = merges
             .iter()
             .map(|m| {
-                let (a, b) = m.split_once(' ').ok_or_else(|| Error::invalid(path, format!("malformed merge \"{m}\"")))?;
+                let (a, b) =
+                    m.split_once(' ').ok_or_else(|| Error::invalid(path, format!("malformed merge \"{m}\"")))?;
                 Ok(json!([a, b]))
             })
             .collect::<Result<_>>()?;
@@ -123,7 +130,9 @@ impl Tok {
         let id = |k: &str| -> Result<Option<u32>> {
             match g.uint(k)? {
                 Some(v) if (v as usize) < tokens.len() => Ok(Some(v as u32)),
-                Some(v) => Err(Error::invalid(path, format!("{k} = {v} is outside the vocabulary of {} tokens", tokens.len()))),
+                Some(v) => {
+                    Err(Error::invalid(path, format!("{k} = {v} is outside the vocabulary of {} tokens", tokens.len())))
+                }
                 None => Ok(None),
             }
         };
@@ -159,9 +168,11 @@ impl Tok {
         if !tj.exists() {
             return Err(Error::invalid(&tj, "file not found"));
         }
-        let inner = Tokenizer::from_file(&tj).map_err(|e| Error::invalid(&tj, format!("not a valid tokenizer: {e}")))?;
+        let inner =
+            Tokenizer::from_file(&tj).map_err(|e| Error::invalid(&tj, format!("not a valid tokenizer: {e}")))?;
         let cfg_path = dir.join("tokenizer_config.json");
-        let cfg: serde_json::Value = if cfg_path.exists() { crate::checkpoint::read_json(&cfg_path)? } else { json!({}) };
+        let cfg: serde_json::Value =
+            if cfg_path.exists() { crate::checkpoint::read_json(&cfg_path)? } else { json!({}) };
         let token_id = |key: &str| -> Result<Option<u32>> {
             let content = match &cfg[key] {
                 serde_json::Value::String(s) => s.as_str(),
@@ -179,11 +190,9 @@ impl Tok {
         let chat_template = match &cfg["chat_template"] {
             serde_json::Value::String(s) => Some(s.clone()),
             // A list of named templates: use the default one.
-            serde_json::Value::Array(a) => a
-                .iter()
-                .find(|t| t["name"] == "default")
-                .and_then(|t| t["template"].as_str())
-                .map(str::to_string),
+            serde_json::Value::Array(a) => {
+                a.iter().find(|t| t["name"] == "default").and_then(|t| t["template"].as_str()).map(str::to_string)
+            }
             _ => {
                 let jinja = dir.join("chat_template.jinja");
                 if jinja.exists() {

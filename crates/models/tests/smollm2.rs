@@ -187,7 +187,8 @@ fn unsupported_architecture_and_truncated_files_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
 
     let gpt2 = tmp.path().join("gpt2.gguf");
-    let w = QTensor::quantize(&Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).unwrap(), GgmlDType::F32).unwrap();
+    let w = QTensor::quantize(&Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).unwrap(), GgmlDType::F32)
+        .unwrap();
     let arch = gguf_file::Value::String("gpt2".into());
     let mut f = std::fs::File::create(&gpt2).unwrap();
     gguf_file::write(&mut f, &[("general.architecture", &arch)], &[("token_embd.weight", &w)]).unwrap();

@@ -34,25 +34,15 @@ pub fn win_rate_bound(n: usize) -> f64 {
 /// Beirami et al.'s KL̂_n(ε), ε ∈ (0, 1] the reference probability of the best outcome.
 pub fn kl_estimate(n: usize, eps: f64) -> Result<f64> {
     if !(eps > 0.0 && eps <= 1.0) || n == 0 {
-        return Err(Error::Usage(format!(
-            "best-of-n KL estimate needs n ≥ 1 and ε in (0, 1], got n = {n}, ε = {eps}"
-        )));
+        return Err(Error::Usage(format!("best-of-n KL estimate needs n ≥ 1 and ε in (0, 1], got n = {n}, ε = {eps}")));
     }
     let nf = n as f64;
     // (1−ε)^n and log(1−ε) via ln_1p so that tiny ε does not round to 0.
     let log_q = (-eps).ln_1p();
     let qn = (nf * log_q).exp();
-    let body = if qn > 0.0 {
-        qn * (nf.ln() + (nf - 1.0) * log_q - (nf - 1.0) / nf)
-    } else {
-        0.0
-    };
+    let body = if qn > 0.0 { qn * (nf.ln() + (nf - 1.0) * log_q - (nf - 1.0) / nf) } else { 0.0 };
     let top = 1.0 - qn;
-    let atom = if top > 0.0 {
-        top * (top / eps).ln()
-    } else {
-        0.0
-    };
+    let atom = if top > 0.0 { top * (top / eps).ln() } else { 0.0 };
     Ok(body + atom)
 }
 
@@ -60,9 +50,7 @@ pub fn kl_estimate(n: usize, eps: f64) -> Result<f64> {
 /// prompt's best-of-n completion.
 pub fn kl_estimate_from_logprobs(n: usize, best_ref_logprobs: &[f64]) -> Result<f64> {
     if best_ref_logprobs.is_empty() {
-        return Err(Error::Usage(
-            "best-of-n KL estimate over an empty set of prompts".into(),
-        ));
+        return Err(Error::Usage("best-of-n KL estimate over an empty set of prompts".into()));
     }
     let mut s = 0.0;
     for &lp in best_ref_logprobs {
@@ -76,17 +64,11 @@ pub fn kl_estimate_from_logprobs(n: usize, best_ref_logprobs: &[f64]) -> Result<
 /// proportion to p inside the block.
 pub fn exact_distribution(p: &[f64], rewards: &[f64], n: usize) -> Result<Vec<f64>> {
     if p.len() != rewards.len() || p.is_empty() {
-        return Err(Error::Usage(format!(
-            "{} probabilities for {} rewards",
-            p.len(),
-            rewards.len()
-        )));
+        return Err(Error::Usage(format!("{} probabilities for {} rewards", p.len(), rewards.len())));
     }
     let total: f64 = p.iter().sum();
     if p.iter().any(|&x| x.is_nan() || x < 0.0) || (total - 1.0).abs() > 1e-9 {
-        return Err(Error::Usage(format!(
-            "base probabilities must be ≥ 0 and sum to 1 (sum = {total})"
-        )));
+        return Err(Error::Usage(format!("base probabilities must be ≥ 0 and sum to 1 (sum = {total})")));
     }
     let mut order: Vec<usize> = (0..p.len()).collect();
     order.sort_by(|&a, &b| rewards[a].total_cmp(&rewards[b]));
@@ -112,11 +94,7 @@ pub fn exact_distribution(p: &[f64], rewards: &[f64], n: usize) -> Result<Vec<f6
 /// KL(π_bon ‖ π) of a discrete base, exactly.
 pub fn exact_kl(p: &[f64], rewards: &[f64], n: usize) -> Result<f64> {
     let q = exact_distribution(p, rewards, n)?;
-    Ok(q.iter()
-        .zip(p)
-        .filter(|(&qi, _)| qi > 0.0)
-        .map(|(&qi, &pi)| qi * (qi / pi).ln())
-        .sum())
+    Ok(q.iter().zip(p).filter(|(&qi, _)| qi > 0.0).map(|(&qi, &pi)| qi * (qi / pi).ln()).sum())
 }
 
 /// log C(a, b) from a table of log k! (`lf[k] = ln k!`).
@@ -127,35 +105,21 @@ fn ln_choose(lf: &[f64], a: usize, b: usize) -> f64 {
 /// Weights w_i = C(i−1, n−1)/C(N, n), i = 1..N, of the ascending-ranked pool (sum to 1).
 pub fn pool_weights(pool: usize, n: usize) -> Result<Vec<f64>> {
     if n == 0 || n > pool {
-        return Err(Error::Usage(format!(
-            "best-of-n needs 1 ≤ n ≤ pool size, got n = {n}, pool = {pool}"
-        )));
+        return Err(Error::Usage(format!("best-of-n needs 1 ≤ n ≤ pool size, got n = {n}, pool = {pool}")));
     }
     let mut lf = vec![0.0f64; pool + 1];
     for k in 1..=pool {
         lf[k] = lf[k - 1] + (k as f64).ln();
     }
     let denom = ln_choose(&lf, pool, n);
-    Ok((1..=pool)
-        .map(|i| {
-            if i < n {
-                0.0
-            } else {
-                (ln_choose(&lf, i - 1, n - 1) - denom).exp()
-            }
-        })
-        .collect())
+    Ok((1..=pool).map(|i| if i < n { 0.0 } else { (ln_choose(&lf, i - 1, n - 1) - denom).exp() }).collect())
 }
 
 /// Unbiased estimates `(E[proxy], E[gold])` of the best-of-n policy (selection by `proxy`) from
 /// one pool of i.i.d. samples. `gold` may be the proxy itself.
 pub fn expected_scores(proxy: &[f64], gold: &[f64], n: usize) -> Result<(f64, f64)> {
     if proxy.len() != gold.len() {
-        return Err(Error::Usage(format!(
-            "{} proxy scores but {} gold scores",
-            proxy.len(),
-            gold.len()
-        )));
+        return Err(Error::Usage(format!("{} proxy scores but {} gold scores", proxy.len(), gold.len())));
     }
     if proxy.iter().chain(gold).any(|x| !x.is_finite()) {
         return Err(Error::Usage("best-of-n scores must be finite".into()));

@@ -53,23 +53,15 @@ pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
 
 /// `(loss, per-pair losses [b], metrics)`; `loss` = mean over pairs, differentiable in the
 /// policy log-probs.
-pub fn preference_loss(
-    kind: &PreferenceLoss,
-    p: &PairLogps,
-) -> Result<(Tensor, Tensor, BTreeMap<&'static str, f64>)> {
+pub fn preference_loss(kind: &PreferenceLoss, p: &PairLogps) -> Result<(Tensor, Tensor, BTreeMap<&'static str, f64>)> {
     let len_w = p.chosen_len.clamp(1f32, f32::INFINITY)?;
     let len_l = p.rejected_len.clamp(1f32, f32::INFINITY)?;
     let dw = (&p.chosen - &p.ref_chosen)?;
     let dl = (&p.rejected - &p.ref_rejected)?;
     let (per_pair, beta) = match *kind {
-        PreferenceLoss::Dpo {
-            beta,
-            label_smoothing: eps,
-        } => {
+        PreferenceLoss::Dpo { beta, label_smoothing: eps } => {
             if !(0.0..0.5).contains(&eps) {
-                return Err(Error::Usage(format!(
-                    "label smoothing must be in [0, 0.5), got {eps}"
-                )));
+                return Err(Error::Usage(format!("label smoothing must be in [0, 0.5), got {eps}")));
             }
             let bh = ((&dw - &dl)? * beta)?;
             let l = ((log_sigmoid(&bh)? * -(1.0 - eps))? - (log_sigmoid(&bh.neg()?)? * eps)?)?;
@@ -89,10 +81,7 @@ pub fn preference_loss(
         }
     };
     let (rw, rl) = match kind {
-        PreferenceLoss::Simpo { .. } => (
-            (p.chosen.div(&len_w)? * beta)?,
-            (p.rejected.div(&len_l)? * beta)?,
-        ),
+        PreferenceLoss::Simpo { .. } => ((p.chosen.div(&len_w)? * beta)?, (p.rejected.div(&len_l)? * beta)?),
         _ => ((dw * beta)?, (dl * beta)?),
     };
     let (rw, rl) = (rw.detach(), rl.detach());
@@ -100,10 +89,7 @@ pub fn preference_loss(
     m.insert("rewards/chosen", scalar(&rw.mean_all()?)?);
     m.insert("rewards/rejected", scalar(&rl.mean_all()?)?);
     m.insert("rewards/margins", scalar(&(&rw - &rl)?.mean_all()?)?);
-    m.insert(
-        "rewards/accuracies",
-        scalar(&rw.gt(&rl)?.to_dtype(DType::F32)?.mean_all()?)?,
-    );
+    m.insert("rewards/accuracies", scalar(&rw.gt(&rl)?.to_dtype(DType::F32)?.mean_all()?)?);
     m.insert("logps/chosen", scalar(&p.chosen.detach().mean_all()?)?);
     m.insert("logps/rejected", scalar(&p.rejected.detach().mean_all()?)?);
     Ok((per_pair.mean_all()?, per_pair, m))

@@ -46,13 +46,7 @@ pub struct GrpoConfig {
 impl Default for GrpoConfig {
     /// ε = 0.2 (both sides), β = 0.04 (the paper's value), std scaling, token aggregation.
     fn default() -> Self {
-        Self {
-            epsilon_low: 0.2,
-            epsilon_high: 0.2,
-            beta: 0.04,
-            scale_by_std: true,
-            aggregation: Aggregation::Token,
-        }
+        Self { epsilon_low: 0.2, epsilon_high: 0.2, beta: 0.04, scale_by_std: true, aggregation: Aggregation::Token }
     }
 }
 
@@ -97,10 +91,7 @@ pub fn grpo_loss(
 ) -> Result<GrpoLoss> {
     let b = logp.dim(0)?;
     if adv.len() != b {
-        return Err(Error::Usage(format!(
-            "{} advantages for a batch of {b}",
-            adv.len()
-        )));
+        return Err(Error::Usage(format!("{} advantages for a batch of {b}", adv.len())));
     }
     let a = Tensor::from_slice(adv, (b, 1), logp.device())?;
     let ratio = (logp - old_logp)?.exp()?;
@@ -120,9 +111,5 @@ pub fn grpo_loss(
         Aggregation::Constant(l) => ((&per_token * mask)?.sum_all()? / (b * l) as f64)?,
     };
     let is_clipped = ratio.ne(&clipped)?.to_dtype(DType::F32)?;
-    Ok(GrpoLoss {
-        loss,
-        clipfrac: masked::scalar(&masked::mean(&is_clipped, mask)?)?,
-        kl,
-    })
+    Ok(GrpoLoss { loss, clipfrac: masked::scalar(&masked::mean(&is_clipped, mask)?)?, kl })
 }

@@ -27,9 +27,7 @@ impl KlEstimator {
             "k1" => Ok(Self::K1),
             "k2" => Ok(Self::K2),
             "k3" => Ok(Self::K3),
-            _ => Err(crate::Error::Usage(format!(
-                "unknown KL estimator {s:?} (expected k1, k2 or k3)"
-            ))),
+            _ => Err(crate::Error::Usage(format!("unknown KL estimator {s:?} (expected k1, k2 or k3)"))),
         }
     }
 }
@@ -46,22 +44,12 @@ pub fn per_token_kl(logp: &Tensor, ref_logp: &Tensor, est: KlEstimator) -> Resul
 }
 
 /// `[b]` sequence KL Σ_t kl_t over real tokens.
-pub fn sequence_kl(
-    logp: &Tensor,
-    ref_logp: &Tensor,
-    mask: &Tensor,
-    est: KlEstimator,
-) -> Result<Tensor> {
+pub fn sequence_kl(logp: &Tensor, ref_logp: &Tensor, mask: &Tensor, est: KlEstimator) -> Result<Tensor> {
     masked::sum_rows(&per_token_kl(logp, ref_logp, est)?, mask)
 }
 
 /// Scalar mean per-token KL over all real tokens of the batch.
-pub fn mean_token_kl(
-    logp: &Tensor,
-    ref_logp: &Tensor,
-    mask: &Tensor,
-    est: KlEstimator,
-) -> Result<Tensor> {
+pub fn mean_token_kl(logp: &Tensor, ref_logp: &Tensor, mask: &Tensor, est: KlEstimator) -> Result<Tensor> {
     masked::mean(&per_token_kl(logp, ref_logp, est)?, mask)
 }
 
@@ -73,14 +61,8 @@ pub fn mean_token_kl(
 /// where `n_steps` is the number of episodes since the last update.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KlController {
-    Fixed {
-        beta: f64,
-    },
-    Adaptive {
-        beta: f64,
-        target: f64,
-        horizon: f64,
-    },
+    Fixed { beta: f64 },
+    Adaptive { beta: f64, target: f64, horizon: f64 },
 }
 
 impl KlController {
@@ -92,12 +74,7 @@ impl KlController {
 
     /// Feeds the KL measured on the last batch of `n_steps` episodes.
     pub fn update(&mut self, current_kl: f64, n_steps: usize) {
-        if let Self::Adaptive {
-            beta,
-            target,
-            horizon,
-        } = self
-        {
+        if let Self::Adaptive { beta, target, horizon } = self {
             let e = (current_kl / *target - 1.0).clamp(-0.2, 0.2);
             *beta *= 1.0 + e * n_steps as f64 / *horizon;
         }

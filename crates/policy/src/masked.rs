@@ -23,9 +23,7 @@ pub fn mean_rows(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
 pub fn mean(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let n = count(mask)?;
     if n == 0.0 {
-        return Err(Error::Usage(
-            "masked mean over a batch without a single real token".into(),
-        ));
+        return Err(Error::Usage("masked mean over a batch without a single real token".into()));
     }
     Ok(((x * mask)?.sum_all()? / n as f64)?)
 }

@@ -73,17 +73,9 @@ pub enum MissingEos {
 }
 
 /// Scores after the missing-EOS rule; `has_eos[i]` tells whether completion i ended with EOS.
-pub fn penalize_missing_eos(
-    scores: &[f32],
-    has_eos: &[bool],
-    rule: MissingEos,
-) -> Result<Vec<f32>> {
+pub fn penalize_missing_eos(scores: &[f32], has_eos: &[bool], rule: MissingEos) -> Result<Vec<f32>> {
     if scores.len() != has_eos.len() {
-        return Err(Error::Usage(format!(
-            "{} scores but {} EOS flags",
-            scores.len(),
-            has_eos.len()
-        )));
+        return Err(Error::Usage(format!("{} scores but {} EOS flags", scores.len(), has_eos.len())));
     }
     Ok(scores
         .iter()
@@ -104,14 +96,10 @@ pub fn lengths(mask: &Tensor) -> Result<Vec<usize>> {
         .map(|(i, row)| {
             let n = row.iter().filter(|&&v| v > 0.0).count();
             if n == 0 {
-                return Err(Error::Usage(format!(
-                    "row {i} has no completion token to put its reward on"
-                )));
+                return Err(Error::Usage(format!("row {i} has no completion token to put its reward on")));
             }
             if row[..n].iter().any(|&v| v <= 0.0) {
-                return Err(Error::Usage(format!(
-                    "row {i} of the completion mask is not right-padded"
-                )));
+                return Err(Error::Usage(format!("row {i} of the completion mask is not right-padded")));
             }
             Ok(n)
         })
@@ -120,18 +108,10 @@ pub fn lengths(mask: &Tensor) -> Result<Vec<usize>> {
 
 /// Per-token rewards `(rewards, non_score_reward)`, both `[b, c]`, zero in padding:
 /// non_score_t = −β·kl_t and rewards = non_score + score at the last real token (Ziegler et al.).
-pub fn token_rewards(
-    kl: &Tensor,
-    scores: &[f32],
-    mask: &Tensor,
-    beta: f64,
-) -> Result<(Tensor, Tensor)> {
+pub fn token_rewards(kl: &Tensor, scores: &[f32], mask: &Tensor, beta: f64) -> Result<(Tensor, Tensor)> {
     let (b, c) = kl.dims2()?;
     if scores.len() != b {
-        return Err(Error::Usage(format!(
-            "{} scores for a batch of {b}",
-            scores.len()
-        )));
+        return Err(Error::Usage(format!("{} scores for a batch of {b}", scores.len())));
     }
     let non_score = ((kl * mask)? * -beta)?;
     let mut last = vec![0f32; b * c];
@@ -145,13 +125,7 @@ pub fn token_rewards(
 /// Generalised advantage estimation over right-padded rows: returns `(advantages, returns)`
 /// `[b, c]`, zero in padding. Rewards and values are read on real tokens only and the value
 /// after the last real token is 0 (the episode ends there).
-pub fn gae(
-    rewards: &Tensor,
-    values: &Tensor,
-    mask: &Tensor,
-    gamma: f32,
-    lam: f32,
-) -> Result<(Tensor, Tensor)> {
+pub fn gae(rewards: &Tensor, values: &Tensor, mask: &Tensor, gamma: f32, lam: f32) -> Result<(Tensor, Tensor)> {
     let (b, c) = rewards.dims2()?;
     let r = rewards.to_dtype(DType::F32)?.to_vec2::<f32>()?;
     let v = values.to_dtype(DType::F32)?.to_vec2::<f32>()?;
@@ -160,11 +134,7 @@ pub fn gae(
     for i in 0..b {
         let mut last_gae = 0f32;
         for t in (0..c).rev() {
-            let next_v = if t + 1 < c {
-                v[i][t + 1] * m[i][t + 1]
-            } else {
-                0.0
-            };
+            let next_v = if t + 1 < c { v[i][t + 1] * m[i][t + 1] } else { 0.0 };
             let delta = r[i][t] * m[i][t] + gamma * next_v - v[i][t] * m[i][t];
             last_gae = (delta + gamma * lam * last_gae) * m[i][t];
             adv[i * c + t] = last_gae;
@@ -172,10 +142,7 @@ pub fn gae(
         }
     }
     let dev = rewards.device();
-    Ok((
-        Tensor::from_vec(adv, (b, c), dev)?,
-        Tensor::from_vec(ret, (b, c), dev)?,
-    ))
+    Ok((Tensor::from_vec(adv, (b, c), dev)?, Tensor::from_vec(ret, (b, c), dev)?))
 }
 
 /// The whole rollout-side pipeline of one PPO batch (no gradients): KL-shaped rewards,
@@ -207,13 +174,7 @@ pub fn rollout(
     }
     let (adv, returns) = gae(&rewards, values, mask, cfg.gamma, cfg.lam)?;
     let advantages = masked::whiten(&adv, mask, true)?;
-    Ok(Rollout {
-        kl,
-        non_score_reward,
-        rewards,
-        advantages,
-        returns,
-    })
+    Ok(Rollout { kl, non_score_reward, rewards, advantages, returns })
 }
 
 /// Clipped policy loss and its diagnostics.
@@ -273,10 +234,7 @@ pub fn value_loss(
     let l2 = (clipped - returns)?.sqr()?;
     let loss = (masked::mean(&l1.maximum(&l2)?, mask)? * 0.5)?;
     let frac = masked::mean(&l2.gt(&l1)?.to_dtype(DType::F32)?, mask)?;
-    Ok(ValueLoss {
-        loss,
-        clipfrac: masked::scalar(&frac)?,
-    })
+    Ok(ValueLoss { loss, clipfrac: masked::scalar(&frac)? })
 }
 
 /// `[b, c]` entropy of the policy's next-token distribution, H = −Σ_v p_v log p_v, from logits
@@ -295,8 +253,7 @@ pub fn rollout_metrics(
     entropy: Option<&Tensor>,
     mask: &Tensor,
 ) -> Result<BTreeMap<&'static str, f64>> {
-    let mean_rows =
-        |x: &Tensor| -> Result<f64> { masked::scalar(&masked::sum_rows(x, mask)?.mean_all()?) };
+    let mean_rows = |x: &Tensor| -> Result<f64> { masked::scalar(&masked::sum_rows(x, mask)?.mean_all()?) };
     let score = scores.iter().map(|&s| s as f64).sum::<f64>() / scores.len().max(1) as f64;
     let nsr = mean_rows(&r.non_score_reward)?;
     let mut m = BTreeMap::new();

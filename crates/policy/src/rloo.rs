@@ -19,17 +19,9 @@ use candle_core::Tensor;
 /// Sequence reward with the KL inside: `r_i = score_i − β·seq_kl_i`.
 pub fn kl_shaped_rewards(scores: &[f32], seq_kl: &[f32], beta: f64) -> Result<Vec<f32>> {
     if scores.len() != seq_kl.len() {
-        return Err(Error::Usage(format!(
-            "{} scores but {} KL values",
-            scores.len(),
-            seq_kl.len()
-        )));
+        return Err(Error::Usage(format!("{} scores but {} KL values", scores.len(), seq_kl.len())));
     }
-    Ok(scores
-        .iter()
-        .zip(seq_kl)
-        .map(|(&s, &k)| (s as f64 - beta * k as f64) as f32)
-        .collect())
+    Ok(scores.iter().zip(seq_kl).map(|(&s, &k)| (s as f64 - beta * k as f64) as f32).collect())
 }
 
 /// Leave-one-out advantages A_i = r_i − (Σ_j r_j − r_i)/(k−1) per group of k.
@@ -44,10 +36,7 @@ pub fn advantages(rewards: &[f32], k: usize) -> Result<Vec<f32>> {
     let mut out = Vec::with_capacity(rewards.len());
     for g in rewards.chunks(k) {
         let total: f64 = g.iter().map(|&r| r as f64).sum();
-        out.extend(
-            g.iter()
-                .map(|&r| (r as f64 - (total - r as f64) / (k - 1) as f64) as f32),
-        );
+        out.extend(g.iter().map(|&r| (r as f64 - (total - r as f64) / (k - 1) as f64) as f32));
     }
     Ok(out)
 }
@@ -59,12 +48,6 @@ pub fn reinforce_loss(logp: &Tensor, mask: &Tensor, adv: &[f32]) -> Result<Tenso
 }
 
 /// KL as a loss term instead of in the reward: β · mean_i Σ_t kl_t (differentiable in `logp`).
-pub fn kl_loss(
-    logp: &Tensor,
-    ref_logp: &Tensor,
-    mask: &Tensor,
-    est: KlEstimator,
-    beta: f64,
-) -> Result<Tensor> {
+pub fn kl_loss(logp: &Tensor, ref_logp: &Tensor, mask: &Tensor, est: KlEstimator, beta: f64) -> Result<Tensor> {
     Ok((crate::kl::sequence_kl(logp, ref_logp, mask, est)?.mean_all()? * beta)?)
 }

@@ -13,9 +13,6 @@ pub fn sft_loss(c: &CompletionLogprobs) -> Result<candle_core::Tensor> {
 }
 
 /// Same from raw `[b, c]` log-probs and mask.
-pub fn sft_loss_from(
-    logprobs: &candle_core::Tensor,
-    mask: &candle_core::Tensor,
-) -> Result<candle_core::Tensor> {
+pub fn sft_loss_from(logprobs: &candle_core::Tensor, mask: &candle_core::Tensor) -> Result<candle_core::Tensor> {
     Ok(masked::mean(logprobs, mask)?.neg()?)
 }

@@ -41,11 +41,7 @@ fn analytic_bound_dominates_exact_kl() {
             let kl = bon::exact_kl(&p, &r, n).unwrap();
             let q = bon::exact_distribution(&p, &r, n).unwrap();
             assert!((q.iter().sum::<f64>() - 1.0).abs() < 1e-9);
-            assert!(
-                kl <= bon::kl_bound(n) + 1e-12,
-                "n={n}: exact {kl} > bound {}",
-                bon::kl_bound(n)
-            );
+            assert!(kl <= bon::kl_bound(n) + 1e-12, "n={n}: exact {kl} > bound {}", bon::kl_bound(n));
             assert!(kl >= -1e-12);
         }
     }
@@ -54,11 +50,7 @@ fn analytic_bound_dominates_exact_kl() {
     let p = vec![1.0 / m as f64; m];
     let r: Vec<f64> = (0..m).map(|i| i as f64).collect();
     let kl = bon::exact_kl(&p, &r, 4).unwrap();
-    assert!(
-        kl < bon::kl_bound(4) && bon::kl_bound(4) - kl < 1e-3,
-        "{kl} vs {}",
-        bon::kl_bound(4)
-    );
+    assert!(kl < bon::kl_bound(4) && bon::kl_bound(4) - kl < 1e-3, "{kl} vs {}", bon::kl_bound(4));
 }
 
 #[test]
@@ -72,10 +64,7 @@ fn beirami_estimator_is_exact_for_continuous_plus_top_atom() {
         let r: Vec<f64> = (0..=m).map(|i| i as f64).collect();
         let exact = bon::exact_kl(&p, &r, n).unwrap();
         let est = bon::kl_estimate(n, eps).unwrap();
-        assert!(
-            (exact - est).abs() < 2e-4,
-            "n={n} ε={eps}: exact {exact}, estimate {est}"
-        );
+        assert!((exact - est).abs() < 2e-4, "n={n} ε={eps}: exact {exact}, estimate {est}");
         assert!(est <= bon::kl_bound(n) + 1e-12);
     }
     // Limits: ε → 0 gives the bound, ε = 1 (deterministic π) gives 0, n = 1 gives 0.
@@ -112,10 +101,7 @@ fn brute_force(proxy: &[f64], gold: &[f64], n: usize) -> f64 {
             continue;
         }
         let idx: Vec<usize> = (0..pool).filter(|i| bits >> i & 1 == 1).collect();
-        let best = idx
-            .iter()
-            .map(|&i| proxy[i])
-            .fold(f64::NEG_INFINITY, f64::max);
+        let best = idx.iter().map(|&i| proxy[i]).fold(f64::NEG_INFINITY, f64::max);
         let winners: Vec<usize> = idx.into_iter().filter(|&i| proxy[i] == best).collect();
         total += winners.iter().map(|&i| gold[i]).sum::<f64>() / winners.len() as f64;
         count += 1;
@@ -128,20 +114,11 @@ fn pool_estimator_equals_enumeration() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let pool = 10;
     let proxy: Vec<f64> = (0..pool).map(|_| rng.random::<f64>()).collect();
-    let gold: Vec<f64> = proxy
-        .iter()
-        .map(|p| p + rng.random::<f64>() - 0.5)
-        .collect();
+    let gold: Vec<f64> = proxy.iter().map(|p| p + rng.random::<f64>() - 0.5).collect();
     for n in 1..=pool {
         let (ep, eg) = bon::expected_scores(&proxy, &gold, n).unwrap();
-        assert!(
-            (eg - brute_force(&proxy, &gold, n)).abs() < 1e-12,
-            "gold n={n}"
-        );
-        assert!(
-            (ep - brute_force(&proxy, &proxy, n)).abs() < 1e-12,
-            "proxy n={n}"
-        );
+        assert!((eg - brute_force(&proxy, &gold, n)).abs() < 1e-12, "gold n={n}");
+        assert!((ep - brute_force(&proxy, &proxy, n)).abs() < 1e-12, "proxy n={n}");
     }
     // n = 1 is the pool mean; ties in the proxy share their probability.
     let (_, g1) = bon::expected_scores(&proxy, &gold, 1).unwrap();
@@ -150,10 +127,7 @@ fn pool_estimator_equals_enumeration() {
     let tied_g = [0.0, 2.0, 5.0, -1.0, 4.0];
     for n in 1..=5 {
         let (_, eg) = bon::expected_scores(&tied_p, &tied_g, n).unwrap();
-        assert!(
-            (eg - brute_force(&tied_p, &tied_g, n)).abs() < 1e-12,
-            "tied n={n}"
-        );
+        assert!((eg - brute_force(&tied_p, &tied_g, n)).abs() < 1e-12, "tied n={n}");
     }
     assert!(bon::expected_scores(&[1.0, f64::NAN], &[0.0, 0.0], 1).is_err());
 }
@@ -165,27 +139,18 @@ fn pool_estimator_matches_monte_carlo() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let pool = 1000;
     let proxy: Vec<f64> = (0..pool).map(|_| rng.random::<f64>()).collect();
-    let gold: Vec<f64> = proxy
-        .iter()
-        .map(|p| (3.0 * p).sin() + 0.3 * rng.random::<f64>())
-        .collect();
+    let gold: Vec<f64> = proxy.iter().map(|p| (3.0 * p).sin() + 0.3 * rng.random::<f64>()).collect();
     for n in [16usize, 200] {
         let (_, eg) = bon::expected_scores(&proxy, &gold, n).unwrap();
         let draws = 20_000;
         let (mut s, mut s2) = (0.0, 0.0);
         for _ in 0..draws {
-            let best = sample(&mut rng, pool, n)
-                .into_iter()
-                .max_by(|&a, &b| proxy[a].total_cmp(&proxy[b]))
-                .unwrap();
+            let best = sample(&mut rng, pool, n).into_iter().max_by(|&a, &b| proxy[a].total_cmp(&proxy[b])).unwrap();
             s += gold[best];
             s2 += gold[best] * gold[best];
         }
         let mean = s / draws as f64;
         let se = ((s2 / draws as f64 - mean * mean) / draws as f64).sqrt();
-        assert!(
-            (mean - eg).abs() < 4.0 * se + 1e-12,
-            "n={n}: MC {mean} ± {se}, estimator {eg}"
-        );
+        assert!((mean - eg).abs() < 4.0 * se + 1e-12, "n={n}: MC {mean} ± {se}, estimator {eg}");
     }
 }

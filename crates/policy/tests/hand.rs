@@ -26,10 +26,7 @@ fn assert_vec(what: &str, got: &Tensor, want: &[f32], tol: f32) {
     let g = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(g.len(), want.len(), "{what}");
     for (i, (a, b)) in g.iter().zip(want).enumerate() {
-        assert!(
-            (a - b).abs() <= tol,
-            "{what}[{i}]: got {a}, want {b} (all: {g:?})"
-        );
+        assert!((a - b).abs() <= tol, "{what}[{i}]: got {a}, want {b} (all: {g:?})");
     }
 }
 
@@ -43,24 +40,9 @@ fn kl_estimators_by_hand() {
     // k1 = 0.693147, k2 = ½·0.480453 = 0.240227, k3 = (0.5 − 1) + 0.693147 = 0.193147.
     let lp = t(&[&[0.5f32.ln()]]);
     let rp = t(&[&[0.25f32.ln()]]);
-    assert_vec(
-        "k1",
-        &per_token_kl(&lp, &rp, KlEstimator::K1).unwrap(),
-        &[std::f32::consts::LN_2],
-        1e-6,
-    );
-    assert_vec(
-        "k2",
-        &per_token_kl(&lp, &rp, KlEstimator::K2).unwrap(),
-        &[0.240227],
-        1e-6,
-    );
-    assert_vec(
-        "k3",
-        &per_token_kl(&lp, &rp, KlEstimator::K3).unwrap(),
-        &[0.193147],
-        1e-6,
-    );
+    assert_vec("k1", &per_token_kl(&lp, &rp, KlEstimator::K1).unwrap(), &[std::f32::consts::LN_2], 1e-6);
+    assert_vec("k2", &per_token_kl(&lp, &rp, KlEstimator::K2).unwrap(), &[0.240227], 1e-6);
+    assert_vec("k3", &per_token_kl(&lp, &rp, KlEstimator::K3).unwrap(), &[0.193147], 1e-6);
     assert!(KlEstimator::parse("k4").is_err());
 }
 
@@ -70,11 +52,7 @@ fn kl_controllers_by_hand() {
     fixed.update(100.0, 512);
     assert_eq!(fixed.beta(), 0.05);
     // KL 3 vs target 6: e = clip(0.5 − 1) = −0.2; β = 0.1·(1 − 0.2·512/10000) = 0.098976.
-    let mut a = KlController::Adaptive {
-        beta: 0.1,
-        target: 6.0,
-        horizon: 10000.0,
-    };
+    let mut a = KlController::Adaptive { beta: 0.1, target: 6.0, horizon: 10000.0 };
     a.update(3.0, 512);
     assert_close("adaptive down", a.beta(), 0.098976, 1e-12);
     // KL 6.6: e = 0.1; β = 0.098976·(1 + 0.1·1000/10000) = 0.098976·1.01 = 0.09996576.
@@ -87,22 +65,9 @@ fn masked_whiten_by_hand() {
     // Real tokens 1, 2, 3 (the 100 is padding): μ = 2, unbiased σ² = (1 + 0 + 1)/2 = 1.
     let x = t(&[&[1.0, 2.0], &[3.0, 100.0]]);
     let m = t(&[&[1.0, 1.0], &[1.0, 0.0]]);
-    assert_vec(
-        "whiten",
-        &masked::whiten(&x, &m, true).unwrap(),
-        &[-1.0, 0.0, 1.0, 0.0],
-        1e-6,
-    );
-    assert_vec(
-        "whiten keep mean",
-        &masked::whiten(&x, &m, false).unwrap(),
-        &[1.0, 2.0, 3.0, 0.0],
-        1e-6,
-    );
-    assert!(
-        masked::var(&x, &t(&[&[1.0, 0.0], &[0.0, 0.0]])).is_err(),
-        "one token has no unbiased variance"
-    );
+    assert_vec("whiten", &masked::whiten(&x, &m, true).unwrap(), &[-1.0, 0.0, 1.0, 0.0], 1e-6);
+    assert_vec("whiten keep mean", &masked::whiten(&x, &m, false).unwrap(), &[1.0, 2.0, 3.0, 0.0], 1e-6);
+    assert!(masked::var(&x, &t(&[&[1.0, 0.0], &[0.0, 0.0]])).is_err(), "one token has no unbiased variance");
 }
 
 #[test]
@@ -112,40 +77,17 @@ fn ppo_rewards_by_hand() {
     let kl = t(&[&[0.1, 0.2, 0.3], &[0.4, 0.5, 9.0]]);
     let m = t(&[&[1.0, 1.0, 1.0], &[1.0, 1.0, 0.0]]);
     let (r, nsr) = ppo::token_rewards(&kl, &[1.0, 2.0], &m, 0.5).unwrap();
-    assert_vec(
-        "non-score",
-        &nsr,
-        &[-0.05, -0.1, -0.15, -0.2, -0.25, 0.0],
-        1e-6,
-    );
+    assert_vec("non-score", &nsr, &[-0.05, -0.1, -0.15, -0.2, -0.25, 0.0], 1e-6);
     assert_vec("rewards", &r, &[-0.05, -0.1, 0.85, -0.2, 1.75, 0.0], 1e-6);
     assert!(ppo::token_rewards(&kl, &[1.0], &m, 0.5).is_err());
-    assert!(ppo::token_rewards(
-        &kl,
-        &[1.0, 2.0],
-        &t(&[&[1.0, 1.0, 1.0], &[0.0, 0.0, 0.0]]),
-        0.5
-    )
-    .is_err());
-    assert!(
-        ppo::lengths(&t(&[&[1.0, 0.0, 1.0]])).is_err(),
-        "left padding is rejected"
-    );
+    assert!(ppo::token_rewards(&kl, &[1.0, 2.0], &t(&[&[1.0, 1.0, 1.0], &[0.0, 0.0, 0.0]]), 0.5).is_err());
+    assert!(ppo::lengths(&t(&[&[1.0, 0.0, 1.0]])).is_err(), "left padding is rejected");
     // Missing EOS on rows 1 and 2.
     let sc = [1.0, 2.0, 3.0];
     let eos = [true, false, false];
-    assert_eq!(
-        ppo::penalize_missing_eos(&sc, &eos, MissingEos::Subtract(1.0)).unwrap(),
-        vec![1.0, 1.0, 2.0]
-    );
-    assert_eq!(
-        ppo::penalize_missing_eos(&sc, &eos, MissingEos::Replace(-1.0)).unwrap(),
-        vec![1.0, -1.0, -1.0]
-    );
-    assert_eq!(
-        ppo::penalize_missing_eos(&sc, &eos, MissingEos::Keep).unwrap(),
-        sc.to_vec()
-    );
+    assert_eq!(ppo::penalize_missing_eos(&sc, &eos, MissingEos::Subtract(1.0)).unwrap(), vec![1.0, 1.0, 2.0]);
+    assert_eq!(ppo::penalize_missing_eos(&sc, &eos, MissingEos::Replace(-1.0)).unwrap(), vec![1.0, -1.0, -1.0]);
+    assert_eq!(ppo::penalize_missing_eos(&sc, &eos, MissingEos::Keep).unwrap(), sc.to_vec());
 }
 
 #[test]
@@ -162,14 +104,7 @@ fn gae_by_hand() {
     assert_vec("advantages", &a, &[0.225, 0.25, 0.3, 0.3, 0.4, 0.0], 1e-6);
     assert_vec("returns", &ret, &[0.725, 0.85, 1.0, 0.8, 1.0, 0.0], 1e-6);
     // γ = 0.9, λ = 1, one row r = [0, 1], V = 0: A1 = 1, A0 = 0.9 (discounted return).
-    let (a, _) = ppo::gae(
-        &t(&[&[0.0, 1.0]]),
-        &t(&[&[0.0, 0.0]]),
-        &t(&[&[1.0, 1.0]]),
-        0.9,
-        1.0,
-    )
-    .unwrap();
+    let (a, _) = ppo::gae(&t(&[&[0.0, 1.0]]), &t(&[&[0.0, 0.0]]), &t(&[&[1.0, 1.0]]), 0.9, 1.0).unwrap();
     assert_vec("discount", &a, &[0.9, 1.0], 1e-6);
 }
 
@@ -190,12 +125,7 @@ fn ppo_policy_loss_and_gradient_by_hand() {
     assert_close("ratio", pl.ratio, 1.1666667, 1e-6);
     assert_close("approxkl", pl.approxkl, 0.1348762, 1e-6);
     let g = pl.loss.backward().unwrap();
-    assert_vec(
-        "grad",
-        g.get(new.as_tensor()).unwrap(),
-        &[0.0, 0.5, -0.1666667],
-        1e-6,
-    );
+    assert_vec("grad", g.get(new.as_tensor()).unwrap(), &[0.0, 0.5, -0.1666667], 1e-6);
 }
 
 #[test]
@@ -217,18 +147,8 @@ fn ppo_value_loss_entropy_ptx_by_hand() {
     assert_close("value clipfrac", vl.clipfrac, 2.0 / 3.0, 1e-6);
     // Uniform over 4: H = ln 4 = 1.3862944. p = [.25, .75] (logits [0, ln 3]):
     // H = .25·ln 4 + .75·ln(4/3) = 0.3465736 + 0.2157616 = 0.5623351.
-    let logits = Tensor::from_vec(
-        vec![0f32, 0.0, 0.0, 0.0, 0.0, 3f32.ln(), -1e9, -1e9],
-        (1, 2, 4),
-        &CPU,
-    )
-    .unwrap();
-    assert_vec(
-        "entropy",
-        &ppo::entropy_from_logits(&logits).unwrap(),
-        &[1.3862944, 0.5623351],
-        1e-6,
-    );
+    let logits = Tensor::from_vec(vec![0f32, 0.0, 0.0, 0.0, 0.0, 3f32.ln(), -1e9, -1e9], (1, 2, 4), &CPU).unwrap();
+    assert_vec("entropy", &ppo::entropy_from_logits(&logits).unwrap(), &[1.3862944, 0.5623351], 1e-6);
     // PPO-ptx: 0.5 + 27.8·0.1 = 3.28.
     let l = ppo::ptx_loss(
         &Tensor::new(0.5f32, &CPU).unwrap(),
@@ -247,16 +167,7 @@ fn ppo_metrics_by_hand() {
     let lp = t(&[&[0.1, 0.2], &[0.3, 7.0]]);
     let rp = t(&[&[0.0, 0.0], &[0.0, 0.0]]);
     let cfg = ppo::PpoConfig::default();
-    let r = ppo::rollout(
-        &cfg,
-        &lp,
-        &rp,
-        &t(&[&[0.0, 0.0], &[0.0, 0.0]]),
-        &[1.0, 3.0],
-        &m,
-        1.0,
-    )
-    .unwrap();
+    let r = ppo::rollout(&cfg, &lp, &rp, &t(&[&[0.0, 0.0], &[0.0, 0.0]]), &[1.0, 3.0], &m, 1.0).unwrap();
     let mt = ppo::rollout_metrics(&r, &[1.0, 3.0], None, &m).unwrap();
     assert_close("kl", mt["objective/kl"], 0.3, 1e-6);
     assert_close("nsr", mt["objective/non_score_reward"], -0.3, 1e-6);
@@ -266,38 +177,19 @@ fn ppo_metrics_by_hand() {
 #[test]
 fn rloo_by_hand() {
     // r = [1, 2, 6], k = 3: A = [1 − 8/2, 2 − 7/2, 6 − 3/2] = [−3, −1.5, 4.5] (sums to 0).
-    assert_eq!(
-        rloo::advantages(&[1.0, 2.0, 6.0, 0.0, 0.0, 0.0], 3).unwrap(),
-        vec![-3.0, -1.5, 4.5, 0.0, 0.0, 0.0]
-    );
+    assert_eq!(rloo::advantages(&[1.0, 2.0, 6.0, 0.0, 0.0, 0.0], 3).unwrap(), vec![-3.0, -1.5, 4.5, 0.0, 0.0, 0.0]);
     assert!(rloo::advantages(&[1.0, 2.0, 3.0], 2).is_err());
     assert!(rloo::advantages(&[1.0], 1).is_err());
     // 1 − 0.1·2 = 0.8.
-    assert_close(
-        "shaped",
-        rloo::kl_shaped_rewards(&[1.0], &[2.0], 0.1).unwrap()[0] as f64,
-        0.8,
-        1e-6,
-    );
+    assert_close("shaped", rloo::kl_shaped_rewards(&[1.0], &[2.0], 0.1).unwrap()[0] as f64, 0.8, 1e-6);
     // Σ log π = [−3, −0.5], A = [1, −2]: −mean(−3·1, −0.5·−2) = −(−3 + 1)/2 = 1.
-    let l = rloo::reinforce_loss(
-        &t(&[&[-1.0, -2.0], &[-0.5, -100.0]]),
-        &t(&[&[1.0, 1.0], &[1.0, 0.0]]),
-        &[1.0, -2.0],
-    )
-    .unwrap();
+    let l = rloo::reinforce_loss(&t(&[&[-1.0, -2.0], &[-0.5, -100.0]]), &t(&[&[1.0, 1.0], &[1.0, 0.0]]), &[1.0, -2.0])
+        .unwrap();
     assert_close("reinforce", s(&l), 1.0, 1e-6);
     // KL as a loss: π = .5, π_ref = .25 on 2 + 1 tokens, k1 = ln 2: β·mean(2 ln 2, ln 2) = .1·1.5·0.693147.
     let lp = t(&[&[0.5f32.ln(), 0.5f32.ln()], &[0.5f32.ln(), 0.0]]);
     let rp = t(&[&[0.25f32.ln(), 0.25f32.ln()], &[0.25f32.ln(), 0.0]]);
-    let kl = rloo::kl_loss(
-        &lp,
-        &rp,
-        &t(&[&[1.0, 1.0], &[1.0, 0.0]]),
-        KlEstimator::K1,
-        0.1,
-    )
-    .unwrap();
+    let kl = rloo::kl_loss(&lp, &rp, &t(&[&[1.0, 1.0], &[1.0, 0.0]]), KlEstimator::K1, 0.1).unwrap();
     assert_close("kl loss", s(&kl), 0.1 * 1.5 * std::f64::consts::LN_2, 1e-6);
 }
 
@@ -309,10 +201,7 @@ fn grpo_by_hand() {
     for (g, w) in a.iter().zip([0.9998f32, -0.9998, 0.0, 0.0, 0.0, 0.0]) {
         assert!((g - w).abs() < 1e-6, "{a:?}");
     }
-    assert_eq!(
-        group_advantages(&[1.0, 0.0, 0.5], 3, false).unwrap(),
-        vec![0.5, -0.5, 0.0]
-    );
+    assert_eq!(group_advantages(&[1.0, 0.0, 0.5], 3, false).unwrap(), vec![0.5, -0.5, 0.0]);
     assert!(group_advantages(&[1.0, 2.0, 3.0], 2, true).is_err());
     // ρ = 1, A = [1, −3], rows of 2 and 1 tokens: per-token loss −A = [[−1, −1], [3]].
     //   Token: (−1 − 1 + 3)/3 = 0.3333333; Sequence: (−1 + 3)/2 = 1; Constant(4): 1/(2·4) = 0.125.
@@ -326,11 +215,7 @@ fn grpo_by_hand() {
         (Aggregation::Sequence, 1.0, 1.0193147),
         (Aggregation::Constant(4), 0.125, 0.1322430),
     ] {
-        let cfg = GrpoConfig {
-            beta: 0.0,
-            aggregation: agg,
-            ..GrpoConfig::default()
-        };
+        let cfg = GrpoConfig { beta: 0.0, aggregation: agg, ..GrpoConfig::default() };
         let l = grpo_loss(&cfg, &lp, &lp, Some(&rp), &[1.0, -3.0], &m).unwrap();
         assert_close("grpo no kl", s(&l.loss), no_kl, 1e-6);
         let cfg = GrpoConfig { beta: 0.1, ..cfg };
@@ -363,42 +248,17 @@ fn dpo_family_by_hand() {
     // LN-DPO: −log σ(.1·1.25) = 0.6325990.
     // SimPO γ = .5: .1·(−10/2 + 15/4) − .5 = −0.625; −log σ(−0.625) = 1.0537007.
     for (kind, want) in [
-        (
-            PreferenceLoss::Dpo {
-                beta: 0.1,
-                label_smoothing: 0.0,
-            },
-            0.5543552,
-        ),
-        (
-            PreferenceLoss::Dpo {
-                beta: 0.1,
-                label_smoothing: 0.1,
-            },
-            0.5843552,
-        ),
+        (PreferenceLoss::Dpo { beta: 0.1, label_smoothing: 0.0 }, 0.5543552),
+        (PreferenceLoss::Dpo { beta: 0.1, label_smoothing: 0.1 }, 0.5843552),
         (PreferenceLoss::Ipo { beta: 0.1 }, 14.0625),
         (PreferenceLoss::LengthNormDpo { beta: 0.1 }, 0.6325990),
-        (
-            PreferenceLoss::Simpo {
-                beta: 0.1,
-                gamma: 0.5,
-            },
-            1.0537007,
-        ),
+        (PreferenceLoss::Simpo { beta: 0.1, gamma: 0.5 }, 1.0537007),
     ] {
         let (l, _, _) = preference_loss(&kind, &p).unwrap();
         assert_close(&format!("{kind:?}"), s(&l), want, 1e-5);
     }
     // rewards: β·Δ = 0.2 and −0.1; margin 0.3; accuracy 1; logps −10, −15.
-    let (_, _, m) = preference_loss(
-        &PreferenceLoss::Dpo {
-            beta: 0.1,
-            label_smoothing: 0.0,
-        },
-        &p,
-    )
-    .unwrap();
+    let (_, _, m) = preference_loss(&PreferenceLoss::Dpo { beta: 0.1, label_smoothing: 0.0 }, &p).unwrap();
     for (k, w) in [
         ("rewards/chosen", 0.2),
         ("rewards/rejected", -0.1),
@@ -409,14 +269,7 @@ fn dpo_family_by_hand() {
     ] {
         assert_close(k, m[k], w, 1e-6);
     }
-    assert!(preference_loss(
-        &PreferenceLoss::Dpo {
-            beta: 0.1,
-            label_smoothing: 0.5
-        },
-        &p
-    )
-    .is_err());
+    assert!(preference_loss(&PreferenceLoss::Dpo { beta: 0.1, label_smoothing: 0.5 }, &p).is_err());
 }
 
 #[test]
@@ -425,32 +278,11 @@ fn dpo_gradient_by_hand() {
     let p = pair();
     let cw = Var::from_tensor(&p.chosen).unwrap();
     let rl = Var::from_tensor(&p.rejected).unwrap();
-    let p = PairLogps {
-        chosen: cw.as_tensor().clone(),
-        rejected: rl.as_tensor().clone(),
-        ..p
-    };
-    let (l, _, _) = preference_loss(
-        &PreferenceLoss::Dpo {
-            beta: 0.1,
-            label_smoothing: 0.0,
-        },
-        &p,
-    )
-    .unwrap();
+    let p = PairLogps { chosen: cw.as_tensor().clone(), rejected: rl.as_tensor().clone(), ..p };
+    let (l, _, _) = preference_loss(&PreferenceLoss::Dpo { beta: 0.1, label_smoothing: 0.0 }, &p).unwrap();
     let g = l.backward().unwrap();
-    assert_vec(
-        "d/dchosen",
-        g.get(cw.as_tensor()).unwrap(),
-        &[-0.0425557],
-        1e-6,
-    );
-    assert_vec(
-        "d/drejected",
-        g.get(rl.as_tensor()).unwrap(),
-        &[0.0425557],
-        1e-6,
-    );
+    assert_vec("d/dchosen", g.get(cw.as_tensor()).unwrap(), &[-0.0425557], 1e-6);
+    assert_vec("d/drejected", g.get(rl.as_tensor()).unwrap(), &[0.0425557], 1e-6);
 }
 
 #[test]
@@ -476,8 +308,5 @@ fn sft_by_hand() {
         hidden: Tensor::zeros((2, 2, 1), candle_core::DType::F32, &CPU).unwrap(),
     };
     assert_close("sft", s(&sft::sft_loss(&c).unwrap()), 2.0, 1e-6);
-    assert!(
-        sft::sft_loss_from(&t(&[&[-1.0]]), &t(&[&[0.0]])).is_err(),
-        "no tokens is an error, not NaN"
-    );
+    assert!(sft::sft_loss_from(&t(&[&[-1.0]]), &t(&[&[0.0]])).is_err(), "no tokens is an error, not NaN");
 }

@@ -41,30 +41,14 @@ fn dpo_widens_the_margin() {
     let chosen = vec![vec![5u32, 6, 7], vec![8u32]];
     let rejected = vec![vec![9u32, 10], vec![11u32, 12, 13]];
     let len = |v: &[Vec<u32>]| {
-        candle_core::Tensor::new(
-            v.iter().map(|x| x.len() as f32).collect::<Vec<_>>(),
-            &Device::Cpu,
-        )
-        .unwrap()
+        candle_core::Tensor::new(v.iter().map(|x| x.len() as f32).collect::<Vec<_>>(), &Device::Cpu).unwrap()
     };
-    let rc = completion_logprobs(&reference, &prompts, &chosen, 0)
-        .unwrap()
-        .sum()
-        .unwrap();
-    let rr = completion_logprobs(&reference, &prompts, &rejected, 0)
-        .unwrap()
-        .sum()
-        .unwrap();
+    let rc = completion_logprobs(&reference, &prompts, &chosen, 0).unwrap().sum().unwrap();
+    let rr = completion_logprobs(&reference, &prompts, &rejected, 0).unwrap().sum().unwrap();
     let mut margins = vec![];
     for _ in 0..10 {
-        let c = completion_logprobs(&policy, &prompts, &chosen, 0)
-            .unwrap()
-            .sum()
-            .unwrap();
-        let r = completion_logprobs(&policy, &prompts, &rejected, 0)
-            .unwrap()
-            .sum()
-            .unwrap();
+        let c = completion_logprobs(&policy, &prompts, &chosen, 0).unwrap().sum().unwrap();
+        let r = completion_logprobs(&policy, &prompts, &rejected, 0).unwrap().sum().unwrap();
         let pair = PairLogps {
             chosen: c,
             rejected: r,
@@ -73,14 +57,7 @@ fn dpo_widens_the_margin() {
             chosen_len: len(&chosen),
             rejected_len: len(&rejected),
         };
-        let (l, _, m) = preference_loss(
-            &PreferenceLoss::Dpo {
-                beta: 0.1,
-                label_smoothing: 0.0,
-            },
-            &pair,
-        )
-        .unwrap();
+        let (l, _, m) = preference_loss(&PreferenceLoss::Dpo { beta: 0.1, label_smoothing: 0.0 }, &pair).unwrap();
         margins.push(m["rewards/margins"]);
         opt.backward_step(&l).unwrap();
     }
@@ -105,9 +82,6 @@ fn ppo_step_raises_probability_of_positive_advantage_tokens() {
         opt.backward_step(&pl.loss).unwrap();
     }
     let new = completion_logprobs(&model, &prompts, &completions, 0).unwrap();
-    let d = (new.sum().unwrap() - old.sum().unwrap().detach())
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let d = (new.sum().unwrap() - old.sum().unwrap().detach()).unwrap().to_vec1::<f32>().unwrap();
     assert!(d[0] > 0.0 && d[1] < 0.0, "change in log π per row: {d:?}");
 }

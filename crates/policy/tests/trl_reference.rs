@@ -10,19 +10,12 @@ use mismatch_policy::{masked, rloo, sft};
 use serde_json::Value;
 
 fn fixture() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/policy_trl.json"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/policy_trl.json");
     serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("fixture json")
 }
 
 fn vec1(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }
 
 fn t1(v: &Value) -> Tensor {
@@ -47,10 +40,7 @@ fn f(v: &Value) -> f64 {
 }
 
 fn close(what: &str, got: f64, want: f64, tol: f64) {
-    assert!(
-        (got - want).abs() <= tol * (1.0 + want.abs()),
-        "{what}: got {got}, want {want}"
-    );
+    assert!((got - want).abs() <= tol * (1.0 + want.abs()), "{what}: got {got}, want {want}");
 }
 
 fn close2(what: &str, got: &Tensor, want: &Value, tol: f64) {
@@ -71,28 +61,10 @@ fn kl_estimators_match() {
     let fx = fixture();
     let i = &fx["inputs"];
     let (lp, rp, mask) = (t2(&i["logp"]), t2(&i["ref_logp"]), t2(&i["mask"]));
-    close2(
-        "k1",
-        &per_token_kl(&lp, &rp, KlEstimator::K1).unwrap(),
-        &fx["kl"]["k1"],
-        1e-5,
-    );
-    close2(
-        "k2",
-        &per_token_kl(&lp, &rp, KlEstimator::K2).unwrap(),
-        &fx["kl"]["k2"],
-        1e-5,
-    );
-    close2(
-        "k3",
-        &per_token_kl(&lp, &rp, KlEstimator::K3).unwrap(),
-        &fx["kl"]["k3"],
-        1e-5,
-    );
-    let seq = mismatch_policy::kl::sequence_kl(&lp, &rp, &mask, KlEstimator::K3)
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    close2("k1", &per_token_kl(&lp, &rp, KlEstimator::K1).unwrap(), &fx["kl"]["k1"], 1e-5);
+    close2("k2", &per_token_kl(&lp, &rp, KlEstimator::K2).unwrap(), &fx["kl"]["k2"], 1e-5);
+    close2("k3", &per_token_kl(&lp, &rp, KlEstimator::K3).unwrap(), &fx["kl"]["k3"], 1e-5);
+    let seq = mismatch_policy::kl::sequence_kl(&lp, &rp, &mask, KlEstimator::K3).unwrap().to_vec1::<f32>().unwrap();
     for (g, w) in seq.iter().zip(vec1(&fx["kl"]["seq_k3"])) {
         close("seq_k3", *g as f64, w as f64, 1e-5);
     }
@@ -104,91 +76,29 @@ fn kl_estimators_match() {
 fn ppo_rollout_and_losses_match() {
     let fx = fixture();
     let i = &fx["inputs"];
-    let (lp, rp, mask, values) = (
-        t2(&i["logp"]),
-        t2(&i["ref_logp"]),
-        t2(&i["mask"]),
-        t2(&i["values"]),
-    );
+    let (lp, rp, mask, values) = (t2(&i["logp"]), t2(&i["ref_logp"]), t2(&i["mask"]), t2(&i["values"]));
     let scores = vec1(&i["scores"]);
     let beta = f(&i["beta"]);
     for (name, whiten) in [("plain", false), ("whiten_rewards", true)] {
-        let cfg = PpoConfig {
-            whiten_rewards: whiten,
-            ..PpoConfig::default()
-        };
+        let cfg = PpoConfig { whiten_rewards: whiten, ..PpoConfig::default() };
         let r = ppo::rollout(&cfg, &lp, &rp, &values, &scores, &mask, beta).unwrap();
         let want = &fx["ppo"][name];
-        close2(
-            &format!("{name} rewards"),
-            &r.rewards,
-            &want["rewards"],
-            1e-5,
-        );
-        close2(
-            &format!("{name} non_score"),
-            &r.non_score_reward,
-            &want["non_score_reward"],
-            1e-5,
-        );
-        close2(
-            &format!("{name} returns"),
-            &r.returns,
-            &want["returns"],
-            1e-5,
-        );
-        close2(
-            &format!("{name} advantages"),
-            &r.advantages,
-            &want["advantages"],
-            1e-4,
-        );
+        close2(&format!("{name} rewards"), &r.rewards, &want["rewards"], 1e-5);
+        close2(&format!("{name} non_score"), &r.non_score_reward, &want["non_score_reward"], 1e-5);
+        close2(&format!("{name} returns"), &r.returns, &want["returns"], 1e-5);
+        close2(&format!("{name} advantages"), &r.advantages, &want["advantages"], 1e-4);
     }
     let cfg = PpoConfig::default();
     let r = ppo::rollout(&cfg, &lp, &rp, &values, &scores, &mask, beta).unwrap();
     let want = &fx["ppo"]["loss"];
-    let pl = ppo::policy_loss(
-        &t2(&i["new_logp"]),
-        &lp,
-        &r.advantages,
-        &mask,
-        cfg.cliprange,
-    )
-    .unwrap();
-    close(
-        "policy_loss",
-        scalar(&pl.loss),
-        f(&want["policy_loss"]),
-        1e-4,
-    );
-    close(
-        "clipfrac",
-        pl.clipfrac,
-        f(&want["policy/clipfrac_avg"]),
-        1e-6,
-    );
-    close(
-        "approxkl",
-        pl.approxkl,
-        f(&want["policy/approxkl_avg"]),
-        1e-5,
-    );
+    let pl = ppo::policy_loss(&t2(&i["new_logp"]), &lp, &r.advantages, &mask, cfg.cliprange).unwrap();
+    close("policy_loss", scalar(&pl.loss), f(&want["policy_loss"]), 1e-4);
+    close("clipfrac", pl.clipfrac, f(&want["policy/clipfrac_avg"]), 1e-6);
+    close("approxkl", pl.approxkl, f(&want["policy/approxkl_avg"]), 1e-5);
     close("ratio", pl.ratio, f(&want["val/ratio"]), 1e-5);
-    let vl = ppo::value_loss(
-        &t2(&i["vpred"]),
-        &values,
-        &r.returns,
-        &mask,
-        cfg.cliprange_value,
-    )
-    .unwrap();
+    let vl = ppo::value_loss(&t2(&i["vpred"]), &values, &r.returns, &mask, cfg.cliprange_value).unwrap();
     close("value_loss", scalar(&vl.loss), f(&want["value_loss"]), 1e-5);
-    close(
-        "val/clipfrac",
-        vl.clipfrac,
-        f(&want["val/clipfrac_avg"]),
-        1e-6,
-    );
+    close("val/clipfrac", vl.clipfrac, f(&want["val/clipfrac_avg"]), 1e-6);
     let h = ppo::entropy_from_logits(&t3(&i["logits"])).unwrap();
     close2("entropy", &h, &want["entropy"], 1e-5);
     let m = ppo::rollout_metrics(&r, &scores, Some(&h), &mask).unwrap();
@@ -202,8 +112,7 @@ fn rloo_matches() {
     let fx = fixture();
     let r = &fx["rloo"];
     let k = r["k"].as_u64().unwrap() as usize;
-    let rewards =
-        rloo::kl_shaped_rewards(&vec1(&r["scores"]), &vec1(&r["seq_kl"]), f(&r["beta"])).unwrap();
+    let rewards = rloo::kl_shaped_rewards(&vec1(&r["scores"]), &vec1(&r["seq_kl"]), f(&r["beta"])).unwrap();
     for (g, w) in rewards.iter().zip(vec1(&r["rewards"])) {
         close("rloo reward", *g as f64, w as f64, 1e-6);
     }
@@ -213,12 +122,7 @@ fn rloo_matches() {
     }
     let i = &fx["inputs"];
     let loss = rloo::reinforce_loss(&t2(&i["logp"]), &t2(&i["mask"]), &adv[..4]).unwrap();
-    close(
-        "reinforce loss",
-        scalar(&loss),
-        f(&r["reinforce_loss"]),
-        1e-5,
-    );
+    close("reinforce loss", scalar(&loss), f(&r["reinforce_loss"]), 1e-5);
 }
 
 #[test]
@@ -235,12 +139,7 @@ fn grpo_matches() {
     }
     let adv = group_advantages(&rewards, group, true).unwrap();
     let i = &fx["inputs"];
-    let (new, old, rp, mask) = (
-        t2(&i["new_logp"]),
-        t2(&i["logp"]),
-        t2(&i["ref_logp"]),
-        t2(&i["mask"]),
-    );
+    let (new, old, rp, mask) = (t2(&i["new_logp"]), t2(&i["logp"]), t2(&i["ref_logp"]), t2(&i["mask"]));
     let c = mask.dim(1).unwrap();
     for (agg, key) in [
         (Aggregation::Sequence, "loss_sequence"),
@@ -275,29 +174,11 @@ fn dpo_family_matches() {
     };
     let beta = f(&d["beta"]);
     let cases = [
-        (
-            PreferenceLoss::Dpo {
-                beta,
-                label_smoothing: 0.0,
-            },
-            "sigmoid",
-        ),
-        (
-            PreferenceLoss::Dpo {
-                beta,
-                label_smoothing: 0.1,
-            },
-            "sigmoid_ls0.1",
-        ),
+        (PreferenceLoss::Dpo { beta, label_smoothing: 0.0 }, "sigmoid"),
+        (PreferenceLoss::Dpo { beta, label_smoothing: 0.1 }, "sigmoid_ls0.1"),
         (PreferenceLoss::Ipo { beta }, "ipo"),
         (PreferenceLoss::LengthNormDpo { beta }, "sigmoid_norm"),
-        (
-            PreferenceLoss::Simpo {
-                beta,
-                gamma: f(&d["simpo_gamma"]),
-            },
-            "simpo",
-        ),
+        (PreferenceLoss::Simpo { beta, gamma: f(&d["simpo_gamma"]) }, "simpo"),
     ];
     for (kind, key) in cases {
         let (loss, _, m) = preference_loss(&kind, &p).unwrap();
@@ -322,11 +203,7 @@ fn sft_matches() {
 fn adaptive_kl_controller_matches_lm_human_preferences() {
     let fx = fixture();
     let c = &fx["kl_controller"];
-    let mut ctl = KlController::Adaptive {
-        beta: f(&c["init"]),
-        target: f(&c["target"]),
-        horizon: f(&c["horizon"]),
-    };
+    let mut ctl = KlController::Adaptive { beta: f(&c["init"]), target: f(&c["target"]), horizon: f(&c["horizon"]) };
     for step in c["trace"].as_array().unwrap() {
         ctl.update(f(&step["kl"]), step["n_steps"].as_u64().unwrap() as usize);
         close("beta", ctl.beta(), f(&step["beta"]), 1e-12);

@@ -10,9 +10,33 @@ use mismatch_models::bert::Encoder;
 #[global_allocator]
 static A: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const SUBJECTS: [&str; 8] = ["the assistant", "a reward model", "the policy", "my neighbour", "the reviewer", "a small robot", "the committee", "our compiler"];
-const VERBS: [&str; 6] = ["carefully explained", "quickly rejected", "politely summarised", "wrongly predicted", "eagerly compared", "silently ignored"];
-const OBJECTS: [&str; 7] = ["the long answer about photosynthesis", "two completions of the same prompt", "a recipe for sourdough bread", "the proof of the central limit theorem", "an email asking for a refund", "the weather forecast for tomorrow", "a poem about autumn leaves"];
+const SUBJECTS: [&str; 8] = [
+    "the assistant",
+    "a reward model",
+    "the policy",
+    "my neighbour",
+    "the reviewer",
+    "a small robot",
+    "the committee",
+    "our compiler",
+];
+const VERBS: [&str; 6] = [
+    "carefully explained",
+    "quickly rejected",
+    "politely summarised",
+    "wrongly predicted",
+    "eagerly compared",
+    "silently ignored",
+];
+const OBJECTS: [&str; 7] = [
+    "the long answer about photosynthesis",
+    "two completions of the same prompt",
+    "a recipe for sourdough bread",
+    "the proof of the central limit theorem",
+    "an email asking for a refund",
+    "the weather forecast for tomorrow",
+    "a poem about autumn leaves",
+];
 
 /// Sentence `i` of the benchmark set (~30 tokens). `bench/torch_embed.py` builds the same list.
 fn sentence(i: usize) -> String {
@@ -48,7 +72,8 @@ fn main() -> Result<()> {
     let enc = Encoder::load(&dir, &Device::Cpu, false)?;
     let sentences: Vec<String> = (0..n).map(sentence).collect();
     let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
-    let tokens: usize = refs.iter().map(|s| enc.token_ids(s).map(|t| t.len())).sum::<mismatch_models::Result<usize>>()?;
+    let tokens: usize =
+        refs.iter().map(|s| enc.token_ids(s).map(|t| t.len())).sum::<mismatch_models::Result<usize>>()?;
     let run = || -> Result<()> {
         for chunk in refs.chunks(batch) {
             enc.embed(chunk)?;

@@ -34,7 +34,9 @@ fn main() -> Result<()> {
             "--new-tokens" => new_tokens = val()?.parse().context("--new-tokens")?,
             "--temperature" => temperature = val()?.parse().context("--temperature")?,
             "--model" => model = Some(std::path::PathBuf::from(val()?)),
-            other => bail!("unknown argument {other} (expected --batch B --new-tokens N [--temperature T] [--model FILE])"),
+            other => {
+                bail!("unknown argument {other} (expected --batch B --new-tokens N [--temperature T] [--model FILE])")
+            }
         }
     }
     if batch == 0 || new_tokens == 0 {

@@ -54,14 +54,13 @@ pub fn run(cmd: ModelsCmd) -> Result<()> {
         }
         ModelsCmd::Path { name } => match hub.cached(&name)? {
             Some(got) => println!("{}", got.dir.display()),
-            None => bail!("{}: model '{name}' is not fetched; run `mismatch models fetch {name}`", hub.dir(&name).display()),
+            None => {
+                bail!("{}: model '{name}' is not fetched; run `mismatch models fetch {name}`", hub.dir(&name).display())
+            }
         },
         ModelsCmd::Verify { names } => {
-            let present = KNOWN
-                .iter()
-                .filter(|m| hub.dir(m.name).is_dir())
-                .map(|m| m.name.to_string())
-                .collect::<Vec<_>>();
+            let present =
+                KNOWN.iter().filter(|m| hub.dir(m.name).is_dir()).map(|m| m.name.to_string()).collect::<Vec<_>>();
             let names = names_or(names, present)?;
             if names.is_empty() {
                 eprintln!("no models in {}; nothing to verify", hub.root.join("models").display());
@@ -78,7 +77,10 @@ pub fn run(cmd: ModelsCmd) -> Result<()> {
                 }
             }
             if failed > 0 {
-                bail!("{failed} of {} models failed verification; repair with `mismatch models fetch --force NAME`", names.len());
+                bail!(
+                    "{failed} of {} models failed verification; repair with `mismatch models fetch --force NAME`",
+                    names.len()
+                );
             }
         }
     }

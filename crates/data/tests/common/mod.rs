@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 
 /// The shared real datasets, `../shared/data` from the repository root.
 pub fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data")
-        .join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data").join(rel)
 }
 
 pub fn repo_root() -> PathBuf {
@@ -27,12 +25,7 @@ pub fn read(path: &Path) -> Dataset {
 /// The error message for a file that must fail to read.
 pub fn read_err(path: &Path, opts: ReadOptions) -> String {
     match read_dataset(path, opts) {
-        Ok(ds) => panic!(
-            "{} read without error as {} ({} rows)",
-            path.display(),
-            ds.format,
-            ds.records.len()
-        ),
+        Ok(ds) => panic!("{} read without error as {} ({} rows)", path.display(), ds.format, ds.records.len()),
         Err(e) => e.to_string(),
     }
 }
