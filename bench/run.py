@@ -36,6 +36,9 @@ def run_json(cmd):
     for line in reversed(p.stdout.strip().splitlines()):
         try:
             obj = json.loads(line)
+            # The embedding pair counts sentences, not tokens: one throughput column serves all.
+            if isinstance(obj, dict) and "tokens_per_s" not in obj and "sentences_per_s" in obj:
+                obj["tokens_per_s"] = obj["sentences_per_s"]
         except json.JSONDecodeError:
             continue
         if isinstance(obj, dict):
@@ -98,7 +101,7 @@ def main():
         rows.append((name, " ".join(args), c, t, ratio, cs + ts))
     if not rows:
         sys.exit("no benchmark pair available")
-    header = "| bench | arguments | candle tok/s median (range) | PyTorch tok/s median (range) | candle/PyTorch | GEMM GFLOP/s candle / PyTorch |\n|---|---|---:|---:|---:|---:|"
+    header = "| bench | arguments | candle per s median (range) | PyTorch per s median (range) | candle/PyTorch | GEMM GFLOP/s candle / PyTorch |\n|---|---|---:|---:|---:|---:|"
 
     def gemm(c, t):
         if "gemm_gflops" in c and "gemm_gflops" in t:

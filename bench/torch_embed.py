@@ -56,7 +56,7 @@ def main():
     secs = statistics.median(times)
     print(json.dumps({
         "bench": "embed",
-        "impl": "torch",
+        "impl": "pytorch",
         "model": "all-MiniLM-L6-v2",
         "n": a.n,
         "batch": a.batch,

@@ -70,7 +70,7 @@ def main():
     new = out[:, enc.input_ids.shape[1]:]
     print(json.dumps({
         "bench": "generate",
-        "impl": "torch",
+        "impl": "pytorch",
         "model": "SmolLM2-135M-Instruct (f32 from Q4_1 GGUF)",
         "batch": a.batch,
         "new_tokens": a.new_tokens,

@@ -23,6 +23,9 @@ enum Command {
     /// Check, convert, split preference data; measure annotator agreement.
     #[command(subcommand)]
     Data(mismatch_data::cli::DataCmd),
+    /// Train and evaluate reward models (Bradley-Terry, margin; ensembles, WARM, calibration).
+    #[command(subcommand)]
+    Rm(mismatch_reward::cli::RmCmd),
     /// Sample completions from a causal LM (short name, .gguf file or HF checkpoint directory).
     Generate(cmd::generate::GenerateArgs),
 }
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Models(c) => cmd::models::run(c),
         Command::Generate(a) => cmd::generate::run(a),
+        Command::Rm(c) => mismatch_reward::cli::run(c),
         Command::Data(c) => mismatch_data::cli::run(c).map_err(Into::into),
     };
     match result {
