@@ -72,19 +72,22 @@ pub fn save_checkpoint(
             }
         }
     }
-    let stage = stage.keep();
-    // Swap: move the old checkpoint aside, move the new one in, then delete the old one.
+    replace_dir(&stage.keep(), dir)
+}
+
+/// Moves a fully written staging directory to `dir`, replacing any existing `dir` whole: the
+/// old directory is renamed aside, the new one renamed in, then the old one deleted. `stage`
+/// must be on the same filesystem as `dir` (a sibling), so both renames are atomic.
+pub fn replace_dir(stage: &Path, dir: &Path) -> Result<()> {
     if dir.exists() {
-        let old = parent.join(format!(
-            ".old-{}-{}",
-            std::process::id(),
-            dir.file_name().and_then(|n| n.to_str()).unwrap_or("ckpt")
-        ));
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("ckpt");
+        let old = parent.join(format!(".old-{}-{name}", std::process::id()));
         std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
-        std::fs::rename(&stage, dir).map_err(|e| Error::io(dir, e))?;
+        std::fs::rename(stage, dir).map_err(|e| Error::io(dir, e))?;
         let _ = std::fs::remove_dir_all(&old);
     } else {
-        std::fs::rename(&stage, dir).map_err(|e| Error::io(dir, e))?;
+        std::fs::rename(stage, dir).map_err(|e| Error::io(dir, e))?;
     }
     Ok(())
 }

@@ -151,16 +151,7 @@ impl RewardModel {
         }
         let cfg = serde_json::to_vec_pretty(&self.config).map_err(|e| Error::Usage(format!("config: {e}")))?;
         write_atomic(&stage.path().join("config.json"), &cfg)?;
-        let stage = stage.keep();
-        if dir.exists() {
-            let old = parent.join(format!(".rm-old-{}", std::process::id()));
-            std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
-            std::fs::rename(&stage, dir).map_err(|e| Error::io(dir, e))?;
-            let _ = std::fs::remove_dir_all(&old);
-        } else {
-            std::fs::rename(&stage, dir).map_err(|e| Error::io(dir, e))?;
-        }
-        Ok(())
+        mismatch_models::checkpoint::replace_dir(&stage.keep(), dir)
     }
 
     /// Backbone input texts, one per pair (see [`format_input`]).
@@ -228,15 +219,6 @@ impl RewardModel {
         let config = RmConfig { members: 1, warm: true, aggregate: "mean".into(), ..self.config.clone() };
         let cfg = serde_json::to_vec_pretty(&config).map_err(|e| Error::Usage(format!("config: {e}")))?;
         write_atomic(&stage.path().join("config.json"), &cfg)?;
-        let stage = stage.keep();
-        if dir.exists() {
-            let old = parent.join(format!(".rm-old-{}", std::process::id()));
-            std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
-            std::fs::rename(&stage, dir).map_err(|e| Error::io(dir, e))?;
-            let _ = std::fs::remove_dir_all(&old);
-        } else {
-            std::fs::rename(&stage, dir).map_err(|e| Error::io(dir, e))?;
-        }
-        Ok(())
+        mismatch_models::checkpoint::replace_dir(&stage.keep(), dir)
     }
 }
