@@ -191,21 +191,40 @@ fn find_nonfinite(text: &str) -> Option<(usize, &'static str, Option<String>)> {
     None
 }
 
-/// Rejects nesting deeper than [`MAX_DEPTH`] (a cheap scan; strings are skipped).
-fn check_depth(text: &str) -> std::result::Result<(), String> {
-    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
-    for &c in text.as_bytes() {
-        if in_str {
-            match (esc, c) {
-                (true, _) => esc = false,
-                (false, b'\\') => esc = true,
-                (false, b'"') => in_str = false,
+/// Tracks whether a byte-by-byte scan of JSON text is inside a string literal, so that brackets
+/// and commas inside strings are not counted as structure.
+#[derive(Default)]
+struct StringScan {
+    in_str: bool,
+    esc: bool,
+}
+
+impl StringScan {
+    /// Feeds one byte; true when it belongs to a string literal (its quotes included).
+    fn step(&mut self, c: u8) -> bool {
+        if self.in_str {
+            match (self.esc, c) {
+                (true, _) => self.esc = false,
+                (false, b'\\') => self.esc = true,
+                (false, b'"') => self.in_str = false,
                 _ => {}
             }
+            true
+        } else {
+            self.in_str = c == b'"';
+            self.in_str
+        }
+    }
+}
+
+/// Rejects nesting deeper than [`MAX_DEPTH`] (a cheap scan; strings are skipped).
+fn check_depth(text: &str) -> std::result::Result<(), String> {
+    let (mut depth, mut strings) = (0usize, StringScan::default());
+    for &c in text.as_bytes() {
+        if strings.step(c) {
             continue;
         }
         match c {
-            b'"' => in_str = true,
             b'{' | b'[' => {
                 depth += 1;
                 if depth > MAX_DEPTH {
@@ -247,22 +266,14 @@ fn split_array(text: &str, start: usize) -> std::result::Result<Vec<(usize, &str
                 return Err((line, "empty element in JSON array (stray comma?)".into()));
             }
             let (elem_start, elem_line) = (i, line);
-            let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+            let (mut depth, mut strings) = (0usize, StringScan::default());
             while i < b.len() {
                 let c = b[i];
                 if c == b'\n' {
                     line += 1;
                 }
-                if in_str {
-                    match (esc, c) {
-                        (true, _) => esc = false,
-                        (false, b'\\') => esc = true,
-                        (false, b'"') => in_str = false,
-                        _ => {}
-                    }
-                } else {
+                if !strings.step(c) {
                     match c {
-                        b'"' => in_str = true,
                         b'{' | b'[' => {
                             depth += 1;
                             if depth > MAX_DEPTH {
