@@ -28,4 +28,5 @@ pub mod tokenizer;
 pub use llama::{Llama, LlamaConfig};
 pub use tokenizer::{ChatMessage, Tok};
 pub mod load;
+pub mod optim;
 pub use load::{load_causal_lm, AnyLm, LoadedLm};

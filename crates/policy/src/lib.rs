@@ -19,8 +19,10 @@ pub mod grpo;
 pub mod kl;
 pub mod masked;
 pub mod ppo;
+pub mod reward;
 pub mod rloo;
 pub mod sft;
 
 pub use kl::{KlController, KlEstimator};
+pub use reward::Reward;
 pub use mismatch_models::{Error, Result};

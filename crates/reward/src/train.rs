@@ -10,6 +10,7 @@ use crate::loss::{bradley_terry, centering, margin_bt};
 use crate::model::{RewardModel, RmConfig};
 use candle_core::{DType, Device, Tensor, Var};
 use mismatch_models::checkpoint::{load_safetensors, read_json, safetensors_bytes, write_atomic};
+use mismatch_models::optim::AdamW;
 use mismatch_models::{Error, Result, RewardEncoder};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -82,64 +83,6 @@ pub struct TrainConfig {
     pub seed: u64,
     /// η of the reward-centering term (0 disables it).
     pub center_eta: f64,
-}
-
-/// Adam (Kingma & Ba 2015) with decoupled weight decay (AdamW, Loshchilov & Hutter 2019),
-/// as `torch.optim.AdamW`: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
-/// `θ ← θ − lr·(m/(1−β₁ᵗ)) / (sqrt(v/(1−β₂ᵗ)) + ε) − lr·λ·θ`. Written out (not
-/// `candle_nn::AdamW`) because resuming needs the moments saved by parameter name.
-struct Adam {
-    params: Vec<(String, Var)>,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
-    t: u64,
-    lr: f64,
-    wd: f64,
-}
-
-impl Adam {
-    fn new(params: Vec<(String, Var)>, lr: f64, wd: f64) -> Result<Self> {
-        let m = params.iter().map(|(_, p)| p.as_tensor().zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Self { v: m.clone(), m, params, t: 0, lr, wd })
-    }
-
-    fn step(&mut self, loss: &Tensor) -> Result<()> {
-        let grads = loss.backward()?;
-        self.t += 1;
-        let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
-        let c1 = 1.0 - b1.powi(self.t as i32);
-        let c2 = 1.0 - b2.powi(self.t as i32);
-        for (i, (_, p)) in self.params.iter().enumerate() {
-            let Some(g) = grads.get(p) else { continue };
-            self.m[i] = ((&self.m[i] * b1)? + (g * (1.0 - b1))?)?;
-            self.v[i] = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let upd = ((&self.m[i] / c1)? / ((&self.v[i] / c2)?.sqrt()? + eps)?)?;
-            let theta = p.as_tensor();
-            let new = ((theta - (theta * (self.lr * self.wd))?)? - (upd * self.lr)?)?;
-            p.set(&new)?;
-        }
-        Ok(())
-    }
-
-    fn state(&self) -> HashMap<String, Tensor> {
-        let mut s = HashMap::new();
-        for (i, (n, _)) in self.params.iter().enumerate() {
-            s.insert(format!("m.{n}"), self.m[i].clone());
-            s.insert(format!("v.{n}"), self.v[i].clone());
-        }
-        s
-    }
-
-    fn restore(&mut self, path: &Path, state: &HashMap<String, Tensor>, t: u64) -> Result<()> {
-        for (i, (n, _)) in self.params.iter().enumerate() {
-            let get =
-                |k: String| state.get(&k).cloned().ok_or_else(|| Error::invalid(path, format!("missing tensor {k}")));
-            self.m[i] = get(format!("m.{n}"))?;
-            self.v[i] = get(format!("v.{n}"))?;
-        }
-        self.t = t;
-        Ok(())
-    }
 }
 
 /// Trainable parameters with stable names (VarMap iteration order is not stable).
@@ -333,7 +276,7 @@ pub fn train(
         } else {
             RewardEncoder::new(backbone_dir, &dev, cfg.frozen, cfg.seed + k as u64)?
         };
-        let mut opt = Adam::new(named_vars(&m), cfg.lr, cfg.weight_decay)?;
+        let mut opt = AdamW::new(named_vars(&m), cfg.lr, cfg.weight_decay)?;
         let first_epoch = if resuming {
             let p = state_dir.join("optimizer.safetensors");
             opt.restore(&p, &load_safetensors(&p, &dev)?, start.adam_t)?;

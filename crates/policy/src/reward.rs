@@ -1,0 +1,139 @@
+//! The one reward interface every optimiser takes: a batch of (prompt, completion) texts in,
+//! one scalar per pair out. Learned reward models, ensemble objectives, rule ("verifiable")
+//! rewards, judges and the embedded world's gold reward all implement it, so best-of-N, PPO,
+//! RLOO, GRPO and the mismatch report can put any of them side by side.
+
+use crate::Result;
+
+/// Scores (prompt, completion) pairs. Implementations must be deterministic: the same
+/// inputs give bit-identical scores (seeded runs depend on it).
+pub trait Reward: Send + Sync {
+    /// A short name for logs and reports (`rm:DIR`, `rule:length`, `gold`, ...).
+    fn name(&self) -> String;
+    /// One score per pair; `prompts.len() == completions.len()`.
+    fn score(&self, prompts: &[&str], completions: &[&str]) -> Result<Vec<f32>>;
+}
+
+/// A learned reward model (`mismatch rm train` output) as a [`Reward`]: its members' scores
+/// aggregated as its config says (mean, worst-case WCO or uncertainty-weighted UWO).
+pub struct RmReward {
+    rm: mismatch_reward::RewardModel,
+    name: String,
+}
+
+impl RmReward {
+    /// Loads `DIR` (a reward-model directory or a `rm train --out` directory holding `model/`).
+    pub fn load(dir: &std::path::Path) -> Result<Self> {
+        let path = mismatch_reward::train::model_path(dir);
+        let rm = mismatch_reward::RewardModel::load(&path, &candle_core::Device::Cpu)?;
+        Ok(Self::new(rm, format!("rm:{}", dir.display())))
+    }
+
+    pub fn new(rm: mismatch_reward::RewardModel, name: String) -> Self {
+        Self { rm, name }
+    }
+
+    pub fn model(&self) -> &mismatch_reward::RewardModel {
+        &self.rm
+    }
+}
+
+impl Reward for RmReward {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn score(&self, prompts: &[&str], completions: &[&str]) -> Result<Vec<f32>> {
+        // Batches of 64 keep the encoder's activations small whatever the rollout size.
+        let mut out = Vec::with_capacity(prompts.len());
+        for (p, c) in prompts.chunks(64).zip(completions.chunks(64)) {
+            out.extend(self.rm.score(p, c)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Rule-based ("verifiable") rewards computed from the completion text alone. They are exact,
+/// cheap and cannot be over-optimised in the reward-model sense, which makes them the control
+/// condition next to a learned proxy (and Singhal et al. 2023's length-only reward).
+#[derive(Debug, Clone)]
+pub enum RuleReward {
+    /// Number of whitespace-separated words; with a target T, −|words − T| (peaks at T).
+    Length { target: Option<usize> },
+    /// Number of non-overlapping matches of the pattern.
+    Regex(regex::Regex),
+    /// Number of non-overlapping occurrences of the text.
+    Contains(String),
+    /// 1 when the trimmed completion equals the answer, else 0.
+    ExactAnswer(String),
+}
+
+impl Reward for RuleReward {
+    fn name(&self) -> String {
+        match self {
+            Self::Length { target: None } => "rule:length".into(),
+            Self::Length { target: Some(t) } => format!("rule:length:{t}"),
+            Self::Regex(r) => format!("rule:regex:{}", r.as_str()),
+            Self::Contains(t) => format!("rule:contains:{t}"),
+            Self::ExactAnswer(a) => format!("rule:exact:{a}"),
+        }
+    }
+
+    fn score(&self, prompts: &[&str], completions: &[&str]) -> Result<Vec<f32>> {
+        if prompts.len() != completions.len() {
+            return Err(crate::Error::Usage(format!(
+                "{} prompts but {} completions",
+                prompts.len(),
+                completions.len()
+            )));
+        }
+        Ok(completions
+            .iter()
+            .map(|c| match self {
+                Self::Length { target: None } => c.split_whitespace().count() as f32,
+                Self::Length { target: Some(t) } => -(c.split_whitespace().count() as f32 - *t as f32).abs(),
+                Self::Regex(r) => r.find_iter(c).count() as f32,
+                Self::Contains(t) => c.matches(t.as_str()).count() as f32,
+                Self::ExactAnswer(a) => (c.trim() == a.trim()) as u8 as f32,
+            })
+            .collect())
+    }
+}
+
+/// Parses a reward spec: `rm:DIR` or a bare `DIR` (learned reward model), `rule:length`,
+/// `rule:length:N`, `rule:regex:PATTERN`, `rule:contains:TEXT`, `rule:exact:ANSWER`.
+pub fn parse_reward(spec: &str) -> Result<Box<dyn Reward>> {
+    let usage = |m: String| crate::Error::Usage(m);
+    if let Some(rule) = spec.strip_prefix("rule:") {
+        let (kind, arg) = match rule.split_once(':') {
+            Some((k, a)) => (k, Some(a)),
+            None => (rule, None),
+        };
+        return Ok(match (kind, arg) {
+            ("length", None) => Box::new(RuleReward::Length { target: None }),
+            ("length", Some(n)) => Box::new(RuleReward::Length {
+                target: Some(n.parse().map_err(|_| {
+                    usage(format!("reward {spec:?}: the length target {n:?} is not a non-negative integer"))
+                })?),
+            }),
+            ("regex", Some(p)) if !p.is_empty() => Box::new(RuleReward::Regex(
+                regex::Regex::new(p).map_err(|e| usage(format!("reward {spec:?}: invalid regex: {e}")))?,
+            )),
+            ("contains", Some(t)) if !t.is_empty() => Box::new(RuleReward::Contains(t.to_string())),
+            ("exact", Some(a)) => Box::new(RuleReward::ExactAnswer(a.to_string())),
+            _ => {
+                return Err(usage(format!(
+                    "unknown reward rule {spec:?} (expected rule:length, rule:length:N, rule:regex:PATTERN, \
+                     rule:contains:TEXT or rule:exact:ANSWER)"
+                )))
+            }
+        });
+    }
+    let dir = spec.strip_prefix("rm:").unwrap_or(spec);
+    let path = std::path::Path::new(dir);
+    if !path.is_dir() {
+        return Err(usage(format!(
+            "reward {spec:?}: {dir} is not a directory (expected rm:DIR, a reward-model directory, or rule:...)"
+        )));
+    }
+    Ok(Box::new(RmReward::load(path)?))
+}
