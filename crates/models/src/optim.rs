@@ -95,3 +95,27 @@ impl AdamW {
     }
 }
 
+#[cfg(test)]
+mod clip_tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn step_clipped_reports_the_norm_and_refuses_nan() {
+        let x = Var::new(&[1f32, 2.0, 3.0, 4.0], &Device::Cpu).unwrap();
+        let mut opt = AdamW::new(vec![("x".into(), x.clone())], 0.1, 0.0).unwrap();
+        // ∂(Σ 3x)/∂x = 3 per element: ‖g‖ = 3·√4 = 6.
+        let norm = opt.step_clipped(&(x.as_tensor() * 3.0).unwrap().sum_all().unwrap(), 1.0).unwrap();
+        assert!((norm - 6.0).abs() < 1e-9);
+        assert_eq!(opt.t, 1);
+        let before = x.as_tensor().to_vec1::<f32>().unwrap();
+        let nan = (x.as_tensor() * f64::NAN).unwrap().sum_all().unwrap();
+        assert!(opt.step_clipped(&nan, 1.0).unwrap_err().to_string().contains("gradient norm"));
+        assert_eq!(x.as_tensor().to_vec1::<f32>().unwrap(), before);
+        assert_eq!(opt.t, 1);
+        // The first moment holds (1 − β₁)·g of the *clipped* gradient: 0.1 · 3 · 1/(6 + 1e-6) ≈ 0.05.
+        for m in opt.state()["m.x"].to_vec1::<f32>().unwrap() {
+            assert!((m - 0.05).abs() < 1e-6, "{m}");
+        }
+    }
+}

@@ -14,7 +14,8 @@ use crate::masked;
 use crate::Result;
 use candle_core::Tensor;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum KlEstimator {
     K1,
     K2,

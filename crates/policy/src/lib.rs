@@ -7,13 +7,17 @@
 //! - [`grpo`]: group-normalised advantages and the clipped token-level surrogate with k3 KL;
 //! - [`dpo`]: DPO, conservative DPO, IPO, length-normalised DPO and SimPO;
 //! - [`bon`]: best-of-n KL bound/estimator, win-rate bound, unbiased best-of-n from one pool;
-//! - [`sft`]: masked next-token cross-entropy.
+//! - [`sft`]: masked next-token cross-entropy;
+//! - [`reward`]: the `Reward` trait, learned (`RmReward`) and rule rewards;
+//! - [`train`]: the training loops (one file per algorithm) and their output layout;
+//! - [`cli`]: `mismatch policy train`.
 //!
 //! Conventions: per-token tensors are `[b, c]` f32 over completion tokens, right-padded, with a
 //! `[b, c]` f32 `mask` (1 real token, 0 padding) as produced by
 //! `mismatch_models::completion_logprobs`. Losses are differentiable scalars; metrics are `f64`.
 
 pub mod bon;
+pub mod cli;
 pub mod dpo;
 pub mod grpo;
 pub mod kl;
@@ -22,7 +26,9 @@ pub mod ppo;
 pub mod reward;
 pub mod rloo;
 pub mod sft;
+pub mod train;
 
 pub use kl::{KlController, KlEstimator};
-pub use reward::Reward;
 pub use mismatch_models::{Error, Result};
+pub use reward::{parse_reward, Reward, RmReward, RuleReward};
+pub use train::{train, Algo, Demo, PolicyConfig, PrefPair, RunOptions, TrainData, TrainOutcome};

@@ -24,7 +24,12 @@ pub struct RmReward {
 impl RmReward {
     /// Loads `DIR` (a reward-model directory or a `rm train --out` directory holding `model/`).
     pub fn load(dir: &std::path::Path) -> Result<Self> {
-        let path = mismatch_reward::train::model_path(dir);
+        // A `rm train --out DIR` directory keeps the model in DIR/model.
+        let path = if !dir.join("config.json").exists() && dir.join("model").join("config.json").exists() {
+            dir.join("model")
+        } else {
+            dir.to_path_buf()
+        };
         let rm = mismatch_reward::RewardModel::load(&path, &candle_core::Device::Cpu)?;
         Ok(Self::new(rm, format!("rm:{}", dir.display())))
     }
@@ -136,4 +141,35 @@ pub fn parse_reward(spec: &str) -> Result<Box<dyn Reward>> {
         )));
     }
     Ok(Box::new(RmReward::load(path)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_rewards_by_hand() {
+        let p = ["q", "q", "q"];
+        let c = ["the cat sat", "", "cat cat dog catalogue"];
+        let score = |spec: &str| parse_reward(spec).unwrap().score(&p, &c).unwrap();
+        assert_eq!(score("rule:length"), vec![3.0, 0.0, 4.0]);
+        assert_eq!(score("rule:length:3"), vec![0.0, -3.0, -1.0]);
+        assert_eq!(score("rule:contains:cat"), vec![1.0, 0.0, 3.0]);
+        assert_eq!(score(r"rule:regex:\bcat\b"), vec![1.0, 0.0, 2.0]);
+        assert_eq!(score("rule:exact:the cat sat"), vec![1.0, 0.0, 0.0]);
+        assert_eq!(parse_reward("rule:regex:a+b").unwrap().name(), "rule:regex:a+b");
+    }
+
+    #[test]
+    fn bad_reward_specs_are_explained() {
+        let err = |s: &str| parse_reward(s).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err("rule:lenght").contains("unknown reward rule"));
+        assert!(err("rule:length:x").contains("not a non-negative integer"));
+        assert!(err("rule:regex:(").contains("invalid regex"));
+        assert!(err("rule:contains:").contains("unknown reward rule"));
+        assert!(err("rm:/no/such/dir").contains("not a directory"));
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(err(tmp.path().to_str().unwrap()).contains("config.json"));
+        assert!(RuleReward::Length { target: None }.score(&["a"], &[]).is_err());
+    }
 }

@@ -51,3 +51,56 @@ pub fn reinforce_loss(logp: &Tensor, mask: &Tensor, adv: &[f32]) -> Result<Tenso
 pub fn kl_loss(logp: &Tensor, ref_logp: &Tensor, mask: &Tensor, est: KlEstimator, beta: f64) -> Result<Tensor> {
     Ok((crate::kl::sequence_kl(logp, ref_logp, mask, est)?.mean_all()? * beta)?)
 }
+
+/// The clipped surrogate TRL's `RLOOTrainer` optimises when it takes several gradient steps on
+/// one batch (Ahmadian et al. 2024 use one step, where this equals [`reinforce_loss`] in value of
+/// the gradient): with the sequence ratio ρ_i = exp(Σ_t log π_θ(y_it) − Σ_t log π_old(y_it)),
+/// L = mean_i max(−A_i ρ_i, −A_i clip(ρ_i, 1−ε, 1+ε)) (Schulman et al. 2017, eq. 7, one action
+/// per sequence). At ρ = 1, ∇L = −mean_i A_i ∇Σ_t log π(y_it), REINFORCE's gradient.
+/// Returns `(loss, clipfrac, approxkl = ½ mean (log ρ)², mean ρ)`.
+pub fn clipped_sequence_loss(
+    logp: &Tensor,
+    old_logp: &Tensor,
+    mask: &Tensor,
+    adv: &[f32],
+    cliprange: f32,
+) -> Result<(Tensor, f64, f64, f64)> {
+    let b = logp.dim(0)?;
+    if adv.len() != b {
+        return Err(Error::Usage(format!("{} advantages for a batch of {b}", adv.len())));
+    }
+    let a = Tensor::from_slice(adv, b, logp.device())?;
+    let log_ratio = (masked::sum_rows(logp, mask)? - masked::sum_rows(old_logp, mask)?)?;
+    let ratio = log_ratio.exp()?;
+    let l1 = (a.neg()? * &ratio)?;
+    let l2 = (a.neg()? * ratio.clamp(1.0 - cliprange, 1.0 + cliprange)?)?;
+    let loss = l1.maximum(&l2)?.mean_all()?;
+    let clipfrac = masked::scalar(&l2.gt(&l1)?.to_dtype(candle_core::DType::F32)?.mean_all()?)?;
+    let approxkl = 0.5 * masked::scalar(&log_ratio.detach().sqr()?.mean_all()?)?;
+    let mean_ratio = masked::scalar(&ratio.detach().mean_all()?)?;
+    Ok((loss, clipfrac, approxkl, mean_ratio))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn clipped_sequence_loss_by_hand() {
+        // Row 0: Σ logp − Σ old = (−1 − 2) − (−1.5 − 2) = 0.5 → ρ = e^0.5 = 1.6487, A = 1:
+        //   max(−1.6487, −1.2) = −1.2 (clipped). Row 1 (one real token): log ρ = −0.1 → ρ = 0.9048,
+        //   A = −2: max(1.8097, 2·0.9048 = 1.8097) equal (inside the clip range) → 1.8097.
+        let dev = Device::Cpu;
+        let logp = Tensor::new(&[[-1.0f32, -2.0], [-0.6, 9.0]], &dev).unwrap();
+        let old = Tensor::new(&[[-1.5f32, -2.0], [-0.5, 0.0]], &dev).unwrap();
+        let mask = Tensor::new(&[[1.0f32, 1.0], [1.0, 0.0]], &dev).unwrap();
+        let (loss, clipfrac, approxkl, ratio) = clipped_sequence_loss(&logp, &old, &mask, &[1.0, -2.0], 0.2).unwrap();
+        let r1 = (-0.1f64).exp();
+        let want = (-1.2 + 2.0 * r1) / 2.0;
+        assert!((masked::scalar(&loss).unwrap() - want).abs() < 1e-5);
+        assert_eq!(clipfrac, 0.5);
+        assert!((approxkl - 0.5 * (0.25 + 0.01) / 2.0).abs() < 1e-6);
+        assert!((ratio - (0.5f64.exp() + r1) / 2.0).abs() < 1e-5);
+    }
+}

@@ -1,7 +1,8 @@
 //! `mismatch rm train` / `mismatch rm eval`.
 
-use crate::eval::evaluate;
-use crate::train::{model_path, pairs_of, train, LossKind, Pair, TrainConfig};
+use crate::eval::evaluate_subsets;
+use crate::head::HeadKind;
+use crate::train::{model_path, pairs_of, ranked_of, train, train_ranked, LossKind, Pair, Ranked, TrainConfig};
 use crate::RewardModel;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
@@ -10,6 +11,8 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+use crate::member::detect;
 
 #[derive(Debug, Subcommand)]
 pub enum RmCmd {
@@ -23,14 +26,24 @@ pub enum RmCmd {
 pub struct TrainArgs {
     #[arg(long)]
     pub data: PathBuf,
-    /// Model name in the cache (e.g. minilm-l6) or a sentence-transformers directory.
+    /// Short name (minilm-l6, smollm2-135m), an HF-layout directory (sentence-transformers
+    /// BERT, mismatch tiny GPT, Llama/Qwen2) or a .gguf file. Encoders read
+    /// "prompt [SEP] completion"; decoders read prompt + "\n" + completion + EOS and are
+    /// scored at the last token.
     #[arg(long, default_value = "minilm-l6")]
     pub backbone: String,
-    /// Train only the reward head on frozen (cached) sentence embeddings.
+    /// Train only the reward head on frozen (cached) backbone features.
     #[arg(long)]
     pub frozen: bool,
+    /// bt, margin (Llama 2), kwise (InstructGPT all-pairs; ranking data), pl (Plackett-Luce; ranking data).
     #[arg(long, value_enum, default_value = "bt")]
     pub loss: LossArg,
+    /// scalar, or probabilistic (mean + log-variance, Gaussian BT likelihood; --loss bt).
+    #[arg(long, value_enum, default_value = "scalar")]
+    pub head: HeadArg,
+    /// Decoder backbones: render pairs with the model's chat template (user: prompt, assistant: completion).
+    #[arg(long)]
+    pub chat_template: bool,
     #[arg(long = "ensemble", default_value_t = 1)]
     pub members: usize,
     /// Save the weight average of the members (WARM) as the model; the ensemble goes to OUT/ensemble.
@@ -38,7 +51,7 @@ pub struct TrainArgs {
     pub warm: bool,
     #[arg(long, default_value_t = 1)]
     pub epochs: usize,
-    /// Default: 1e-3 with --frozen, 2e-5 for full fine-tuning.
+    /// Default: 1e-3 with --frozen or a tiny GPT backbone, 2e-5 for fine-tuning a pretrained trunk.
     #[arg(long)]
     pub lr: Option<f64>,
     #[arg(long, default_value_t = 0.0)]
@@ -71,6 +84,14 @@ pub struct TrainArgs {
 pub enum LossArg {
     Bt,
     Margin,
+    Kwise,
+    Pl,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum HeadArg {
+    Scalar,
+    Probabilistic,
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +123,36 @@ fn read_pairs(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<mismatch_
     Ok(pairs)
 }
 
+/// Pairs and, when the records carry a string `subset` field (RewardBench's
+/// `filtered.json` does), each pair's subset. Records without one get `"(none)"`.
+fn read_pairs_subsets(
+    path: &Path,
+    limit: Option<usize>,
+) -> anyhow::Result<(Vec<mismatch_data::Preference>, Option<Vec<String>>)> {
+    let ds =
+        mismatch_data::read_dataset(path, mismatch_data::ReadOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Raw records line up one-to-one with pair records (both in file order).
+    let subsets: Option<Vec<String>> = match &ds.records {
+        mismatch_data::Records::Pairs(p) if p.len() == ds.raw.len() => {
+            let s: Vec<Option<&str>> = ds.raw.iter().map(|(_, v)| v.get("subset").and_then(|x| x.as_str())).collect();
+            s.iter().any(|x| x.is_some()).then(|| s.iter().map(|x| x.unwrap_or("(none)").to_string()).collect())
+        }
+        _ => None,
+    };
+    let (mut pairs, _) = ds.records.to_pairs();
+    if pairs.is_empty() {
+        bail!("{}: no preference pairs", path.display());
+    }
+    let mut subsets = subsets;
+    if let Some(n) = limit {
+        pairs.truncate(n);
+        if let Some(s) = &mut subsets {
+            s.truncate(n);
+        }
+    }
+    Ok((pairs, subsets))
+}
+
 /// Splits by prompt (pairs sharing a prompt stay together): prompt groups are shuffled with
 /// ChaCha8(`seed`) and the first ones filling `1 − frac` of the pairs go to training.
 pub fn split_by_prompt(prefs: &[mismatch_data::Preference], frac: f64, seed: u64) -> (Vec<Pair>, Vec<Pair>) {
@@ -124,12 +175,31 @@ pub fn split_by_prompt(prefs: &[mismatch_data::Preference], frac: f64, seed: u64
     (pairs_of(&tr), pairs_of(&ev))
 }
 
-fn backbone_dir(name: &str) -> anyhow::Result<PathBuf> {
-    let p = Path::new(name);
-    if p.is_dir() {
-        return Ok(p.to_path_buf());
+/// A mismatch tiny GPT (small, trained from scratch: tolerates a large learning rate).
+fn from_scratch(dir: &Path) -> bool {
+    mismatch_models::checkpoint::read_json::<serde_json::Value>(&dir.join("config.json"))
+        .is_ok_and(|c| c["model_type"] == "mismatch-gpt")
+}
+
+/// Splits rankings by prompt like [`split_by_prompt`]; training keeps whole rankings, the
+/// eval split is turned into its implied pairs.
+pub fn split_rankings(r: &[mismatch_data::Ranking], frac: f64, seed: u64) -> (Vec<Ranked>, Vec<Pair>) {
+    let mut idx: Vec<usize> = (0..r.len()).collect();
+    idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    let n_train = ((1.0 - frac) * r.len() as f64).round() as usize;
+    let (mut tr, mut ev) = (Vec::new(), Vec::new());
+    let mut seen: HashMap<String, bool> = HashMap::new();
+    for i in idx {
+        let key = r[i].prompt.key();
+        let to_train = *seen.entry(key).or_insert(tr.len() < n_train);
+        if to_train {
+            tr.push(r[i].clone());
+        } else {
+            ev.push(r[i].clone());
+        }
     }
-    Ok(mismatch_models::hub::model_dir(name)?)
+    let ev_pairs: Vec<mismatch_data::Preference> = ev.iter().flat_map(|x| x.pairs()).collect();
+    (ranked_of(&tr), pairs_of(&ev_pairs))
 }
 
 pub fn run(cmd: RmCmd) -> anyhow::Result<()> {
@@ -138,31 +208,57 @@ pub fn run(cmd: RmCmd) -> anyhow::Result<()> {
             if !(0.0..1.0).contains(&a.eval_split) {
                 bail!("--eval-split must be in [0, 1), got {}", a.eval_split);
             }
-            let prefs = read_pairs(&a.data, a.limit)?;
-            let (tr, ev) = split_by_prompt(&prefs, a.eval_split, a.seed);
+            let (_, dir) = detect(&a.backbone)?;
             let cfg = TrainConfig {
                 backbone: a.backbone.clone(),
                 frozen: a.frozen,
                 loss: match a.loss {
                     LossArg::Bt => LossKind::Bt,
                     LossArg::Margin => LossKind::Margin,
+                    LossArg::Kwise => LossKind::Kwise,
+                    LossArg::Pl => LossKind::Pl,
+                },
+                head: match a.head {
+                    HeadArg::Scalar => HeadKind::Scalar,
+                    HeadArg::Probabilistic => HeadKind::Probabilistic,
                 },
                 members: a.members,
                 warm: a.warm,
                 epochs: a.epochs,
-                lr: a.lr.unwrap_or(if a.frozen { 1e-3 } else { 2e-5 }),
+                lr: a.lr.unwrap_or(if a.frozen || from_scratch(&dir) { 1e-3 } else { 2e-5 }),
                 weight_decay: a.weight_decay,
                 batch_size: a.batch_size,
                 seed: a.seed,
                 center_eta: a.center_rewards,
+                chat_template: a.chat_template,
             };
-            let dir = backbone_dir(&a.backbone)?;
-            let rm = train(&cfg, &dir, &tr, &ev, &a.out, a.resume, !a.no_progress, a.stop_after_epochs)?;
+            let (rm, n_train, n_eval) = if matches!(a.loss, LossArg::Kwise | LossArg::Pl) {
+                let ds = mismatch_data::read_dataset(&a.data, mismatch_data::ReadOptions::default())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let mismatch_data::Records::Rankings(mut r) = ds.records else {
+                    bail!(
+                        "{}: --loss {:?} needs ranking records (prompt, completions[], ranking[])",
+                        a.data.display(),
+                        a.loss
+                    );
+                };
+                if let Some(n) = a.limit {
+                    r.truncate(n);
+                }
+                let (tr, ev) = split_rankings(&r, a.eval_split, a.seed);
+                let rm = train_ranked(&cfg, &dir, &tr, &ev, &a.out, a.resume, !a.no_progress, a.stop_after_epochs)?;
+                (rm, tr.len(), ev.len())
+            } else {
+                let prefs = read_pairs(&a.data, a.limit)?;
+                let (tr, ev) = split_by_prompt(&prefs, a.eval_split, a.seed);
+                let rm = train(&cfg, &dir, &tr, &ev, &a.out, a.resume, !a.no_progress, a.stop_after_epochs)?;
+                (rm, tr.len(), ev.len())
+            };
             eprintln!(
-                "trained {} member(s) on {} pairs ({} held out); temperature {:.3}; model in {}",
+                "trained {} member(s) on {} training items ({} pairs held out); temperature {:.3}; model in {}",
                 rm.members.len(),
-                tr.len(),
-                ev.len(),
+                n_train,
+                n_eval,
                 rm.config.temperature,
                 a.out.join("model").display()
             );
@@ -170,8 +266,9 @@ pub fn run(cmd: RmCmd) -> anyhow::Result<()> {
         }
         RmCmd::Eval(a) => {
             let rm = RewardModel::load(&model_path(&a.model), &candle_core::Device::Cpu)?;
-            let pairs = pairs_of(&read_pairs(&a.data, a.limit)?);
-            let report = evaluate(&rm, &pairs, a.seed)?;
+            let (prefs, subsets) = read_pairs_subsets(&a.data, a.limit)?;
+            let pairs = pairs_of(&prefs);
+            let report = evaluate_subsets(&rm, &pairs, subsets.as_deref(), a.seed)?;
             print!("{}", report.table());
             let path = a.out.join("eval.json");
             let json = serde_json::to_vec_pretty(&report).context("serialising the report")?;

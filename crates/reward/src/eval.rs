@@ -131,6 +131,9 @@ pub struct EvalReport {
     /// Ensembles only: mean std of members' margins, and its point-biserial correlation with errors.
     pub member_margin_std: Option<f64>,
     pub disagreement_error_corr: Option<f64>,
+    /// Per-subset accuracy and RewardBench sections, when the data names subsets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subsets: Option<crate::subsets::SubsetReport>,
 }
 
 /// Meaning-preserving rewrites (should barely move the reward) and simple adversarial edits
@@ -148,6 +151,17 @@ pub const EDITS: &[(&str, fn(&str) -> String)] = &[
 
 /// Evaluates `rm` on `pairs`. `seed` drives the bootstrap.
 pub fn evaluate(rm: &RewardModel, pairs: &[Pair], seed: u64) -> Result<EvalReport> {
+    evaluate_subsets(rm, pairs, None, seed)
+}
+
+/// [`evaluate`] plus accuracy per subset (`subset[i]` names pair i's subset) and
+/// RewardBench section scores ([`crate::subsets`]).
+pub fn evaluate_subsets(rm: &RewardModel, pairs: &[Pair], subset: Option<&[String]>, seed: u64) -> Result<EvalReport> {
+    if let Some(s) = subset {
+        if s.len() != pairs.len() {
+            return Err(mismatch_models::Error::Usage(format!("{} subsets for {} pairs", s.len(), pairs.len())));
+        }
+    }
     let prompts: Vec<&str> = pairs.iter().map(|p| p.prompt.as_str()).collect();
     let chosen: Vec<&str> = pairs.iter().map(|p| p.chosen.as_str()).collect();
     let rejected: Vec<&str> = pairs.iter().map(|p| p.rejected.as_str()).collect();
@@ -229,6 +243,7 @@ pub fn evaluate(rm: &RewardModel, pairs: &[Pair], seed: u64) -> Result<EvalRepor
         consistency,
         member_margin_std,
         disagreement_error_corr,
+        subsets: subset.map(|s| crate::subsets::subset_report(&correct, s, seed)),
     })
 }
 
@@ -261,6 +276,15 @@ impl EvalReport {
         }
         if let (Some(sd), Some(c)) = (self.member_margin_std, self.disagreement_error_corr) {
             s += &format!("member margin std {:.4}, corr(std, error) {:.3}\n", sd, c);
+        }
+        if let Some(r) = &self.subsets {
+            s += "subset                        accuracy [95% CI] (n)\n";
+            for x in &r.subsets {
+                s += &format!("{:28}  {}\n", x.subset, a(&x.accuracy));
+            }
+            for x in r.sections.iter().chain(&r.rewardbench) {
+                s += &format!("section {:20}  {:.3} [{:.3}, {:.3}]\n", x.name, x.score, x.ci_low, x.ci_high);
+            }
         }
         s
     }

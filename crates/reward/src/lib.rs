@@ -1,16 +1,23 @@
 //! Reward models of mismatch: the training losses (pairwise Bradley-Terry and its margin
-//! variant, InstructGPT K-wise, best-of-K softmax / Plackett-Luce, reward centering),
-//! ensemble aggregation (mean, WCO, UWO) and temperature calibration.
+//! variant, InstructGPT K-wise, best-of-K softmax / Plackett-Luce, Gaussian BT for a
+//! probabilistic head, reward centering), members on encoder (MiniLM) or decoder (tiny GPT,
+//! SmolLM2, Llama) backbones, ensemble aggregation (mean, WCO, UWO), WARM and temperature
+//! calibration.
 
 pub mod calibration;
+pub mod cli;
 pub mod ensemble;
+pub mod eval;
+pub mod head;
 pub mod loss;
+pub mod member;
+pub mod model;
+pub mod subsets;
+pub mod train;
 
 pub use calibration::{fit_temperature, pairwise_nll};
 pub use ensemble::{aggregate, Aggregate};
-pub mod model;
-pub use model::{format_input, RewardModel, RmConfig};
-pub mod train;
-pub use train::{train, LossKind, Pair, TrainConfig};
-pub mod cli;
-pub mod eval;
+pub use head::HeadKind;
+pub use member::{BackboneKind, Member};
+pub use model::{encode_decoder, format_input, RewardModel, RmConfig};
+pub use train::{train, train_in_memory, LossKind, Pair, TrainConfig};

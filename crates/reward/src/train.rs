@@ -6,16 +6,17 @@
 //! point: finished and in-progress members, Adam moments, `trainer_state.json`).
 
 use crate::calibration::fit_temperature;
-use crate::loss::{bradley_terry, centering, margin_bt};
+use crate::head::{reward_of, HeadKind};
+use crate::loss::{bradley_terry, centering, gaussian_bt, kwise, margin_bt, plackett_luce};
+use crate::member::{detect, Backbone, Inputs, Member};
 use crate::model::{RewardModel, RmConfig};
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use mismatch_models::checkpoint::{load_safetensors, read_json, safetensors_bytes, write_atomic};
 use mismatch_models::optim::AdamW;
-use mismatch_models::{Error, Result, RewardEncoder};
+use mismatch_models::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -67,44 +68,87 @@ pub enum LossKind {
     Bt,
     /// [`margin_bt`] with the record's `margin` (0 when absent).
     Margin,
+    /// InstructGPT K-wise ([`crate::loss::kwise`]): all C(K,2) pairs of one ranking in one
+    /// batch element, weighted 1/C(K,2). Needs [`Ranked`] items ([`train_ranked`]).
+    Kwise,
+    /// Plackett-Luce ranking likelihood ([`crate::loss::plackett_luce`]).
+    Pl,
 }
 
+/// Reward-model training options. For a decoder backbone (the embedded world's tiny GPT):
+///
+/// ```
+/// # use mismatch_reward::TrainConfig;
+/// let cfg = TrainConfig { epochs: 2, batch_size: 32, lr: 1e-3, ..TrainConfig::new("/path/to/gpt-dir") };
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
+    /// Backbone spec: a short name (`minilm-l6`, `smollm2-135m`), an HF-layout directory
+    /// (sentence-transformers BERT, mismatch tiny GPT, Llama/Qwen2) or a `.gguf` file. Its
+    /// kind (encoder or decoder) is detected from what it is ([`crate::member::detect`]).
     pub backbone: String,
+    /// Train only the head on cached backbone features (a linear probe); else everything.
     pub frozen: bool,
     pub loss: LossKind,
+    /// `scalar` (default) or `probabilistic` (mean + log-variance, Gaussian BT loss).
+    #[serde(default)]
+    pub head: HeadKind,
+    /// Ensemble size K: member k uses head seed `seed + k` and its own data order; all
+    /// start from the same backbone weights (so WARM's weight average is meaningful).
     pub members: usize,
+    /// Save the weight average of the members as `out/model` (ensemble in `out/ensemble`).
     pub warm: bool,
     pub epochs: usize,
+    /// AdamW learning rate (1e-3 suits a frozen head or the tiny GPT, 2e-5 a pretrained trunk).
     pub lr: f64,
     pub weight_decay: f64,
     pub batch_size: usize,
     pub seed: u64,
     /// η of the reward-centering term (0 disables it).
     pub center_eta: f64,
+    /// Decoders: render each pair with the backbone's chat template (user: prompt,
+    /// assistant: completion) instead of `prompt + "\n" + completion + EOS`.
+    #[serde(default)]
+    pub chat_template: bool,
 }
 
-/// Trainable parameters with stable names (VarMap iteration order is not stable).
-fn named_vars(m: &RewardEncoder) -> Vec<(String, Var)> {
-    let mut out: Vec<(String, Var)> = Vec::new();
-    let mut enc_ids = std::collections::HashSet::new();
-    if let Some(vm) = m.encoder.bert.varmap() {
-        for (k, v) in vm.data().lock().expect("varmap lock").iter() {
-            enc_ids.insert(v.as_tensor().id());
-            out.push((k.clone(), v.clone()));
+impl TrainConfig {
+    /// Defaults: full fine-tune, BT loss, scalar head, one member, 1 epoch, lr 1e-3,
+    /// batch 32, seed 0, no weight decay or centering.
+    pub fn new(backbone: &str) -> Self {
+        Self {
+            backbone: backbone.into(),
+            frozen: false,
+            loss: LossKind::Bt,
+            head: HeadKind::Scalar,
+            members: 1,
+            warm: false,
+            epochs: 1,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            batch_size: 32,
+            seed: 0,
+            center_eta: 0.0,
+            chat_template: false,
         }
     }
-    for v in m.trainable_vars() {
-        if enc_ids.contains(&v.as_tensor().id()) {
-            continue;
-        }
-        // The head holds exactly a [1, h] weight and a [1] bias.
-        let name = if v.as_tensor().rank() == 2 { "score.weight" } else { "score.bias" };
-        out.push((name.to_string(), v));
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+}
+
+/// A ranking of K ≥ 2 completions of one prompt, best first (for the K-wise losses).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    pub prompt: String,
+    pub completions: Vec<String>,
+}
+
+/// Converts data-crate rankings (order = indices best first) to [`Ranked`].
+pub fn ranked_of(r: &[mismatch_data::Ranking]) -> Vec<Ranked> {
+    r.iter()
+        .map(|x| Ranked {
+            prompt: render(&x.prompt),
+            completions: x.order.iter().map(|&i| x.completions[i].text()).collect(),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,24 +161,14 @@ struct TrainerState {
     metrics_lines: usize,
 }
 
-/// Rewards of batch texts: from cached embeddings when frozen, else a full forward pass.
-struct Scorer<'a> {
-    texts: &'a [String],
-    cache: Option<Tensor>,
-}
-
-impl Scorer<'_> {
-    fn rewards(&self, m: &RewardEncoder, idx: &[usize]) -> Result<Tensor> {
-        match &self.cache {
-            Some(e) => {
-                let ix = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), e.device())?;
-                Ok(m.head.forward(&e.index_select(&ix, 0)?.unsqueeze(1)?)?.squeeze(1)?)
-            }
-            None => {
-                let t: Vec<&str> = idx.iter().map(|&i| self.texts[i].as_str()).collect();
-                m.score(&t)
-            }
+/// Head outputs `[n, out]` of `idx`: from cached features when frozen, else a forward pass.
+fn outputs(m: &Member, cache: &Option<Tensor>, inputs: &Inputs, idx: &[usize]) -> Result<Tensor> {
+    match cache {
+        Some(f) => {
+            let ix = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), f.device())?;
+            m.head().forward(&f.index_select(&ix, 0)?)
         }
+        None => m.forward(inputs, idx),
     }
 }
 
@@ -165,7 +199,8 @@ fn stats(loss_sum: f64, n_batches: usize, rc: &[f32], rr: &[f32]) -> PairStats {
 /// Trains and writes `out/model`. With `resume`, continues from `out/state` (the config
 /// must match) and produces the same model as an uninterrupted run. `stop_after = Some(n)`
 /// ends the run with an error after `n` epochs of this invocation (checkpoint written), to
-/// split long runs into chunks.
+/// split long runs into chunks. `backbone_dir` is where `cfg.backbone` resolved to.
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     cfg: &TrainConfig,
     backbone_dir: &Path,
@@ -176,6 +211,145 @@ pub fn train(
     progress: bool,
     stop_after: Option<usize>,
 ) -> Result<RewardModel> {
+    let items = items_of_pairs(train);
+    run(cfg, backbone_dir, &items, eval, Some(Disk { out, resume, stop_after }), progress)
+}
+
+/// [`train`] on K-wise rankings (losses `kwise` or `pl`; `bt`/`margin` use the rankings' pairs).
+#[allow(clippy::too_many_arguments)]
+pub fn train_ranked(
+    cfg: &TrainConfig,
+    backbone_dir: &Path,
+    train: &[Ranked],
+    eval: &[Pair],
+    out: &Path,
+    resume: bool,
+    progress: bool,
+    stop_after: Option<usize>,
+) -> Result<RewardModel> {
+    let items: Vec<Item> = match cfg.loss {
+        LossKind::Kwise | LossKind::Pl => train
+            .iter()
+            .map(|r| Item {
+                prompt: &r.prompt,
+                completions: r.completions.iter().map(|c| c.as_str()).collect(),
+                margin: 0.0,
+            })
+            .collect(),
+        LossKind::Bt | LossKind::Margin => train
+            .iter()
+            .flat_map(|r| {
+                (0..r.completions.len()).flat_map(move |a| {
+                    (a + 1..r.completions.len()).map(move |b| Item {
+                        prompt: &r.prompt,
+                        completions: vec![&r.completions[a], &r.completions[b]],
+                        margin: 0.0,
+                    })
+                })
+            })
+            .collect(),
+    };
+    run(cfg, backbone_dir, &items, eval, Some(Disk { out, resume, stop_after }), progress)
+}
+
+/// [`train`] without touching the disk: no metrics file, no checkpoints, no resume. For
+/// in-process callers (the embedded world) that train many small RMs. `cfg.backbone` is
+/// resolved here. Bit-identical to [`train`] with the same config and data.
+pub fn train_in_memory(cfg: &TrainConfig, train: &[Pair], eval: &[Pair], progress: bool) -> Result<RewardModel> {
+    let (_, dir) = detect(&cfg.backbone)?;
+    run(cfg, &dir, &items_of_pairs(train), eval, None, progress)
+}
+
+struct Disk<'a> {
+    out: &'a Path,
+    resume: bool,
+    stop_after: Option<usize>,
+}
+
+/// One training example: K ≥ 2 completions of a prompt, best first.
+struct Item<'a> {
+    prompt: &'a str,
+    completions: Vec<&'a str>,
+    margin: f64,
+}
+
+fn items_of_pairs(p: &[Pair]) -> Vec<Item<'_>> {
+    p.iter().map(|p| Item { prompt: &p.prompt, completions: vec![&p.chosen, &p.rejected], margin: p.margin }).collect()
+}
+
+/// The training loss of one batch: `out` are head outputs `[Σ K_i, out]` of the batch's items
+/// laid out item after item.
+fn batch_loss(cfg: &TrainConfig, items: &[&Item], out: &Tensor, dev: &Device) -> Result<Tensor> {
+    let n = items.len();
+    let k = items[0].completions.len();
+    if items.iter().all(|i| i.completions.len() == 2) && matches!(cfg.loss, LossKind::Bt | LossKind::Margin) {
+        let r = reward_of(out)?.reshape((n, 2))?;
+        let (rc, rr) = (r.narrow(1, 0, 1)?.squeeze(1)?, r.narrow(1, 1, 1)?.squeeze(1)?);
+        let mut loss = match (cfg.head, cfg.loss) {
+            (HeadKind::Probabilistic, LossKind::Bt) => {
+                let lv = out.narrow(1, 1, 1)?.squeeze(1)?.reshape((n, 2))?;
+                gaussian_bt(&rc, &lv.narrow(1, 0, 1)?.squeeze(1)?, &rr, &lv.narrow(1, 1, 1)?.squeeze(1)?)?
+            }
+            (HeadKind::Probabilistic, _) => {
+                return Err(Error::Usage("the probabilistic head trains with --loss bt only".into()))
+            }
+            (_, LossKind::Margin) => {
+                let mg: Vec<f32> = items.iter().map(|i| i.margin as f32).collect();
+                margin_bt(&rc, &rr, &Tensor::from_vec(mg, n, dev)?)?
+            }
+            _ => bradley_terry(&rc, &rr)?,
+        };
+        if cfg.center_eta > 0.0 {
+            loss = (loss + centering(&rc, &rr, cfg.center_eta)?)?;
+        }
+        return Ok(loss);
+    }
+    if cfg.head == HeadKind::Probabilistic {
+        return Err(Error::Usage("the probabilistic head trains with --loss bt only".into()));
+    }
+    // Rankings: group rows by K (a batch may mix sizes), each group weighted by its share.
+    let r = reward_of(out)?;
+    let mut total: Option<Tensor> = None;
+    let mut off = 0usize;
+    let mut offsets = Vec::with_capacity(n);
+    for it in items {
+        offsets.push(off);
+        off += it.completions.len();
+    }
+    let mut sizes: Vec<usize> = items.iter().map(|i| i.completions.len()).collect();
+    sizes.sort();
+    sizes.dedup();
+    let _ = k;
+    for kk in sizes {
+        let rows: Vec<u32> = items
+            .iter()
+            .zip(&offsets)
+            .filter(|(i, _)| i.completions.len() == kk)
+            .flat_map(|(_, &o)| (o..o + kk).map(|x| x as u32))
+            .collect();
+        let m = rows.len() / kk;
+        let g = r.index_select(&Tensor::from_vec(rows, m * kk, dev)?, 0)?.reshape((m, kk))?;
+        let l = match cfg.loss {
+            LossKind::Pl => plackett_luce(&g)?,
+            _ => kwise(&g)?,
+        };
+        let l = (l * (m as f64 / n as f64))?;
+        total = Some(match total {
+            None => l,
+            Some(t) => (t + l)?,
+        });
+    }
+    Ok(total.expect("non-empty batch"))
+}
+
+fn run(
+    cfg: &TrainConfig,
+    backbone_dir: &Path,
+    train: &[Item],
+    eval: &[Pair],
+    disk: Option<Disk>,
+    progress: bool,
+) -> Result<RewardModel> {
     if train.is_empty() {
         return Err(Error::Usage("no training pairs".into()));
     }
@@ -183,59 +357,69 @@ pub fn train(
         return Err(Error::Usage("--ensemble, --batch-size and --lr must be positive".into()));
     }
     let dev = Device::Cpu;
-    let state_dir = out.join("state");
-    let state_path = state_dir.join("trainer_state.json");
-    let metrics_path = out.join("metrics.jsonl");
+    let (kind, _) = detect(backbone_dir.to_str().ok_or_else(|| Error::invalid(backbone_dir, "path is not UTF-8"))?)?;
     let mut start = TrainerState { config: cfg.clone(), member: 0, epochs_done: 0, adam_t: 0, metrics_lines: 0 };
-    if resume {
-        if !state_path.exists() {
-            return Err(Error::invalid(&state_path, "--resume: no checkpoint to resume from"));
+    let (state_dir, metrics_path) = match &disk {
+        Some(d) => (Some(d.out.join("state")), Some(d.out.join("metrics.jsonl"))),
+        None => (None, None),
+    };
+    let resume = disk.as_ref().is_some_and(|d| d.resume);
+    if let (Some(d), Some(sd), Some(mp)) = (&disk, &state_dir, &metrics_path) {
+        let state_path = sd.join("trainer_state.json");
+        if d.resume {
+            if !state_path.exists() {
+                return Err(Error::invalid(&state_path, "--resume: no checkpoint to resume from"));
+            }
+            start = read_json(&state_path)?;
+            if start.config != *cfg {
+                return Err(Error::invalid(&state_path, "--resume: the checkpoint was trained with different options"));
+            }
+            let text = std::fs::read_to_string(mp).map_err(|e| Error::io(mp, e))?;
+            let kept: String = text.lines().take(start.metrics_lines).map(|l| format!("{l}\n")).collect();
+            write_atomic(mp, kept.as_bytes())?;
+        } else {
+            std::fs::create_dir_all(d.out).map_err(|e| Error::io(d.out, e))?;
+            write_atomic(mp, b"")?;
         }
-        start = read_json(&state_path)?;
-        if start.config != *cfg {
-            return Err(Error::invalid(&state_path, "--resume: the checkpoint was trained with different options"));
-        }
-        let text = std::fs::read_to_string(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
-        let kept: String = text.lines().take(start.metrics_lines).map(|l| format!("{l}\n")).collect();
-        write_atomic(&metrics_path, kept.as_bytes())?;
-    } else {
-        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-        write_atomic(&metrics_path, b"")?;
     }
     let mut metrics_lines = start.metrics_lines;
     let mut epochs_run = 0usize;
     let log = |v: serde_json::Value, lines: &mut usize| -> Result<()> {
-        let mut f =
-            std::fs::OpenOptions::new().append(true).open(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
-        writeln!(f, "{v}").map_err(|e| Error::io(&metrics_path, e))?;
+        let Some(mp) = &metrics_path else { return Ok(()) };
+        let mut f = std::fs::OpenOptions::new().append(true).open(mp).map_err(|e| Error::io(mp, e))?;
+        writeln!(f, "{v}").map_err(|e| Error::io(mp, e))?;
         *lines += 1;
         Ok(())
     };
 
-    // Texts: train chosen/rejected at 2i/2i+1, then eval pairs after them.
-    let probe = RewardEncoder::new(backbone_dir, &dev, true, 0)?;
-    let proto = RewardModel::from_members(RmConfig::new(&cfg.backbone, cfg.frozen, 1), vec![probe])?;
-    let all: Vec<&Pair> = train.iter().chain(eval).collect();
-    let prompts: Vec<&str> = all.iter().flat_map(|p| [p.prompt.as_str(), p.prompt.as_str()]).collect();
-    let comps: Vec<&str> = all.iter().flat_map(|p| [p.chosen.as_str(), p.rejected.as_str()]).collect();
-    let texts = proto.inputs(&prompts, &comps)?;
+    // Inputs: training items' completions in order, then eval chosen/rejected pairs.
+    let mut proto_backbone = Some(Backbone::load(kind, backbone_dir, &dev, cfg.frozen)?);
+    let probe = proto_backbone.as_ref().expect("just loaded");
+    let proto_member = probe.clone().member(cfg.head, 0, true)?;
+    let proto_cfg = RmConfig { chat_template: cfg.chat_template, ..RmConfig::new(&cfg.backbone, cfg.frozen, 1) };
+    let proto = RewardModel::from_members(proto_cfg, vec![proto_member])?;
+    let mut offsets = Vec::with_capacity(train.len());
+    let (mut prompts, mut comps): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+    for it in train {
+        offsets.push(prompts.len());
+        for c in &it.completions {
+            prompts.push(it.prompt);
+            comps.push(c);
+        }
+    }
+    let n_eval_off = prompts.len();
+    for p in eval {
+        prompts.extend([p.prompt.as_str(), p.prompt.as_str()]);
+        comps.extend([p.chosen.as_str(), p.rejected.as_str()]);
+    }
+    let inputs = proto.prepare(&prompts, &comps)?;
     let cache = if cfg.frozen {
-        // Embed each distinct text once: the frozen backbone's output never changes.
-        let mut uniq: HashMap<&str, usize> = HashMap::new();
-        let mut order: Vec<&str> = Vec::new();
-        let slot: Vec<usize> = texts
-            .iter()
-            .map(|t| {
-                *uniq.entry(t.as_str()).or_insert_with(|| {
-                    order.push(t);
-                    order.len() - 1
-                })
-            })
-            .collect();
-        let bar = progress.then(|| bar(order.len() as u64, "embedding"));
-        let mut embs = Vec::new();
-        for chunk in order.chunks(64) {
-            embs.push(proto.members[0].encoder.embed(chunk)?.detach());
+        // The frozen backbone's features never change: compute each once.
+        let bar = progress.then(|| bar(inputs.len() as u64, "features"));
+        let mut feats = Vec::new();
+        let all: Vec<usize> = (0..inputs.len()).collect();
+        for chunk in all.chunks(64) {
+            feats.push(proto.members[0].features(&inputs, chunk)?.detach());
             if let Some(b) = &bar {
                 b.inc(chunk.len() as u64)
             }
@@ -243,42 +427,53 @@ pub fn train(
         if let Some(b) = bar {
             b.finish_and_clear()
         }
-        let e = Tensor::cat(&embs, 0)?;
-        let ix = Tensor::from_vec(slot.iter().map(|&i| i as u32).collect::<Vec<_>>(), slot.len(), &dev)?;
-        Some(e.index_select(&ix, 0)?)
+        Some(Tensor::cat(&feats, 0)?)
     } else {
         None
     };
     drop(proto);
-    let scorer = Scorer { texts: &texts, cache };
-    let n_eval_off = 2 * train.len();
 
-    let eval_rewards = |m: &RewardEncoder| -> Result<(Vec<f32>, Vec<f32>)> {
+    let eval_rewards = |m: &Member| -> Result<(Vec<f32>, Vec<f32>)> {
         let (mut rc, mut rr) = (Vec::new(), Vec::new());
         for chunk in (0..eval.len()).collect::<Vec<_>>().chunks(64) {
             let ix: Vec<usize> = chunk.iter().flat_map(|&i| [n_eval_off + 2 * i, n_eval_off + 2 * i + 1]).collect();
-            let r = scorer.rewards(m, &ix)?.detach().to_vec1::<f32>()?;
+            let r = reward_of(&outputs(m, &cache, &inputs, &ix)?)?.detach().to_vec1::<f32>()?;
             rc.extend(r.iter().step_by(2));
             rr.extend(r.iter().skip(1).step_by(2));
         }
         Ok((rc, rr))
     };
+    let member_dir = |k: usize| state_dir.as_ref().map(|s| s.join(format!("member-{k}")));
+    // Frozen members share one backbone; fine-tuned ones each load their own copy.
+    let fresh_backbone = |proto: &mut Option<Backbone>| -> Result<Backbone> {
+        match proto {
+            Some(b) if cfg.frozen => Ok(b.clone()),
+            _ => match proto.take() {
+                Some(b) => Ok(b),
+                None => Backbone::load(kind, backbone_dir, &dev, cfg.frozen),
+            },
+        }
+    };
+    let load_member = |dir: &Path, proto: &Option<Backbone>| -> Result<Member> {
+        let shared = if cfg.frozen { proto.clone() } else { None };
+        Member::load(kind, cfg.head, dir, &dev, cfg.frozen, shared)
+    };
 
-    let mut members: Vec<RewardEncoder> = Vec::new();
+    let mut members: Vec<Member> = Vec::new();
     for k in 0..start.member {
-        members.push(RewardEncoder::load(&state_dir.join(format!("member-{k}")), &dev, cfg.frozen)?);
+        members.push(load_member(&member_dir(k).expect("resume implies disk"), &proto_backbone)?);
     }
     let steps_per_epoch = train.len().div_ceil(cfg.batch_size);
     for k in start.member..cfg.members {
         let resuming = resume && k == start.member && start.epochs_done > 0;
         let m = if resuming {
-            RewardEncoder::load(&state_dir.join(format!("member-{k}")), &dev, cfg.frozen)?
+            load_member(&member_dir(k).expect("resume implies disk"), &proto_backbone)?
         } else {
-            RewardEncoder::new(backbone_dir, &dev, cfg.frozen, cfg.seed + k as u64)?
+            fresh_backbone(&mut proto_backbone)?.member(cfg.head, cfg.seed + k as u64, cfg.frozen)?
         };
-        let mut opt = AdamW::new(named_vars(&m), cfg.lr, cfg.weight_decay)?;
+        let mut opt = AdamW::new(m.named_vars(), cfg.lr, cfg.weight_decay)?;
         let first_epoch = if resuming {
-            let p = state_dir.join("optimizer.safetensors");
+            let p = state_dir.as_ref().expect("disk").join("optimizer.safetensors");
             opt.restore(&p, &load_safetensors(&p, &dev)?, start.adam_t)?;
             start.epochs_done
         } else {
@@ -288,36 +483,35 @@ pub fn train(
             // Order depends only on (seed, member, epoch), so a resumed run sees the same batches.
             let mut order: Vec<usize> = (0..train.len()).collect();
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
-                cfg.seed ^ ((k as u64) << 32) ^ (epoch as u64 + 1) * 0x9E37_79B9,
+                cfg.seed ^ ((k as u64) << 32) ^ ((epoch as u64 + 1) * 0x9E37_79B9),
             );
             order.shuffle(&mut rng);
             let bar = progress.then(|| bar(steps_per_epoch as u64, &format!("member {k} epoch {}", epoch + 1)));
             let (mut loss_sum, mut rc_all, mut rr_all) = (0.0, Vec::new(), Vec::new());
             for (step, batch) in order.chunks(cfg.batch_size).enumerate() {
-                let ix: Vec<usize> = batch.iter().flat_map(|&i| [2 * i, 2 * i + 1]).collect();
-                let r = scorer.rewards(&m, &ix)?.reshape((batch.len(), 2))?;
-                let (rc, rr) = (r.narrow(1, 0, 1)?.squeeze(1)?, r.narrow(1, 1, 1)?.squeeze(1)?);
-                let mut loss = match cfg.loss {
-                    LossKind::Bt => bradley_terry(&rc, &rr)?,
-                    LossKind::Margin => {
-                        let mg: Vec<f32> = batch.iter().map(|&i| train[i].margin as f32).collect();
-                        margin_bt(&rc, &rr, &Tensor::from_vec(mg, batch.len(), &dev)?)?
-                    }
-                };
-                if cfg.center_eta > 0.0 {
-                    loss = (loss + centering(&rc, &rr, cfg.center_eta)?)?;
-                }
+                let ix: Vec<usize> =
+                    batch.iter().flat_map(|&i| offsets[i]..offsets[i] + train[i].completions.len()).collect();
+                let out = outputs(&m, &cache, &inputs, &ix)?;
+                let its: Vec<&Item> = batch.iter().map(|&i| &train[i]).collect();
+                let loss = batch_loss(cfg, &its, &out, &dev)?;
                 let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 if !l.is_finite() {
+                    let where_ = state_dir.as_ref().map_or("memory".to_string(), |s| s.display().to_string());
                     return Err(Error::Usage(format!(
-                        "loss is {l} at member {k}, epoch {}, step {}: stopping; the last good checkpoint in {} is intact",
-                        epoch + 1, step + 1, state_dir.display()
+                        "loss is {l} at member {k}, epoch {}, step {}: stopping; the last good checkpoint in {where_} is intact",
+                        epoch + 1, step + 1
                     )));
                 }
                 opt.step(&loss)?;
                 loss_sum += l;
-                rc_all.extend(rc.detach().to_vec1::<f32>()?);
-                rr_all.extend(rr.detach().to_vec1::<f32>()?);
+                // Pairwise stats on (best, worst) of each item.
+                let r = reward_of(&out)?.detach().to_vec1::<f32>()?;
+                let mut o = 0;
+                for it in &its {
+                    rc_all.push(r[o]);
+                    rr_all.push(r[o + it.completions.len() - 1]);
+                    o += it.completions.len();
+                }
                 if let Some(b) = &bar {
                     let acc = rc_all.iter().zip(&rr_all).filter(|(c, r)| c > r).count() as f64 / rc_all.len() as f64;
                     b.set_message(format!("loss {:.4} acc {:.3}", loss_sum / (step + 1) as f64, acc));
@@ -336,37 +530,37 @@ pub fn train(
                 merge(&mut rec, "eval_", &stats(loss, 1, &ec, &er));
             }
             log(rec, &mut metrics_lines)?;
-            // Checkpoint: member weights first, then the state file that points at them.
-            let mdir = state_dir.join(format!("member-{k}"));
-            m.save(&mdir)?;
-            write_atomic(&state_dir.join("optimizer.safetensors"), &safetensors_bytes(&opt.state())?)?;
-            let done_member = epoch + 1 == cfg.epochs;
-            let st = TrainerState {
-                config: cfg.clone(),
-                member: if done_member { k + 1 } else { k },
-                epochs_done: if done_member { 0 } else { epoch + 1 },
-                adam_t: opt.t,
-                metrics_lines,
-            };
-            let j = serde_json::to_vec_pretty(&st).map_err(|e| Error::Usage(e.to_string()))?;
-            write_atomic(&state_path, &j)?;
+            if let Some(sd) = &state_dir {
+                // Checkpoint: member weights first, then the state file that points at them.
+                m.save(&sd.join(format!("member-{k}")))?;
+                write_atomic(&sd.join("optimizer.safetensors"), &safetensors_bytes(&opt.state())?)?;
+                let done_member = epoch + 1 == cfg.epochs;
+                let st = TrainerState {
+                    config: cfg.clone(),
+                    member: if done_member { k + 1 } else { k },
+                    epochs_done: if done_member { 0 } else { epoch + 1 },
+                    adam_t: opt.t,
+                    metrics_lines,
+                };
+                let j = serde_json::to_vec_pretty(&st).map_err(|e| Error::Usage(e.to_string()))?;
+                write_atomic(&sd.join("trainer_state.json"), &j)?;
+            }
             epochs_run += 1;
-            if stop_after == Some(epochs_run) {
-                return Err(Error::Usage(format!(
-                    "stopped after {epochs_run} epoch(s) as requested; continue with --resume (checkpoint in {})",
-                    state_dir.display()
-                )));
+            if let Some(d) = &disk {
+                if d.stop_after == Some(epochs_run) {
+                    return Err(Error::Usage(format!(
+                        "stopped after {epochs_run} epoch(s) as requested; continue with --resume (checkpoint in {})",
+                        state_dir.as_ref().expect("disk").display()
+                    )));
+                }
             }
         }
-        members.push(if cfg.epochs == 0 {
-            m
-        } else {
-            RewardEncoder::load(&state_dir.join(format!("member-{k}")), &dev, cfg.frozen)?
-        });
+        members.push(m);
     }
 
     // Temperature on the eval split, from the aggregated (mean) margins.
-    let mut rm_cfg = RmConfig::new(&cfg.backbone, cfg.frozen, cfg.members);
+    let mut rm_cfg =
+        RmConfig { chat_template: cfg.chat_template, ..RmConfig::new(&cfg.backbone, cfg.frozen, cfg.members) };
     if !eval.is_empty() {
         let mut margins = vec![0f64; eval.len()];
         for m in &members {
@@ -378,10 +572,19 @@ pub fn train(
         rm_cfg.temperature = fit_temperature(&margins);
     }
     let rm = RewardModel::from_members(rm_cfg, members)?;
-    let model_dir = out.join("model");
+    let (model_dir, _tmp) = match &disk {
+        Some(d) => (d.out.join("model"), None),
+        None if cfg.warm => {
+            let t = tempfile::tempdir().map_err(|e| Error::io(Path::new("."), e))?;
+            (t.path().join("model"), Some(t))
+        }
+        None => return Ok(rm),
+    };
     if cfg.warm {
         rm.save_warm(&model_dir)?;
-        rm.save(&out.join("ensemble"))?;
+        if let Some(d) = &disk {
+            rm.save(&d.out.join("ensemble"))?;
+        }
         return RewardModel::load(&model_dir, &dev);
     }
     rm.save(&model_dir)?;

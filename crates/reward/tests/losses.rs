@@ -133,3 +133,33 @@ fn temperature_matches_torch_lbfgs() {
     assert!(fit_temperature(&[1.0, 2.0]) < 0.0101);
     assert_eq!(fit_temperature(&[]), 1.0);
 }
+
+#[test]
+fn gaussian_bt_hand_computed() {
+    use mismatch_reward::loss::{gaussian_bt, log_phi};
+    let t = |v: &[f64]| Tensor::new(v, &Device::Cpu).unwrap();
+    // z = 0 (equal means): −log Φ(0) = ln 2, whatever the variances.
+    let l = s(&gaussian_bt(&t(&[0.5]), &t(&[1.0]), &t(&[0.5]), &t(&[0.0])).unwrap());
+    assert!((l - 2f64.ln()).abs() < 1e-12, "{l}");
+    // μ_c − μ_r = 1, σ² = 1 + 1: z = 1/√2, Φ(z) = ½(1 + erf(½)) = ½(1 + 0.5204998778130465).
+    let want = -(0.5 * (1.0 + 0.5204998778130465f64)).ln();
+    let l = s(&gaussian_bt(&t(&[1.0]), &t(&[0.0]), &t(&[0.0]), &t(&[0.0])).unwrap());
+    assert!((l - want).abs() < 1e-12, "{l} vs {want}");
+    // Far tail, z = −10 (σ² = ½ + ½): the asymptotic branch. Mills-ratio series
+    // log Φ(z) = −z²/2 − log(−z) − ½ log 2π + log(1 − 1/z² + 3/z⁴ − 15/z⁶ + 105/z⁸ …) = −53.2312851505…
+    // (torch.special.log_ndtr(−10) = −53.23128515051248).
+    let half = 0.5f64.ln();
+    let l = s(&gaussian_bt(&t(&[-10.0]), &t(&[half]), &t(&[0.0]), &t(&[half])).unwrap());
+    assert!((l - 53.23128515051248).abs() < 1e-6, "{l}");
+    // Both branches agree at the switch (z = −7) and the tail gradient is finite.
+    let z = t(&[-7.0 - 1e-9, -7.0 + 1e-9]);
+    let v = log_phi(&z).unwrap().to_vec1::<f64>().unwrap();
+    assert!((v[0] - v[1]).abs() < 1e-5 * v[0].abs(), "{v:?}");
+    let mu = Var::new(&[-10.0f64, 1.0], &Device::Cpu).unwrap();
+    let lv = t(&[half, 0.0]);
+    let loss = gaussian_bt(mu.as_tensor(), &lv, &t(&[0.0, 0.0]), &lv).unwrap();
+    let g = loss.backward().unwrap().get(mu.as_tensor()).unwrap().to_vec1::<f64>().unwrap();
+    // d/dμ_c mean(−log Φ(z)) = −½ φ(z)/Φ(z) / sqrt(σ²): at z = −10, φ/Φ = 10.0981… (Mills ratio).
+    assert!((g[0] - -0.5 * 10.09809323).abs() < 1e-4, "{g:?}");
+    assert!(g.iter().all(|x| x.is_finite()));
+}

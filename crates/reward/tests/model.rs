@@ -2,17 +2,24 @@
 //! the real all-MiniLM-L6-v2 backbone (frozen: a few forward passes, seconds on CPU).
 
 use candle_core::Device;
-use mismatch_models::hub::model_dir;
-use mismatch_models::RewardEncoder;
-use mismatch_reward::{format_input, RewardModel, RmConfig};
+use mismatch_reward::member::{detect, Backbone, Member};
+use mismatch_reward::{format_input, HeadKind, RewardModel, RmConfig};
 
 const PROMPTS: [&str; 3] = ["How do I boil an egg?", "Tell me a joke.", "What is 2+2?"];
 const COMPLETIONS: [&str; 3] = ["Put it in boiling water for 8 minutes.", "No.", "4"];
 
 fn ensemble(k: usize) -> RewardModel {
-    let dir = model_dir("minilm-l6").unwrap();
-    let members = (0..k).map(|s| RewardEncoder::new(&dir, &Device::Cpu, true, 10 + s as u64).unwrap()).collect();
+    let (kind, dir) = detect("minilm-l6").unwrap();
+    let b = Backbone::load(kind, &dir, &Device::Cpu, true).unwrap();
+    let members = (0..k).map(|s| b.clone().member(HeadKind::Scalar, 10 + s as u64, true).unwrap()).collect();
     RewardModel::from_members(RmConfig::new("minilm-l6", true, k), members).unwrap()
+}
+
+fn encoder(rm: &RewardModel) -> &mismatch_models::bert::Encoder {
+    match &rm.members[0] {
+        Member::Encoder(m) => &m.encoder,
+        _ => panic!("not an encoder"),
+    }
 }
 
 #[test]
@@ -76,7 +83,7 @@ fn bad_checkpoints_are_named_errors() {
 #[test]
 fn long_inputs_keep_prompt_tail_and_completion() {
     let rm = ensemble(1);
-    let tok = rm.members[0].encoder.tokenizer().clone();
+    let tok = encoder(&rm).tokenizer().clone();
     let mut tok = tok;
     tok.with_truncation(None).unwrap();
     let prompt = format!("START {} the final question is about eggs", "blah ".repeat(600));
@@ -85,7 +92,7 @@ fn long_inputs_keep_prompt_tail_and_completion() {
     assert!(text.ends_with(" [SEP] boil them for eight minutes"), "{text}");
     assert!(text.contains("the final question is about eggs [SEP]"));
     assert!(!text.contains("START"));
-    let n = rm.members[0].encoder.token_ids(&text).unwrap().len();
+    let n = encoder(&rm).token_ids(&text).unwrap().len();
     assert!(n <= 256, "{n}");
     // Short pairs are untouched.
     assert_eq!(format_input(&tok, 256, "Hi", "Hello").unwrap(), "Hi [SEP] Hello");
@@ -93,5 +100,5 @@ fn long_inputs_keep_prompt_tail_and_completion() {
     let long_c = format!("{}END", "word ".repeat(600));
     let text = format_input(&tok, 256, "question here", &long_c).unwrap();
     assert!(text.starts_with("question here [SEP] ") && text.ends_with("word END"), "{text}");
-    assert!(rm.members[0].encoder.token_ids(&text).unwrap().len() <= 256);
+    assert!(encoder(&rm).token_ids(&text).unwrap().len() <= 256);
 }

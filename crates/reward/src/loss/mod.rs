@@ -3,11 +3,13 @@
 
 pub mod bt;
 pub mod centering;
+pub mod gaussian;
 pub mod kwise;
 pub mod margin;
 
 pub use bt::bradley_terry;
 pub use centering::centering;
+pub use gaussian::{gaussian_bt, log_phi};
 pub use kwise::{best_of_k, kwise, plackett_luce};
 pub use margin::margin_bt;
 

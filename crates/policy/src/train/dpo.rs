@@ -1,0 +1,126 @@
+//! The offline preference loop: DPO (Rafailov et al. 2023), conservative DPO (label smoothing),
+//! length-normalised DPO and IPO (Azar et al. 2023) on (prompt, chosen, rejected) pairs, against
+//! the frozen reference = the starting policy. The reference log-likelihoods never change, so
+//! they are computed once before training. Losses and TRL metric names: [`crate::dpo`].
+
+use super::common::{batch_indices, check_finite, put, scalar, Metrics, Policy, Session};
+use super::{Algo, PolicyConfig, PrefPair, RunOptions, TrainData, TrainOutcome};
+use crate::dpo::{preference_loss, PairLogps, PreferenceLoss};
+use crate::Result;
+use candle_core::{Device, Tensor};
+use std::path::Path;
+
+/// Tokenised pairs and their reference sequence log-likelihoods.
+struct Pairs {
+    prompt: Vec<Vec<u32>>,
+    chosen: Vec<Vec<u32>>,
+    rejected: Vec<Vec<u32>>,
+    ref_chosen: Vec<f32>,
+    ref_rejected: Vec<f32>,
+}
+
+impl Pairs {
+    fn new(policy: &Policy, reference: &Policy, pairs: &[PrefPair], chunk: usize) -> Result<Self> {
+        let mut p =
+            Pairs { prompt: vec![], chosen: vec![], rejected: vec![], ref_chosen: vec![], ref_rejected: vec![] };
+        for x in pairs {
+            p.prompt.push(policy.encode_prompt(&x.prompt)?);
+            p.chosen.push(policy.encode_completion(&x.chosen)?);
+            p.rejected.push(policy.encode_completion(&x.rejected)?);
+        }
+        let all: Vec<usize> = (0..pairs.len()).collect();
+        for ix in all.chunks(chunk.max(1)) {
+            let (c, r) = p.sums(reference, ix, true)?;
+            p.ref_chosen.extend(c.to_vec1::<f32>()?);
+            p.ref_rejected.extend(r.to_vec1::<f32>()?);
+        }
+        Ok(p)
+    }
+
+    /// `[n]` Σ log π(chosen), Σ log π(rejected) of pairs `ix`, one forward pass for both.
+    fn sums(&self, model: &Policy, ix: &[usize], detach: bool) -> Result<(Tensor, Tensor)> {
+        let n = ix.len();
+        let prompts: Vec<Vec<u32>> = ix.iter().chain(ix).map(|&i| self.prompt[i].clone()).collect();
+        let comps: Vec<Vec<u32>> =
+            ix.iter().map(|&i| self.chosen[i].clone()).chain(ix.iter().map(|&i| self.rejected[i].clone())).collect();
+        let c = model.logprobs(&prompts, &comps)?;
+        let mut s = c.sum()?;
+        if detach {
+            s = s.detach();
+        }
+        Ok((s.narrow(0, 0, n)?, s.narrow(0, n, n)?))
+    }
+
+    fn batch(&self, policy: &Policy, ix: &[usize], detach: bool) -> Result<PairLogps> {
+        let (chosen, rejected) = self.sums(policy, ix, detach)?;
+        let v = |f: &dyn Fn(usize) -> f32| {
+            Tensor::from_vec(ix.iter().map(|&i| f(i)).collect::<Vec<_>>(), ix.len(), &Device::Cpu)
+        };
+        Ok(PairLogps {
+            chosen,
+            rejected,
+            ref_chosen: v(&|i| self.ref_chosen[i])?,
+            ref_rejected: v(&|i| self.ref_rejected[i])?,
+            chosen_len: v(&|i| self.chosen[i].len() as f32)?,
+            rejected_len: v(&|i| self.rejected[i].len() as f32)?,
+        })
+    }
+}
+
+fn loss_kind(cfg: &PolicyConfig) -> PreferenceLoss {
+    match (cfg.algo, cfg.length_normalize) {
+        (Algo::Ipo, _) => PreferenceLoss::Ipo { beta: cfg.beta },
+        (_, true) => PreferenceLoss::LengthNormDpo { beta: cfg.beta },
+        (_, false) => PreferenceLoss::Dpo { beta: cfg.beta, label_smoothing: cfg.label_smoothing },
+    }
+}
+
+pub fn train(cfg: &PolicyConfig, spec: &str, data: &TrainData, out: &Path, opts: &RunOptions) -> Result<TrainOutcome> {
+    let s = Session::open(cfg, spec, out, opts, None, true, false)?;
+    let reference = s.reference.as_ref().expect("DPO session has a reference");
+    let train = Pairs::new(&s.policy, reference, &data.pairs, cfg.batch_size)?;
+    let eval = Pairs::new(&s.policy, reference, &data.eval_pairs, cfg.batch_size)?;
+    let kind = loss_kind(cfg);
+    let n = data.pairs.len();
+    s.run_steps(opts, cfg.batch_size as u64, |s, step| {
+        let shown = step + 1;
+        let ix = batch_indices(n, s.cfg.batch_size, s.cfg.seed, 0, step);
+        let p = train.batch(&s.policy, &ix, false)?;
+        let (loss, _, metrics) = preference_loss(&kind, &p)?;
+        let mut m = Metrics::new();
+        put(&mut m, "loss", check_finite(scalar(&loss)?, "DPO loss", shown)?);
+        for (k, v) in metrics {
+            put(&mut m, k, v);
+        }
+        let norm = s.update(&loss, shown)?;
+        put(&mut m, "grad_norm", norm);
+        if !eval.prompt.is_empty() && (shown % s.cfg.save_steps == 0 || shown == s.cfg.steps) {
+            evaluate(&eval, &s.policy, &kind, s.cfg.batch_size, &mut m)?;
+        }
+        Ok(m)
+    })
+}
+
+/// `eval_loss` and `eval_rewards/*`, `eval_logps/*` over every held-out pair (no graph).
+fn evaluate(eval: &Pairs, policy: &Policy, kind: &PreferenceLoss, chunk: usize, m: &mut Metrics) -> Result<()> {
+    let all: Vec<usize> = (0..eval.prompt.len()).collect();
+    let mut parts: Vec<PairLogps> = Vec::new();
+    for ix in all.chunks(chunk.max(1)) {
+        parts.push(eval.batch(policy, ix, true)?);
+    }
+    let cat = |f: &dyn Fn(&PairLogps) -> Tensor| Tensor::cat(&parts.iter().map(f).collect::<Vec<_>>(), 0);
+    let p = PairLogps {
+        chosen: cat(&|p| p.chosen.clone())?,
+        rejected: cat(&|p| p.rejected.clone())?,
+        ref_chosen: cat(&|p| p.ref_chosen.clone())?,
+        ref_rejected: cat(&|p| p.ref_rejected.clone())?,
+        chosen_len: cat(&|p| p.chosen_len.clone())?,
+        rejected_len: cat(&|p| p.rejected_len.clone())?,
+    };
+    let (loss, _, metrics) = preference_loss(kind, &p)?;
+    put(m, "eval_loss", scalar(&loss)?);
+    for (k, v) in metrics {
+        put(m, &format!("eval_{k}"), v);
+    }
+    Ok(())
+}
