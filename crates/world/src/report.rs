@@ -1,0 +1,308 @@
+//! Runs the experiment and writes `summary.json` and `report.html` (one self-contained page:
+//! what was run, a headline, one section per link with SVG plots and tables, failure-mode
+//! meters over training, and the command that reproduces it).
+
+use crate::config::RunConfig;
+use mismatch_models::{Error, Result};
+use mismatch_report::html::Page;
+use mismatch_report::svg::{LinePlot, Series};
+use serde_json::Value;
+use std::path::Path;
+
+pub fn run_and_report(cfg: &RunConfig, out: &Path, command: &str, progress: bool) -> Result<Value> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    // Parallelism comes from running seeds side by side; inside a seed, candle's CPU kernels run
+    // single-threaded (they read RAYON_NUM_THREADS at every call). The tiny models gain nothing
+    // from threads, the cores are not oversubscribed, and the bits do not depend on the
+    // machine's core count. (A value the user set is kept.)
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+    let world = crate::world::World::new(&cfg.world)?;
+    let start_dir = crate::start::start_policy(&world, &cfg.start, cfg.start_seed, &crate::start::home()?, progress)?;
+    let results = crate::run::run_all(cfg, out, &start_dir, progress)?;
+    let summary = crate::summary::summarise(&results, command, cfg);
+    let bytes = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Usage(e.to_string()))?;
+    mismatch_models::checkpoint::write_atomic(&out.join("summary.json"), &bytes)?;
+    mismatch_models::checkpoint::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())?;
+    let page = render(&summary);
+    mismatch_models::checkpoint::write_atomic(&out.join("report.html"), page.as_bytes())?;
+    Ok(summary)
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn arr(v: &Value) -> Vec<f64> {
+    v.as_array().map(|a| a.iter().map(f).collect()).unwrap_or_default()
+}
+
+fn ci_str(v: &Value, p: usize) -> String {
+    format!("{:.p$} [{:.p$}, {:.p$}]", f(&v["mean"]), f(&v["lo"]), f(&v["hi"]), p = p)
+}
+
+fn band(v: &Value, key: &str) -> Option<(Vec<f64>, Vec<f64>)> {
+    Some((arr(&v[format!("{key}_lo")]), arr(&v[format!("{key}_hi")])))
+}
+
+/// The report page, from the summary alone (so every number shown is in summary.json).
+pub fn render(s: &Value) -> String {
+    let h = &s["headline"];
+    let mut page = Page::new("mismatch: reward model, RL reward and evaluation in the embedded world");
+    let mut items: Vec<(String, String)> = vec![];
+    if h["gold_peak"].is_object() {
+        items.push((
+            format!("gold peak ({})", h["single_run"].as_str().unwrap_or("")),
+            format!(
+                "{:.3} at step {} (KL {:.2})",
+                f(&h["gold_peak"]["gold"]),
+                h["gold_peak"]["step"],
+                f(&h["gold_peak"]["kl"])
+            ),
+        ));
+        items.push((
+            "gold at the end".into(),
+            format!("{:.3} (KL {:.2})", f(&h["gold_final"]["gold"]), f(&h["gold_final"]["kl"])),
+        ));
+        items.push(("gold fell by (95% CI)".into(), ci_str(&h["gold_drop"], 3)));
+        items.push(("proxy rose after the peak by".into(), ci_str(&h["proxy_rise_after_peak"], 3)));
+        let fm: Vec<String> = h["failure_modes_rising"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        items.push((
+            "failure modes rising as gold falls".into(),
+            if fm.is_empty() { "none".into() } else { fm.join(", ") },
+        ));
+        if h["best_mitigation"].is_object() {
+            items.push((
+                "best mitigation (gold peak)".into(),
+                format!(
+                    "{} ({:.3})",
+                    h["best_mitigation"]["name"].as_str().unwrap_or(""),
+                    f(&h["best_mitigation"]["peak_gold"])
+                ),
+            ));
+        }
+        if h["bon_single_fit"].is_object() {
+            items.push(("best-of-n Gao fit R²".into(), format!("{:.3}", f(&h["bon_single_fit"]["r2"]))));
+        }
+    }
+    page.headline(&items);
+
+    page.section("What was run");
+    page.paragraph(
+        "The embedded world: a word-level task language with four kinds of prompt (lookup, compare, benign requests that \
+         sound dangerous, harmful requests). A gold reward stands in for what users want: correct, concise answers; refusal \
+         only of harmful requests; penalties for hedges, filler, repetition and garbage. Simulated annotators label pairs of \
+         start-policy responses with a Bradley-Terry choice on gold plus a length bias, a hedging/safety-phrase bias and an \
+         over-caution bias, and flip a share of labels (noise). Proxy reward models (a tiny GPT with a scalar head) learn from \
+         those labels; best-of-n, RLOO and DPO then optimise against them while the gold reward watches (Gao et al. 2022).",
+    );
+    page.code(s["command"].as_str().unwrap_or("mismatch run"));
+    page.paragraph(format!(
+        "Seeds: {}. Curves are means over seeds; bands are Student-t 95% intervals across seeds.",
+        s["seeds"]
+    ));
+
+    // Link 1: RM <-> policy.
+    page.section("Link 1: reward model ↔ policy (over-optimisation)");
+    let runs = s["runs"].as_array().cloned().unwrap_or_default();
+    let bons = s["bon"].as_array().cloned().unwrap_or_default();
+    let mut bon_plot = LinePlot {
+        title: "Best-of-n: gold and proxy vs d = √KL".into(),
+        x_label: "d = √KL(π‖π_start)".into(),
+        y_label: "score".into(),
+        ..Default::default()
+    };
+    for b in &bons {
+        let name = b["name"].as_str().unwrap_or("");
+        if name == "bon-single" || name == "bon-gold" {
+            bon_plot.series.push(Series {
+                name: format!("{name}: gold"),
+                xs: arr(&b["d"]),
+                ys: arr(&b["gold"]),
+                band: band(b, "gold"),
+                points: true,
+                ..Default::default()
+            });
+        }
+        if name == "bon-single" {
+            bon_plot.series.push(Series {
+                name: format!("{name}: proxy"),
+                xs: arr(&b["d"]),
+                ys: arr(&b["proxy"]),
+                dashed: true,
+                ..Default::default()
+            });
+        }
+    }
+    page.plot(bon_plot.to_svg());
+    let mut rl_plot = LinePlot {
+        title: "RL: gold (solid) and proxy (dashed) vs d".into(),
+        x_label: "d = √KL(π‖π_start)".into(),
+        y_label: "score".into(),
+        ..Default::default()
+    };
+    for r in &runs {
+        let name = r["name"].as_str().unwrap_or("");
+        rl_plot.series.push(Series {
+            name: format!("{name} gold"),
+            xs: arr(&r["d"]),
+            ys: arr(&r["gold"]),
+            // One band only (the headline run): with a few seeds the t bands are wide and hide the lines.
+            band: if r["name"] == h["single_run"] { band(r, "gold") } else { None },
+            points: true,
+            ..Default::default()
+        });
+        if name.starts_with("rl-single") {
+            rl_plot.series.push(Series {
+                name: format!("{name} proxy"),
+                xs: arr(&r["d"]),
+                ys: arr(&r["proxy"]),
+                dashed: true,
+                ..Default::default()
+            });
+        }
+    }
+    page.plot(rl_plot.to_svg());
+    let mut rows = vec![];
+    for b in &bons {
+        rows.push(vec![
+            b["name"].as_str().unwrap_or("").to_string(),
+            "d(α − βd)".into(),
+            format!("{:.3}", f(&b["alpha"])),
+            format!("{:.3}", f(&b["beta"])),
+            format!("{:.3}", f(&b["r2"])),
+            fmt_opt(&b["fit"]["d_star"]),
+        ]);
+    }
+    for r in &runs {
+        rows.push(vec![
+            r["name"].as_str().unwrap_or("").to_string(),
+            "d(α − β ln d)".into(),
+            format!("{:.3}", f(&r["alpha"])),
+            format!("{:.3}", f(&r["beta"])),
+            format!("{:.3}", f(&r["r2"])),
+            fmt_opt(&r["fit"]["d_star"]),
+        ]);
+    }
+    page.paragraph("Gao et al.'s functional forms fitted to gold − gold(start) against d:");
+    page.table(&["curve", "form", "α", "β", "R²", "d*"], &rows);
+    let mut rows = vec![];
+    for r in &runs {
+        rows.push(vec![
+            r["name"].as_str().unwrap_or("").to_string(),
+            format!("{:.3} (step {}, KL {:.2})", f(&r["peak"]["gold"]), r["peak"]["step"], f(&r["peak"]["kl"])),
+            format!("{:.3} (KL {:.2})", f(&r["final"]["gold"]), f(&r["final"]["kl"])),
+            ci_str(&r["gold_drop"], 3),
+            ci_str(&r["proxy_rise_after_peak"], 3),
+        ]);
+    }
+    page.paragraph("Gold peak and fall per run (the drop is paired by seed and prompt, bootstrap 95% CI):");
+    page.table(&["run", "gold peak", "gold at end", "gold drop after peak", "proxy rise after peak"], &rows);
+
+    // Link 2: RM <-> eval.
+    page.section("Link 2: reward model ↔ evaluation");
+    page.paragraph(format!(
+        "Held-out pairs of start-policy responses. The annotators themselves agree with gold on {} of the pairs with distinct gold.",
+        ci_str(&s["annotators_acc_gold"], 3)
+    ));
+    let mut rows = vec![];
+    for r in s["reward_models"].as_array().cloned().unwrap_or_default() {
+        rows.push(vec![
+            r["name"].as_str().unwrap_or("").to_string(),
+            ci_str(&r["acc_gold"], 3),
+            ci_str(&r["acc_annotators"], 3),
+            ci_str(&r["ece"], 3),
+            ci_str(&r["length_corr"], 3),
+            ci_str(&r["gold_length_corr"], 3),
+        ]);
+    }
+    page.table(
+        &[
+            "RM (kind-pairs)",
+            "accuracy vs gold",
+            "accuracy vs annotators",
+            "ECE vs gold",
+            "corr(score, length)",
+            "corr(gold, length)",
+        ],
+        &rows,
+    );
+
+    // Link 3: policy <-> eval.
+    page.section("Link 3: policy ↔ evaluation");
+    page.paragraph("Spearman's ρ between the training reward (the optimised proxy, on held-out prompts) and gold across checkpoints of all seeds:");
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| vec![r["name"].as_str().unwrap_or("").to_string(), ci_str(&r["spearman_proxy_gold"], 3)])
+        .collect();
+    page.table(&["run", "Spearman ρ (95% CI)"], &rows);
+
+    page.section("Failure modes over training");
+    if let Some(r) = runs.iter().find(|r| r["name"] == h["single_run"]) {
+        let mut p = LinePlot {
+            title: format!("{}: meters vs step", r["name"].as_str().unwrap_or("")),
+            x_label: "step".into(),
+            y_label: "rate".into(),
+            ..Default::default()
+        };
+        let steps = arr(&r["step"]);
+        for m in ["benign_refusal", "hedging", "repetition", "correct", "harmful_refusal"] {
+            p.series.push(Series {
+                name: m.into(),
+                xs: steps.clone(),
+                ys: arr(&r["meters"][m]),
+                points: true,
+                ..Default::default()
+            });
+        }
+        page.plot(p.to_svg());
+        let mut p = LinePlot {
+            title: "length (words) and filler sentences vs step".into(),
+            x_label: "step".into(),
+            y_label: "per response".into(),
+            ..Default::default()
+        };
+        for m in ["length", "filler", "garbage"] {
+            p.series.push(Series {
+                name: m.into(),
+                xs: steps.clone(),
+                ys: arr(&r["meters"][m]),
+                points: true,
+                ..Default::default()
+            });
+        }
+        page.plot(p.to_svg());
+        let rows: Vec<Vec<String>> = r["meter_rise_after_peak"]
+            .as_object()
+            .map(|o| o.iter().map(|(k, v)| vec![k.clone(), ci_str(v, 3)]).collect())
+            .unwrap_or_default();
+        page.paragraph("Change of each failure meter from the gold peak to the end (t 95% CI across seeds):");
+        page.table(&["meter", "rise after the gold peak"], &rows);
+    }
+    let mut rows = vec![];
+    for m in h["mitigations"].as_array().cloned().unwrap_or_default() {
+        rows.push(vec![
+            m["name"].as_str().unwrap_or("").to_string(),
+            format!("{:.3}", f(&m["peak_gold"])),
+            format!("{}", m["peak_step"]),
+            format!("{:.2}", f(&m["peak_kl"])),
+            format!("{:.3}", f(&m["final_gold"])),
+        ]);
+    }
+    page.section("Mitigations");
+    page.paragraph("Gold peak height and position per reward model at the small KL coefficient (conservative ensembles: Coste et al. 2023; WARM: Ramé et al. 2024):");
+    page.table(&["run", "gold peak", "peak step", "KL at peak", "gold at end"], &rows);
+
+    page.section("Reproduce");
+    page.code(s["command"].as_str().unwrap_or("mismatch run"));
+    page.paragraph("The full configuration is in summary.json (field config) and config.toml next to this page; raw per-step metrics are under metrics/.");
+    page.render()
+}
+
+fn fmt_opt(v: &Value) -> String {
+    v.as_f64().map(|x| format!("{x:.3}")).unwrap_or_else(|| "—".into())
+}

@@ -1,0 +1,201 @@
+//! Aggregates the seeds' results into `summary.json`: every number the report shows.
+//!
+//! Curves are means over seeds at each evaluation step with a Student-t 95% band across seeds
+//! (`*_lo`, `*_hi`). Gao fits use d = √KL and gold centred on the start policy (gold − gold at
+//! step 0 / n = 1). The gold drop of a run is the paired difference (same seed, same prompt)
+//! between the step where the mean gold peaks and the last step, with a bootstrap CI.
+
+use crate::meters::FAILURE_METERS;
+use crate::run::SeedResult;
+use mismatch_report::fit::{fit_bon, fit_rl, Fit};
+use mismatch_report::stats::{diff_ci, spearman_ci, t_ci, Ci};
+use serde_json::{json, Value};
+
+fn ci(c: &Ci) -> Value {
+    json!({"mean": c.mean, "lo": c.lo, "hi": c.hi, "n": c.n})
+}
+
+fn fit_json(f: &Fit) -> Value {
+    json!({"alpha": f.alpha, "beta": f.beta, "r2": f.r2, "d_star": f.d_star, "r_star": f.r_star, "n": f.n})
+}
+
+/// Per-step mean and t band across seeds of `get(seed, eval index)`.
+fn across(n_seeds: usize, n_points: usize, get: impl Fn(usize, usize) -> f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (mut m, mut lo, mut hi) = (vec![], vec![], vec![]);
+    for j in 0..n_points {
+        let xs: Vec<f64> = (0..n_seeds).map(|s| get(s, j)).collect();
+        let c = t_ci(&xs);
+        m.push(c.mean);
+        lo.push(c.lo);
+        hi.push(c.hi);
+    }
+    (m, lo, hi)
+}
+
+pub fn summarise(results: &[SeedResult], command: &str, config: &crate::config::RunConfig) -> Value {
+    let ns = results.len();
+    let mut runs = Vec::new();
+    for (r, first) in results[0].runs.iter().enumerate() {
+        let np = first.evals.iter().map(|_| 1).sum::<usize>();
+        let ev = |s: usize, j: usize| &results[s].runs[r].evals[j];
+        let (kl, kl_lo, kl_hi) = across(ns, np, |s, j| ev(s, j).kl);
+        let (proxy, proxy_lo, proxy_hi) = across(ns, np, |s, j| ev(s, j).proxy);
+        let (gold, gold_lo, gold_hi) = across(ns, np, |s, j| ev(s, j).gold);
+        let steps: Vec<usize> = first.evals.iter().map(|e| e.step).collect();
+        let mut meters = serde_json::Map::new();
+        for name in [
+            "correct",
+            "benign_refusal",
+            "harmful_refusal",
+            "hedging",
+            "repetition",
+            "filler",
+            "length",
+            "garbage",
+            "distinct1",
+            "distinct2",
+        ] {
+            let (m, _, _) = across(ns, np, |s, j| ev(s, j).meters.get(name).unwrap_or(f64::NAN));
+            meters.insert(name.into(), json!(m));
+        }
+        let d: Vec<f64> = kl.iter().map(|k| k.max(0.0).sqrt()).collect();
+        let centred: Vec<f64> = gold.iter().map(|g| g - gold[0]).collect();
+        let fit = fit_rl(&d, &centred);
+        let peak = (0..np).max_by(|&a, &b| gold[a].total_cmp(&gold[b]).then(b.cmp(&a))).unwrap_or(0);
+        let last = np - 1;
+        let (mut at_peak, mut at_last) = (vec![], vec![]);
+        for s in 0..ns {
+            at_peak.extend(&ev(s, peak).golds);
+            at_last.extend(&ev(s, last).golds);
+        }
+        let drop = diff_ci(&at_peak, &at_last, 17);
+        let (mut p_peak, mut p_last) = (vec![], vec![]);
+        for s in 0..ns {
+            p_peak.extend(&ev(s, peak).proxies);
+            p_last.extend(&ev(s, last).proxies);
+        }
+        let proxy_rise = diff_ci(&p_last, &p_peak, 19);
+        // Meter rise from the gold peak to the end, paired by (seed, prompt), bootstrap CI.
+        let mut rises = serde_json::Map::new();
+        for name in FAILURE_METERS {
+            let (mut a, mut b) = (vec![], vec![]);
+            for s in 0..ns {
+                for (x, y) in ev(s, last).per_sample[name].iter().zip(&ev(s, peak).per_sample[name]) {
+                    if x.is_finite() && y.is_finite() {
+                        a.push(*x);
+                        b.push(*y);
+                    }
+                }
+            }
+            rises.insert(name.to_string(), ci(&diff_ci(&a, &b, 29)));
+        }
+        let (mut xs, mut ys) = (vec![], vec![]);
+        for s in 0..ns {
+            for j in 0..np {
+                xs.push(ev(s, j).proxy);
+                ys.push(ev(s, j).gold);
+            }
+        }
+        let rho = spearman_ci(&xs, &ys, 23);
+        runs.push(json!({
+            "name": first.name,
+            "step": steps,
+            "kl": kl, "kl_lo": kl_lo, "kl_hi": kl_hi,
+            "d": d,
+            "proxy": proxy, "proxy_lo": proxy_lo, "proxy_hi": proxy_hi,
+            "gold": gold, "gold_lo": gold_lo, "gold_hi": gold_hi,
+            "meters": meters,
+            "fit": fit_json(&fit),
+            "alpha": fit.alpha, "beta": fit.beta, "r2": fit.r2,
+            "peak": {"index": peak, "step": steps[peak], "kl": kl[peak], "gold": gold[peak], "proxy": proxy[peak]},
+            "final": {"step": steps[last], "kl": kl[last], "gold": gold[last], "proxy": proxy[last]},
+            "gold_drop": ci(&drop),
+            "proxy_rise_after_peak": ci(&proxy_rise),
+            "meter_rise_after_peak": rises,
+            "spearman_proxy_gold": ci(&rho),
+        }));
+    }
+
+    let mut bon = Vec::new();
+    for (c, first) in results[0].bon.iter().enumerate() {
+        let np = first.n.len();
+        let (proxy, proxy_lo, proxy_hi) = across(ns, np, |s, j| results[s].bon[c].proxy[j]);
+        let (gold, gold_lo, gold_hi) = across(ns, np, |s, j| results[s].bon[c].gold[j]);
+        let d: Vec<f64> = first.kl.iter().map(|k| k.sqrt()).collect();
+        let centred: Vec<f64> = gold.iter().map(|g| g - gold[0]).collect();
+        let fit = fit_bon(&d, &centred);
+        bon.push(json!({
+            "name": first.name, "n": first.n, "kl": first.kl, "d": d,
+            "proxy": proxy, "proxy_lo": proxy_lo, "proxy_hi": proxy_hi,
+            "gold": gold, "gold_lo": gold_lo, "gold_hi": gold_hi,
+            "fit": fit_json(&fit), "alpha": fit.alpha, "beta": fit.beta, "r2": fit.r2,
+        }));
+    }
+
+    let mut rms = Vec::new();
+    for (k, first) in results[0].rms.iter().enumerate() {
+        let get = |f: &dyn Fn(&crate::run::RmEval) -> f64| {
+            ci(&t_ci(&results.iter().map(|s| f(&s.rms[k])).collect::<Vec<_>>()))
+        };
+        rms.push(json!({
+            "name": first.name, "kind": first.kind, "pairs": first.pairs,
+            "acc_gold": get(&|e| e.acc_gold),
+            "acc_annotators": get(&|e| e.acc_annotators),
+            "ece": get(&|e| e.ece),
+            "length_corr": get(&|e| e.length_corr),
+            "gold_length_corr": get(&|e| e.gold_length_corr),
+        }));
+    }
+    let ann = t_ci(&results.iter().map(|s| s.annotator_acc_gold).collect::<Vec<_>>());
+
+    let headline = headline(&runs, &bon, config);
+    json!({
+        "command": command,
+        "seeds": results.iter().map(|s| s.seed).collect::<Vec<_>>(),
+        "config": config,
+        "headline": headline,
+        "annotators_acc_gold": ci(&ann),
+        "reward_models": rms,
+        "bon": bon,
+        "runs": runs,
+    })
+}
+
+fn headline(runs: &[Value], bon: &[Value], cfg: &crate::config::RunConfig) -> Value {
+    let small = crate::run::run_name_rl(crate::proxy::RmKind::Single, cfg.rl.kl_coefs[0]);
+    let find = |n: &str| runs.iter().find(|r| r["name"] == n);
+    let mut h = serde_json::Map::new();
+    if let Some(r) = find(&small) {
+        h.insert("single_run".into(), json!(small));
+        h.insert("gold_peak".into(), r["peak"].clone());
+        h.insert("gold_final".into(), r["final"].clone());
+        h.insert("gold_drop".into(), r["gold_drop"].clone());
+        h.insert("proxy_rise_after_peak".into(), r["proxy_rise_after_peak"].clone());
+        let rising: Vec<&String> = r["meter_rise_after_peak"]
+            .as_object()
+            .map(|o| o.iter().filter(|(_, v)| v["lo"].as_f64().unwrap_or(0.0) > 0.0).map(|(k, _)| k).collect())
+            .unwrap_or_default();
+        h.insert("failure_modes_rising".into(), json!(rising));
+        // Mitigations: gold peak height and position per RM kind at the same KL coefficient.
+        let mut best: Option<(String, f64)> = None;
+        let mut per = Vec::new();
+        for k in std::iter::once(crate::proxy::RmKind::Single).chain(cfg.rl.mitigations.iter().copied()) {
+            let name = crate::run::run_name_rl(k, cfg.rl.kl_coefs[0]);
+            if let Some(m) = find(&name) {
+                let g = m["peak"]["gold"].as_f64().unwrap_or(f64::NAN);
+                per.push(json!({"name": name, "rm": k.name(), "peak_gold": g, "peak_step": m["peak"]["step"], "peak_kl": m["peak"]["kl"], "final_gold": m["final"]["gold"]}));
+                if k != crate::proxy::RmKind::Single && best.as_ref().is_none_or(|b| g > b.1) {
+                    best = Some((name, g));
+                }
+            }
+        }
+        h.insert("mitigations".into(), json!(per));
+        if let Some((n, g)) = best {
+            h.insert("best_mitigation".into(), json!({"name": n, "peak_gold": g}));
+        }
+    }
+    if let Some(b) = bon.iter().find(|b| b["name"] == "bon-single") {
+        h.insert("bon_single_fit".into(), b["fit"].clone());
+    }
+    Value::Object(h)
+}

@@ -1,0 +1,121 @@
+//! End-to-end checks of `mismatch run`.
+//!
+//! - `small_run_is_deterministic_and_renders`: a small config (one seed, a few steps), run twice;
+//!   the two summary.json files must be byte-identical, and the report must render in headless
+//!   Chromium with its plots and no console errors (screenshot kept under target/).
+//! - `default_run_acceptance` (ignored in debug builds: it runs the real default config, about
+//!   3 minutes in release): `cargo test --release -p mismatch-world --test acceptance -- --ignored`.
+//!   Checks the acceptance criteria on the default world, and that with the annotator
+//!   biases off the mismatch shrinks.
+
+use mismatch_world::config::RunConfig;
+use mismatch_world::proxy::RmKind;
+use serde_json::Value;
+use std::path::Path;
+
+fn small() -> RunConfig {
+    let mut c = RunConfig::default();
+    c.seeds = 1;
+    c.threads = 1;
+    c.eval_prompts = 16;
+    c.start.steps = 60;
+    c.start.demos = 800;
+    c.start.n_embd = 32;
+    c.data.pair_sizes = vec![100, 200];
+    c.data.eval_pairs = 100;
+    c.rm.members = 2;
+    c.rm.train.epochs = 1;
+    c.bon.n_max = 8;
+    c.bon.prompts = 8;
+    c.bon.ns = vec![1, 2, 4, 8];
+    c.rl.steps = 6;
+    c.rl.eval_every = 3;
+    c.rl.mitigations = vec![RmKind::Wco, RmKind::Warm];
+    c.dpo.steps = 4;
+    c.dpo.eval_every = 2;
+    c
+}
+
+fn run(cfg: &RunConfig, out: &Path, home: &Path) -> Value {
+    std::env::set_var("MISMATCH_HOME", home);
+    mismatch_world::report::run_and_report(cfg, out, "mismatch run --config test.toml", false).unwrap()
+}
+
+fn check_page(out: &Path, shot_name: &str) {
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join(shot_name);
+    let c = mismatch_report::browser::check_in_chromium(&out.join("report.html"), Some(&shot)).unwrap();
+    assert!(c.ok && c.console_errors.is_empty(), "{c:?}");
+    assert!(c.plots >= 4, "only {} plots rendered", c.plots);
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "screenshot {} is empty", shot.display());
+}
+
+#[test]
+fn small_run_is_deterministic_and_renders() {
+    let home = tempfile::tempdir().unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cfg = small();
+    let s = run(&cfg, a.path(), home.path());
+    run(&cfg, b.path(), home.path());
+    let read = |d: &Path| std::fs::read(d.join("summary.json")).unwrap();
+    assert_eq!(read(a.path()), read(b.path()), "two runs with one seed differ");
+    // Every optimisation run carries its curves and fit.
+    for r in s["runs"].as_array().unwrap() {
+        for k in ["kl", "proxy", "gold", "gold_lo", "gold_hi"] {
+            assert_eq!(r[k].as_array().unwrap().len(), r["step"].as_array().unwrap().len(), "{k}");
+        }
+        for k in ["alpha", "beta", "r2"] {
+            assert!(r.get(k).is_some(), "{k}");
+        }
+    }
+    let names: Vec<&str> = s["runs"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["rl-single-kl0.01", "rl-single-kl0.1", "rl-wco-kl0.01", "rl-warm-kl0.01", "dpo"]);
+    assert!(a.path().join("metrics/rl-single-kl0.01-seed0/metrics.jsonl").exists());
+    assert!(a.path().join("work/dpo-seed0/model.safetensors").exists());
+    let html = std::fs::read_to_string(a.path().join("report.html")).unwrap();
+    assert!(html.contains("mismatch run --config test.toml"));
+    for bad in ["src=\"http", "href=\"http", "<link", "<script src", "url(http"] {
+        assert!(!html.contains(bad), "the page must be self-contained (found {bad})");
+    }
+    check_page(a.path(), "report-small.png");
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap()
+}
+
+#[test]
+#[ignore = "runs the real default config (about 3 minutes in release)"]
+fn default_run_acceptance() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let cfg = RunConfig::default();
+    let s = run(&cfg, out.path(), home.path());
+    let h = &s["headline"];
+    // (a) single proxy, small KL coefficient: gold peaks then falls (CI excludes 0), proxy keeps
+    // rising, at least two failure meters rise.
+    assert!(f(&h["gold_drop"]["lo"]) > 0.0, "gold drop {:?}", h["gold_drop"]);
+    assert!(f(&h["proxy_rise_after_peak"]["lo"]) > 0.0, "proxy {:?}", h["proxy_rise_after_peak"]);
+    let rising = h["failure_modes_rising"].as_array().unwrap();
+    assert!(rising.len() >= 2, "failure modes rising: {rising:?}");
+    // (b) a conservative ensemble or WARM moves the gold peak higher or later.
+    let m = h["mitigations"].as_array().unwrap();
+    let single = &m[0];
+    assert!(
+        m[1..].iter().any(|x| f(&x["peak_gold"]) > f(&single["peak_gold"]) || f(&x["peak_kl"]) > f(&single["peak_kl"])),
+        "{m:?}"
+    );
+    // (c) best-of-n gold vs d fits Gao's form.
+    assert!(f(&h["bon_single_fit"]["r2"]) >= 0.9, "{:?}", h["bon_single_fit"]);
+    // (e) the page renders.
+    check_page(out.path(), "report-default.png");
+    // With the annotator biases off (noise kept), the mismatch shrinks: the gold drop after the
+    // peak is smaller.
+    let mut off = cfg.clone();
+    off.world.annotators.length_bias = 0.0;
+    off.world.annotators.hedge_bias = 0.0;
+    off.world.annotators.refusal_bias = 0.0;
+    let out2 = tempfile::tempdir().unwrap();
+    let s2 = run(&off, out2.path(), home.path());
+    let (on_drop, off_drop) = (f(&h["gold_drop"]["mean"]), f(&s2["headline"]["gold_drop"]["mean"]));
+    assert!(off_drop < on_drop, "biases off: drop {off_drop} vs {on_drop} with biases");
+}
