@@ -1,10 +1,13 @@
 """Runs each candle benchmark next to its PyTorch equivalent and tabulates the ratio.
 
-    python bench/run.py [--python PY] [--only train,generate,embed] [--write] [--no-build]
+    python bench/run.py [--python PY] [--only train,generate,embed,policy] [--write] [--no-build]
 
 Builds `cargo build --release -p mismatch-bench`, then for every pair whose files exist
 (train: bench-train vs bench/torch_train.py; generate: bench-generate vs
-bench/torch_generate.py; embed: bench-embed vs bench/torch_embed.py) runs both with the same
+bench/torch_generate.py; embed: bench-embed vs bench/torch_embed.py; policy-{ppo,rloo,dpo}
+and policy-{ppo,rloo,dpo}-t1 (`--only policy` for all six): bench-policy vs
+bench/torch_policy.py at 2 and 1 threads; smollm2-{ppo,rloo} (`--only smollm2`): the same on
+SmolLM2-135M) runs both with the same
 arguments, each printing one JSON line with `tokens_per_s`. Prints a table of both numbers
 and candle/PyTorch; with --write appends a dated section to docs/benchmarks.md.
 """
@@ -26,6 +29,21 @@ PAIRS = {
     "generate": ("bench-generate", "bench/torch_generate.py", ["--batch", "8", "--new-tokens", "64"]),
     "embed": ("bench-embed", "bench/torch_embed.py", ["--batch", "32", "--n", "256"]),
 }
+# Policy-optimisation steps (rollout + update) on the tiny GPT, 16 prompts × 4 samples, 24 new
+# tokens, at 2 and 1 threads: bench-policy vs bench/torch_policy.py.
+for _algo in ("ppo", "rloo", "dpo"):
+    for _t in ("2", "1"):
+        PAIRS[f"policy-{_algo}" + ("" if _t == "2" else "-t1")] = (
+            "bench-policy", "bench/torch_policy.py", ["--algo", _algo, "--threads", _t])
+# The same loops on SmolLM2-135M (f32 from the cached Q4_1 GGUF), on a smaller batch: 4 prompts ×
+# 2 samples, 16 new tokens, 2 threads. Not in the `policy` group (minutes per run).
+for _algo in ("ppo", "rloo"):
+    PAIRS[f"smollm2-{_algo}"] = ("bench-policy", "bench/torch_policy.py",
+                                 ["--algo", _algo, "--model", "smollm2-135m", "--prompts", "4", "--samples", "2",
+                                  "--new-tokens", "16", "--steps", "3", "--warmup", "1"])
+# Names for --only that stand for several pairs.
+GROUPS = {"policy": [n for n in PAIRS if n.startswith("policy-")],
+          "smollm2": [n for n in PAIRS if n.startswith("smollm2-")]}
 
 
 def run_json(cmd):
@@ -62,20 +80,21 @@ def machine():
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--python", default=DEFAULT_PYTHON, help="Python with torch (default %(default)s)")
-    ap.add_argument("--only", default=",".join(PAIRS), help="comma-separated pairs to run")
+    ap.add_argument("--only", default=",".join(n for n in PAIRS if not n.startswith("smollm2-")),
+                    help="comma-separated pairs or groups to run (default: all but the smollm2 group)")
     ap.add_argument("--write", action="store_true", help="append the results to docs/benchmarks.md")
     ap.add_argument("--no-build", action="store_true", help="skip cargo build")
     ap.add_argument("--repeat", type=int, default=3, help="alternating runs per pair; the median is reported")
     a = ap.parse_args()
-    names = [n.strip() for n in a.only.split(",") if n.strip()]
+    names = [m for n in a.only.split(",") if n.strip() for m in GROUPS.get(n.strip(), [n.strip()])]
     unknown = [n for n in names if n not in PAIRS]
     if unknown:
-        sys.exit(f"unknown pair(s) {unknown}; known: {list(PAIRS)}")
+        sys.exit(f"unknown pair(s) {unknown}; known: {list(PAIRS)} and groups {list(GROUPS)}")
     if not a.no_build:
         # Only the binaries of the selected pairs whose sources exist, so that one unfinished
         # benchmark does not block the others.
-        bins = [b for b, _, _ in (PAIRS[n] for n in names)
-                if os.path.exists(os.path.join(ROOT, "crates", "bench", "src", "bin", b + ".rs"))]
+        bins = sorted({b for b, _, _ in (PAIRS[n] for n in names)
+                       if os.path.exists(os.path.join(ROOT, "crates", "bench", "src", "bin", b + ".rs"))})
         if bins:
             cmd = ["cargo", "build", "--release", "-p", "mismatch-bench"]
             for b in bins:
@@ -121,9 +140,11 @@ def main():
         torch_version = next((t.get("torch") for _, _, _, t, _, _ in rows if t.get("torch")), "?")
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         cmd = "python bench/run.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
+        # PyTorch's OpenMP threads behave very differently under load with this set.
+        omp = f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} " if "OMP_WAIT_POLICY" in os.environ else ""
         raw = "\n".join(json.dumps(x) for *_, runs in rows for x in runs)
         section = (f"\n## {now}\n\n- machine: {machine()}\n- PyTorch {torch_version}, candle 0.11.1\n"
-                   f"- command: `{cmd.strip()}`; load average before: {load_before}, after: {os.getloadavg()[0]:.2f}\n\n{table}\n\n<details><summary>raw JSON</summary>\n\n```\n{raw}\n```\n</details>\n")
+                   f"- command: `{omp}{cmd.strip()}`; load average before: {load_before}, after: {os.getloadavg()[0]:.2f}\n\n{table}\n\n<details><summary>raw JSON</summary>\n\n```\n{raw}\n```\n</details>\n")
         path = os.path.join(ROOT, "docs", "benchmarks.md")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         new = not os.path.exists(path)

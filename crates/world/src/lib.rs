@@ -23,6 +23,7 @@ pub use world::{GoldReward, World};
 pub mod bon;
 pub mod cli;
 pub mod dpo;
+pub mod optimise;
 pub mod proxy;
 pub mod report;
 pub mod rl;

@@ -1,32 +1,34 @@
-//! Proxy reward models of the world: a copy of the start policy's GPT as backbone plus a
-//! scalar head on the hidden state of the last token (`<eos>`, appended to every completion),
-//! trained in-process on annotator-labelled pairs with the Bradley-Terry loss
-//! `L = −log σ(r(x, y_c) − r(x, y_r))` (Ouyang et al. 2022; `mismatch_reward::loss::bradley_terry`).
+//! Proxy reward models of the world: the reward crate's decoder-backbone RMs
+//! (`mismatch_reward::train::train_in_memory`) with the start policy's directory as backbone —
+//! a copy of its GPT plus a scalar head on the hidden state of the last token (`<eos>`),
+//! trained on annotator-labelled pairs with the Bradley-Terry loss
+//! `L = −log σ(r(x, y_c) − r(x, y_r))` (Ouyang et al. 2022).
 //!
 //! Kinds (Coste et al. 2023, "Reward Model Ensembles Help Mitigate Overoptimization"; Ramé et al.
 //! 2024, "WARM"):
 //! - `single`: member 0 alone;
-//! - `mean`, `wco`, `uwo`: K members (seeds `seed..seed+K`: head initialisation and data order),
-//!   combined by `mismatch_reward::ensemble::aggregate` — mean, min, mean − λ·var;
-//! - `warm`: one model whose weights are the element-wise mean of the K members' weights; all
-//!   members start from the same pre-trained backbone, the condition WARM needs.
+//! - `mean`, `wco`, `uwo`: the K members (head seeds `seed..seed+K`, each with its own data
+//!   order), combined by `mismatch_reward::ensemble::aggregate` — mean, min, mean − λ·var;
+//! - `warm`: one model whose weights are the element-wise mean of the K members' weights
+//!   (`RewardModel::save_warm`); all members start from the same pre-trained backbone, the
+//!   condition WARM needs.
 //!
-//! Scores are standardised per member on the start policy's samples (the RM's own training
-//! responses), `r ← (r − μ)/σ`, so that one KL coefficient means the same for every RM, and
-//! the start policy scores about 0, as Gao et al. centre their scores.
+//! What the world adds is a thin wrapper: scores are standardised per member on the start
+//! policy's samples (the RM's own training responses), `r ← (r − μ)/σ`, so that one KL
+//! coefficient means the same for every RM, and the start policy scores about 0, as Gao et al.
+//! centre their scores.
 
 use crate::world::World;
-use candle_core::{DType, Device, Tensor, Var, D};
-use candle_nn::VarBuilder;
-use mismatch_models::optim::AdamW;
-use mismatch_models::{CausalLm, Error, Gpt, Positions, Result};
+use candle_core::{Device, Tensor};
+use mismatch_models::{Error, Result};
 use mismatch_reward::ensemble::{aggregate, Aggregate};
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use mismatch_reward::train::{train_in_memory, Pair, TrainConfig};
+use mismatch_reward::{RewardModel, RmConfig};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 /// One labelled comparison: the annotators preferred `chosen`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -51,138 +53,33 @@ impl Default for RmTrainConfig {
     }
 }
 
-/// One reward model: backbone + head, plus its standardisation.
+/// One reward model (a one-member [`RewardModel`]) and its standardisation.
 pub struct Member {
-    gpt: Gpt,
-    w: Tensor,
-    b: Tensor,
+    rm: RewardModel,
     shift: f32,
     scale: f32,
 }
 
-/// Encodes (prompt, completion) rows left-padded so that every row ends in its last token.
-fn encode_rows(
-    tok: &tokenizers::Tokenizer,
-    prompts: &[&str],
-    comps: &[&str],
-    max_len: usize,
-) -> Result<(Tensor, Positions)> {
-    let enc = |s: String| -> Result<Vec<u32>> {
-        Ok(tok.encode(s.as_str(), true).map_err(|e| Error::Usage(format!("tokenizing: {e}")))?.get_ids().to_vec())
-    };
-    let mut rows = Vec::with_capacity(prompts.len());
-    for (p, c) in prompts.iter().zip(comps) {
-        let mut ids = enc(format!("{p} {c} {}", crate::lang::EOS))?;
-        if ids.len() > max_len {
-            // Keep the end: the completion is what differs.
-            ids.drain(1..ids.len() - max_len + 1);
-        }
-        rows.push(ids);
-    }
-    let t = rows.iter().map(Vec::len).max().unwrap_or(1);
-    let mut flat = Vec::with_capacity(rows.len() * t);
-    let mut mask = Vec::with_capacity(rows.len());
-    for r in &rows {
-        flat.extend(std::iter::repeat_n(0u32, t - r.len()).chain(r.iter().copied()));
-        mask.push(std::iter::repeat_n(0u8, t - r.len()).chain(std::iter::repeat_n(1u8, r.len())).collect());
-    }
-    let dev = Device::Cpu;
-    Ok((Tensor::from_vec(flat, (rows.len(), t), &dev)?, Positions::from_mask(&mask, t, &dev)?))
-}
-
 impl Member {
-    /// `[b]` raw rewards (before standardisation), differentiable.
-    fn raw(&self, tok: &tokenizers::Tokenizer, prompts: &[&str], comps: &[&str]) -> Result<Tensor> {
-        let (ids, pos) = encode_rows(tok, prompts, comps, self.gpt.max_seq_len())?;
-        let h = self.gpt.hidden(&ids, &pos, None)?;
-        let t = h.dim(1)?;
-        let last = h.narrow(1, t - 1, 1)?.squeeze(1)?;
-        Ok(last.broadcast_mul(&self.w)?.sum(D::Minus1)?.broadcast_add(&self.b)?)
-    }
-
-    fn score(&self, tok: &tokenizers::Tokenizer, prompts: &[&str], comps: &[&str]) -> Result<Vec<f32>> {
-        let mut out = Vec::with_capacity(prompts.len());
-        for (p, c) in prompts.chunks(128).zip(comps.chunks(128)) {
-            let r = self.raw(tok, p, c)?.detach().to_vec1::<f32>()?;
-            out.extend(r.into_iter().map(|x| (x - self.shift) / self.scale));
+    /// Wraps `rm`, standardised to mean 0 and standard deviation 1 on `on` (when ≥ 2 rows).
+    fn standardised(rm: RewardModel, on: &[(String, String)]) -> Result<Self> {
+        let mut m = Member { rm, shift: 0.0, scale: 1.0 };
+        if on.len() < 2 {
+            return Ok(m);
         }
-        Ok(out)
+        let p: Vec<&str> = on.iter().map(|x| x.0.as_str()).collect();
+        let c: Vec<&str> = on.iter().map(|x| x.1.as_str()).collect();
+        let s = m.rm.score(&p, &c)?;
+        let n = s.len() as f64;
+        let mu = s.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let sd = (s.iter().map(|&x| (x as f64 - mu).powi(2)).sum::<f64>() / (n - 1.0)).sqrt().max(1e-6);
+        (m.shift, m.scale) = (mu as f32, sd as f32);
+        Ok(m)
     }
 
-    fn tensors(&self) -> Result<HashMap<String, Tensor>> {
-        let dir = tempfile::tempdir().map_err(|e| Error::io(Path::new("."), e))?;
-        self.gpt.save(dir.path())?;
-        let mut t = mismatch_models::checkpoint::load_safetensors(&dir.path().join("model.safetensors"), &Device::Cpu)?;
-        t.insert("score.weight".into(), self.w.copy()?);
-        t.insert("score.bias".into(), self.b.copy()?);
-        Ok(t)
+    fn score(&self, prompts: &[&str], comps: &[&str]) -> Result<Vec<f32>> {
+        Ok(self.rm.score(prompts, comps)?.into_iter().map(|x| (x - self.shift) / self.scale).collect())
     }
-}
-
-/// Trains one member from `backbone` (a start-policy directory) on `pairs`.
-pub fn train_member(
-    backbone: &Path,
-    pairs: &[LabelledPair],
-    cfg: &RmTrainConfig,
-    seed: u64,
-    standardise_on: &[(String, String)],
-) -> Result<(Member, Vec<f64>)> {
-    let tok = crate::start::tokenizer()?;
-    let dev = Device::Cpu;
-    let (gpt, varmap) = Gpt::load(backbone, &dev, true)?;
-    let varmap = varmap.expect("trainable");
-    let c = gpt.config().n_embd;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xa11ce);
-    let w0: Vec<f32> = (0..c).map(|_| (rng.random::<f32>() - 0.5) * 0.04).collect();
-    let w = Var::from_tensor(&Tensor::from_vec(w0, c, &dev)?)?;
-    let b = Var::from_tensor(&Tensor::zeros(1, DType::F32, &dev)?)?;
-    let mut vars: Vec<(String, Var)> =
-        varmap.data().lock().expect("varmap").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    vars.push(("score.weight".into(), w.clone()));
-    vars.push(("score.bias".into(), b.clone()));
-    let mut opt = AdamW::new(vars, cfg.lr, cfg.weight_decay)?;
-    let mut m = Member { gpt, w: w.as_tensor().clone(), b: b.as_tensor().clone(), shift: 0.0, scale: 1.0 };
-    let mut losses = Vec::new();
-    for _ in 0..cfg.epochs {
-        let mut order: Vec<usize> = (0..pairs.len()).collect();
-        order.shuffle(&mut rng);
-        let mut sum = 0.0;
-        for batch in order.chunks(cfg.batch_size) {
-            let prompts: Vec<&str> = batch.iter().flat_map(|&i| [pairs[i].prompt.as_str(); 2]).collect();
-            let comps: Vec<&str> =
-                batch.iter().flat_map(|&i| [pairs[i].chosen.as_str(), pairs[i].rejected.as_str()]).collect();
-            let r = m.raw(&tok, &prompts, &comps)?.reshape((batch.len(), 2))?;
-            let (rc, rr) = (r.narrow(1, 0, 1)?.squeeze(1)?, r.narrow(1, 1, 1)?.squeeze(1)?);
-            let loss = mismatch_reward::loss::bradley_terry(&rc, &rr)?;
-            let l = loss.to_scalar::<f32>()? as f64;
-            if !l.is_finite() {
-                return Err(Error::Usage(format!("reward-model loss is {l}: stopping")));
-            }
-            opt.step(&loss)?;
-            sum += l * batch.len() as f64;
-        }
-        losses.push(sum / pairs.len().max(1) as f64);
-    }
-    m.w = w.as_tensor().clone();
-    m.b = b.as_tensor().clone();
-    standardise(&mut m, &tok, standardise_on)?;
-    Ok((m, losses))
-}
-
-fn standardise(m: &mut Member, tok: &tokenizers::Tokenizer, on: &[(String, String)]) -> Result<()> {
-    (m.shift, m.scale) = (0.0, 1.0);
-    if on.len() < 2 {
-        return Ok(());
-    }
-    let p: Vec<&str> = on.iter().map(|x| x.0.as_str()).collect();
-    let c: Vec<&str> = on.iter().map(|x| x.1.as_str()).collect();
-    let s = m.score(tok, &p, &c)?;
-    let n = s.len() as f64;
-    let mu = s.iter().map(|&x| x as f64).sum::<f64>() / n;
-    let sd = (s.iter().map(|&x| (x as f64 - mu).powi(2)).sum::<f64>() / (n - 1.0)).sqrt().max(1e-6);
-    (m.shift, m.scale) = (mu as f32, sd as f32);
-    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,14 +108,13 @@ impl RmKind {
 pub struct Proxy {
     pub kind: RmKind,
     pub label: String,
-    members: Vec<std::sync::Arc<Member>>,
+    members: Vec<Arc<Member>>,
     how: Aggregate,
-    tok: tokenizers::Tokenizer,
 }
 
 impl Proxy {
     pub fn member_scores(&self, prompts: &[&str], comps: &[&str]) -> Result<Vec<Vec<f32>>> {
-        self.members.iter().map(|m| m.score(&self.tok, prompts, comps)).collect()
+        self.members.iter().map(|m| m.score(prompts, comps)).collect()
     }
 }
 
@@ -243,12 +139,12 @@ impl mismatch_policy::Reward for Proxy {
 
 /// A trained ensemble, from which every [`RmKind`] is built.
 pub struct Ensemble {
-    pub members: Vec<std::sync::Arc<Member>>,
-    pub warm: std::sync::Arc<Member>,
-    pub losses: Vec<Vec<f64>>,
+    pub members: Vec<Arc<Member>>,
+    pub warm: Arc<Member>,
 }
 
-/// Trains `k` members (seeds `seed + i`) and their WARM average.
+/// Trains `k` members (head seeds `seed + i`) on `backbone` (a start-policy directory) and
+/// their WARM average, each standardised on `standardise_on`.
 pub fn train_ensemble(
     backbone: &Path,
     pairs: &[LabelledPair],
@@ -258,37 +154,36 @@ pub fn train_ensemble(
     standardise_on: &[(String, String)],
     bar: &indicatif::ProgressBar,
 ) -> Result<Ensemble> {
-    let mut members = Vec::new();
-    let mut losses = Vec::new();
-    for i in 0..k.max(1) {
-        let (m, l) = train_member(backbone, pairs, cfg, seed + i as u64, standardise_on)?;
-        members.push(std::sync::Arc::new(m));
-        losses.push(l);
-        bar.inc(1);
-    }
-    // WARM: element-wise mean of every weight.
-    let mut sum: HashMap<String, Tensor> = HashMap::new();
-    for m in &members {
-        for (k, v) in m.tensors()? {
-            let s = match sum.remove(&k) {
-                Some(acc) => (acc + v)?,
-                None => v,
-            };
-            sum.insert(k, s);
-        }
-    }
-    let kf = members.len() as f64;
-    let mut avg: HashMap<String, Tensor> = HashMap::new();
-    for (n, t) in sum {
-        avg.insert(n, (t / kf)?);
-    }
-    let w = avg.remove("score.weight").expect("head");
-    let b = avg.remove("score.bias").expect("head");
-    let cfg_gpt = members[0].gpt.config().clone();
-    let gpt = Gpt::new(&cfg_gpt, VarBuilder::from_tensors(avg, DType::F32, &Device::Cpu))?;
-    let mut warm = Member { gpt, w, b, shift: 0.0, scale: 1.0 };
-    standardise(&mut warm, &crate::start::tokenizer()?, standardise_on)?;
-    Ok(Ensemble { members, warm: std::sync::Arc::new(warm), losses })
+    let spec = backbone.to_str().ok_or_else(|| Error::invalid(backbone, "path is not UTF-8"))?;
+    let tc = TrainConfig {
+        members: k.max(1),
+        epochs: cfg.epochs,
+        batch_size: cfg.batch_size,
+        lr: cfg.lr,
+        weight_decay: cfg.weight_decay,
+        seed,
+        ..TrainConfig::new(spec)
+    };
+    let train: Vec<Pair> = pairs
+        .iter()
+        .map(|p| Pair { prompt: p.prompt.clone(), chosen: p.chosen.clone(), rejected: p.rejected.clone(), margin: 0.0 })
+        .collect();
+    let mut rm = train_in_memory(&tc, &train, &[], false)?;
+    bar.inc(tc.members as u64);
+    // WARM: the members' weight average, written by the reward crate and read back.
+    let tmp = tempfile::tempdir().map_err(|e| Error::io(Path::new("."), e))?;
+    let warm_dir = tmp.path().join("warm");
+    rm.save_warm(&warm_dir)?;
+    let warm = RewardModel::load(&warm_dir, &Device::Cpu)?;
+    let config = rm.config.clone();
+    let members = std::mem::take(&mut rm.members)
+        .into_iter()
+        .map(|m| {
+            let one = RewardModel::from_members(RmConfig { members: 1, ..config.clone() }, vec![m])?;
+            Ok(Arc::new(Member::standardised(one, standardise_on)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Ensemble { members, warm: Arc::new(Member::standardised(warm, standardise_on)?) })
 }
 
 impl Ensemble {
@@ -300,7 +195,7 @@ impl Ensemble {
             RmKind::Uwo => (self.members.clone(), Aggregate::UncertaintyWeighted { lambda: uwo_lambda }),
             RmKind::Warm => (vec![self.warm.clone()], Aggregate::Mean),
         };
-        Ok(Proxy { kind, label: label.to_string(), members, how, tok: crate::start::tokenizer()? })
+        Ok(Proxy { kind, label: label.to_string(), members, how })
     }
 }
 

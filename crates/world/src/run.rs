@@ -11,8 +11,8 @@ use crate::bon::{self, BonCurve};
 use crate::config::RunConfig;
 use crate::corpus::sample_prompt;
 use crate::lang::words;
+use crate::optimise::{RunCtx, RunLog};
 use crate::proxy::{label_pairs, train_ensemble, LabelledPair, RmKind};
-use crate::rl::{RunCtx, RunLog};
 use crate::sample::sample;
 use crate::world::World;
 use mismatch_models::{Error, Gpt, Result};
@@ -172,11 +172,12 @@ fn run_seed(
     let ctx = RunCtx {
         world,
         start_dir,
+        start: &start,
         tok,
         eval_prompts: &eval_prompts,
         max_new,
         eval_seed: seed * 1000 + 6,
-        save_dir: Some(&work),
+        work_dir: &work,
     };
     let mut runs = Vec::new();
     let mut plan: Vec<(RmKind, f64)> = cfg.rl.kl_coefs.iter().map(|&b| (RmKind::Single, b)).collect();
@@ -191,7 +192,16 @@ fn run_seed(
     }
     bar.set_message("dpo");
     let single = ens.proxy(RmKind::Single, cfg.rm.uwo_lambda, "single")?;
-    let log = crate::dpo::dpo(&ctx, &cfg.dpo, &pairs, &single, seed * 1000 + 9, &format!("dpo-seed{seed}"), &bar)?;
+    let log = crate::dpo::dpo(
+        &ctx,
+        &cfg.dpo,
+        &pairs,
+        &eval_pairs,
+        &single,
+        seed * 1000 + 9,
+        &format!("dpo-seed{seed}"),
+        &bar,
+    )?;
     write_metrics(out, &log)?;
     runs.push(RunLog { name: "dpo".into(), ..log });
     bar.finish_with_message("done");
