@@ -28,6 +28,7 @@ PAIRS = {
               ["--n-layer", "4", "--n-embd", "256", "--n-head", "4", "--block", "128", "--batch", "16", "--vocab", "96"]),
     "generate": ("bench-generate", "bench/torch_generate.py", ["--batch", "8", "--new-tokens", "64"]),
     "embed": ("bench-embed", "bench/torch_embed.py", ["--batch", "32", "--n", "256"]),
+    "rm": ("bench-rm", "bench/torch_rm.py", ["--pairs", "16", "--batch", "8", "--seq", "128"]),
 }
 # Policy-optimisation steps (rollout + update) on the tiny GPT, 16 prompts × 4 samples, 24 new
 # tokens, at 2 and 1 threads: bench-policy vs bench/torch_policy.py.

@@ -9,9 +9,11 @@
 //!   whose chosen responses become the demonstrations.
 //! - `--eval-data FILE`: held-out preference pairs (DPO/IPO `eval_*` metrics).
 
+// Prompts are rendered to text the way the reward model sees them.
 use crate::train::{train, Algo, Demo, PolicyConfig, PrefPair, RunOptions, TrainData};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use mismatch_reward::train::render;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Subcommand)]
@@ -170,26 +172,6 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         eprintln!("best-of-{}: {}", cfg.num_generations, a.out.join("bon.json").display());
     }
     Ok(())
-}
-
-/// A prompt as one text: plain text as is, a conversation as `Role: content` blocks joined by
-/// blank lines (the same rendering the reward model sees).
-fn render(t: &mismatch_data::Turns) -> String {
-    match t {
-        mismatch_data::Turns::Text(s) => s.clone(),
-        mismatch_data::Turns::Chat(m) => m
-            .iter()
-            .map(|m| {
-                let role = match m.role {
-                    mismatch_data::Role::System => "System",
-                    mismatch_data::Role::User => "User",
-                    mismatch_data::Role::Assistant => "Assistant",
-                };
-                format!("{role}: {}", m.content)
-            })
-            .collect::<Vec<_>>()
-            .join("\n\n"),
-    }
 }
 
 /// Text of a `prompt`-like field: a string, or a list of {role, content} messages.
