@@ -331,6 +331,26 @@ impl Averages {
     }
 }
 
+/// Closes a sampling step (PPO, RLOO, GRPO): the minibatch averages, the rollout's length and
+/// EOS counts and the KL coefficient used are logged; then the KL controller sees this step's
+/// mean KL over `b` rollouts (a no-op for a fixed coefficient).
+pub fn finish_step(
+    s: &mut Session,
+    mut m: Metrics,
+    avg: Averages,
+    ro: &Rollout,
+    beta: f64,
+    mean_kl: f64,
+    b: usize,
+) -> Result<Metrics> {
+    avg.into_metrics(&mut m);
+    put(&mut m, "completions/mean_length", ro.mean_length());
+    put(&mut m, "val/num_eos_tokens", ro.num_eos());
+    put(&mut m, "kl_coef", beta);
+    s.kl.update(mean_kl, b);
+    Ok(m)
+}
+
 /// What a checkpoint's `trainer_state.json` holds besides the weights.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrainerState {

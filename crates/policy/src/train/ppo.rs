@@ -10,8 +10,8 @@
 //! come from forward passes without a graph.
 
 use super::common::{
-    batch_indices, check_finite, derive_seed, ix_tensor, mean_entropy, permutation, put, rollout, rows, scalar, score,
-    Averages, Session,
+    batch_indices, check_finite, derive_seed, finish_step, ix_tensor, mean_entropy, permutation, put, rollout, rows,
+    scalar, score, Averages, Session,
 };
 use super::{PolicyConfig, RunOptions, TrainData, TrainOutcome};
 use crate::ppo::{self as maths, MissingEos, PpoConfig};
@@ -150,10 +150,5 @@ fn ppo_step(
             avg.add("grad_norm", norm);
         }
     }
-    avg.into_metrics(&mut m);
-    put(&mut m, "completions/mean_length", ro.mean_length());
-    put(&mut m, "val/num_eos_tokens", ro.num_eos());
-    put(&mut m, "kl_coef", beta);
-    s.kl.update(mean_kl, b);
-    Ok(m)
+    finish_step(s, m, avg, &ro, beta, mean_kl, b)
 }

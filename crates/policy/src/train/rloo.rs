@@ -6,8 +6,8 @@
 //! the k3 KL in the loss unless `kl_in_reward` ([`crate::grpo`]). No value model.
 
 use super::common::{
-    batch_indices, check_finite, derive_seed, ix_tensor, mean_entropy, mean_std, permutation, put, rollout, rows,
-    scalar, score, Averages, Metrics, Session,
+    batch_indices, check_finite, derive_seed, finish_step, ix_tensor, mean_entropy, mean_std, permutation, put,
+    rollout, rows, scalar, score, Averages, Metrics, Session,
 };
 use super::{Algo, PolicyConfig, RunOptions, TrainData, TrainOutcome};
 use crate::grpo::{self, Aggregation, GrpoConfig};
@@ -125,10 +125,5 @@ fn group_step(s: &mut Session, reward: &dyn Reward, data: &TrainData, step: usiz
             avg.add("grad_norm", norm);
         }
     }
-    avg.into_metrics(&mut m);
-    put(&mut m, "completions/mean_length", ro.mean_length());
-    put(&mut m, "val/num_eos_tokens", ro.num_eos());
-    put(&mut m, "kl_coef", beta);
-    s.kl.update(mean_kl, b);
-    Ok(m)
+    finish_step(s, m, avg, &ro, beta, mean_kl, b)
 }
