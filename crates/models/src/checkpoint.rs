@@ -108,9 +108,61 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
         .map_err(|e| Error::invalid(path, format!("line {}, column {}: {e}", e.line(), e.column())))
 }
 
+/// Parses a TOML config read from `path`; an error names the file, the line and the field
+/// (`table.key`, read off the text at the error's position), e.g.
+/// `run.toml: line 2, field rl.steps: invalid type: string "many", expected usize`.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
+    toml::from_str(text).map_err(|e| {
+        let Some(start) = e.span().map(|s| s.start.min(text.len())) else {
+            return Error::invalid(path, e.message().to_string());
+        };
+        let line = text[..start].matches('\n').count() + 1;
+        let field = toml_field_at(text, line).map(|f| format!(", field {f}")).unwrap_or_default();
+        Error::invalid(path, format!("line {line}{field}: {}", e.message()))
+    })
+}
+
+/// The dotted key set on 1-based `line` (`key = …` under the nearest `[table]` header above).
+fn toml_field_at(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let here = lines.get(line.checked_sub(1)?)?.trim();
+    let key = here.split_once('=').map(|(k, _)| k.trim().trim_matches('"').to_string()).filter(|k| !k.is_empty())?;
+    let table = lines[..line - 1]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_start_matches('[').trim_end_matches(']').trim().to_string());
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn toml_errors_name_file_line_and_field() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Rl {
+            steps: usize,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Cfg {
+            seed: u64,
+            rl: Rl,
+        }
+        let p = Path::new("run.toml");
+        let e = parse_toml::<Cfg>(p, "seed = 1\n\n[rl]\nsteps = \"many\"\n").unwrap_err().to_string();
+        assert!(e.contains("run.toml") && e.contains("line 4, field rl.steps") && e.contains("usize"), "{e}");
+        let e = parse_toml::<Cfg>(p, "seed = -1\n[rl]\nsteps = 3\n").unwrap_err().to_string();
+        assert!(e.contains("line 1, field seed"), "{e}");
+        assert!(parse_toml::<Cfg>(p, "seed = 1\n[rl]\nsteps = 3\n").is_ok());
+    }
 
     #[test]
     fn save_replaces_atomically_and_roundtrips_bit_identical() {

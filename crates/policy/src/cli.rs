@@ -91,13 +91,7 @@ pub fn config_of(a: &TrainArgs) -> anyhow::Result<PolicyConfig> {
     let mut c = match &a.config {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
-            toml::from_str::<PolicyConfig>(&text).map_err(|e| {
-                let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
-                match line {
-                    Some(l) => anyhow::anyhow!("{}:{l}: {}", p.display(), e.message()),
-                    None => anyhow::anyhow!("{}: {}", p.display(), e.message()),
-                }
-            })?
+            mismatch_models::checkpoint::parse_toml::<PolicyConfig>(p, &text)?
         }
         None => PolicyConfig::default(),
     };

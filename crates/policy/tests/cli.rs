@@ -129,7 +129,7 @@ fn bad_inputs_give_errors_naming_file_line_and_field() {
         "--out",
         o,
     ]);
-    assert!(e.contains("cfg.toml:3") && e.contains("lerning_rate"), "{e}");
+    assert!(e.contains("cfg.toml: line 3, field lerning_rate"), "{e}");
     std::fs::write(&toml, "algo = \"rloo\"\nsteps = \"two\"\n").unwrap();
     let e = err(&[
         "--config",
@@ -143,7 +143,7 @@ fn bad_inputs_give_errors_naming_file_line_and_field() {
         "--out",
         o,
     ]);
-    assert!(e.contains("cfg.toml:2"), "{e}");
+    assert!(e.contains("cfg.toml: line 2, field steps"), "{e}");
 
     let prefs = d.join("prefs.jsonl");
     std::fs::write(

@@ -5,6 +5,7 @@
 use crate::annotators::Annotators;
 use crate::corpus::Mixture;
 use crate::gold::GoldWeights;
+pub use mismatch_models::checkpoint::parse_toml;
 use mismatch_models::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -62,15 +63,6 @@ impl Default for StartConfig {
             weight_decay: 0.0,
         }
     }
-}
-
-/// Parses a TOML config, naming the file, line and field on error.
-pub fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
-    toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-        let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
-        Error::invalid(path, format!("{at}{}", e.message()))
-    })
 }
 
 /// Preference data for the proxy RMs.
@@ -221,9 +213,9 @@ mod tests {
         assert_eq!((partial.seeds, partial.rl.steps, partial.rm.members), (1, 5, c.rm.members));
         let err =
             parse_toml::<RunConfig>(Path::new("exp.toml"), "seeds = 1\n[rl]\nstepz = 5\n").unwrap_err().to_string();
-        assert!(err.contains("exp.toml") && err.contains("line 3") && err.contains("stepz"), "{err}");
+        assert!(err.contains("exp.toml") && err.contains("line 3, field rl.stepz"), "{err}");
         let err = parse_toml::<RunConfig>(Path::new("exp.toml"), "seeds = \"three\"\n").unwrap_err().to_string();
-        assert!(err.contains("line 1") && err.contains("exp.toml"), "{err}");
+        assert!(err.contains("line 1, field seeds") && err.contains("exp.toml"), "{err}");
         let bad = RunConfig { seeds: 0, ..RunConfig::default() };
         let err = bad.validate(Path::new("exp.toml")).unwrap_err().to_string();
         assert!(err.contains("seeds") && err.contains("exp.toml"), "{err}");
