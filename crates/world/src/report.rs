@@ -243,39 +243,12 @@ pub fn render(s: &Value) -> String {
 
     page.section("Failure modes over training");
     if let Some(r) = runs.iter().find(|r| r["name"] == h["single_run"]) {
-        let mut p = LinePlot {
-            title: format!("{}: meters vs step", r["name"].as_str().unwrap_or("")),
-            x_label: "step".into(),
-            y_label: "rate".into(),
-            ..Default::default()
-        };
         let steps = arr(&r["step"]);
-        for m in ["benign_refusal", "hedging", "repetition", "correct", "harmful_refusal"] {
-            p.series.push(Series {
-                name: m.into(),
-                xs: steps.clone(),
-                ys: arr(&r["meters"][m]),
-                points: true,
-                ..Default::default()
-            });
-        }
-        page.plot(p.to_svg());
-        let mut p = LinePlot {
-            title: "length (words) and filler sentences vs step".into(),
-            x_label: "step".into(),
-            y_label: "per response".into(),
-            ..Default::default()
-        };
-        for m in ["length", "filler", "garbage"] {
-            p.series.push(Series {
-                name: m.into(),
-                xs: steps.clone(),
-                ys: arr(&r["meters"][m]),
-                points: true,
-                ..Default::default()
-            });
-        }
-        page.plot(p.to_svg());
+        let title = format!("{}: meters vs step", r["name"].as_str().unwrap_or(""));
+        let rates = ["benign_refusal", "hedging", "repetition", "correct", "harmful_refusal"];
+        page.plot(meter_plot(title, "rate", &steps, r, &rates));
+        let title = "length (words) and filler sentences vs step".to_string();
+        page.plot(meter_plot(title, "per response", &steps, r, &["length", "filler", "garbage"]));
         let rows: Vec<Vec<String>> = r["meter_rise_after_peak"]
             .as_object()
             .map(|o| o.iter().map(|(k, v)| vec![k.clone(), ci_str(v, 3)]).collect())
@@ -305,4 +278,19 @@ pub fn render(s: &Value) -> String {
 
 fn fmt_opt(v: &Value) -> String {
     v.as_f64().map(|x| format!("{x:.3}")).unwrap_or_else(|| "—".into())
+}
+
+/// One run's failure meters `meters` (per evaluation point) against training step.
+fn meter_plot(title: String, y_label: &str, steps: &[f64], run: &Value, meters: &[&str]) -> String {
+    let series = meters
+        .iter()
+        .map(|&m| Series {
+            name: m.into(),
+            xs: steps.to_vec(),
+            ys: arr(&run["meters"][m]),
+            points: true,
+            ..Default::default()
+        })
+        .collect();
+    LinePlot { title, x_label: "step".into(), y_label: y_label.into(), series, ..Default::default() }.to_svg()
 }
