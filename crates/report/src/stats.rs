@@ -154,6 +154,47 @@ pub fn diff_ci(a: &[f64], b: &[f64], seed: u64) -> Ci {
     mean_ci(&d, seed)
 }
 
+/// Mean paired difference `a − b` over clustered pairs (e.g. prompts within independent seeds),
+/// with a two-stage percentile-bootstrap 95% CI: each resample draws the clusters with
+/// replacement and then, inside each drawn cluster, its pairs with replacement (Davison &
+/// Hinkley, "Bootstrap Methods and their Application", 1997, §3.8; Field & Welsh 2007). Unlike
+/// [`diff_ci`] on the pooled pairs, the interval carries the run-to-run spread of the clusters,
+/// which dominates when each cluster is one training run. The point estimate is the mean over
+/// all pairs; `n` counts pairs.
+///
+/// Panics if a cluster's `a` and `b` differ in length (a caller bug, not bad input).
+pub fn clustered_diff_ci(clusters: &[(Vec<f64>, Vec<f64>)], seed: u64) -> Ci {
+    let diffs: Vec<Vec<f64>> = clusters
+        .iter()
+        .map(|(a, b)| {
+            assert_eq!(a.len(), b.len(), "clustered_diff_ci: a and b must be paired");
+            a.iter().zip(b).map(|(a, b)| a - b).collect()
+        })
+        .filter(|d: &Vec<f64>| !d.is_empty())
+        .collect();
+    let n: usize = diffs.iter().map(Vec::len).sum();
+    let m = diffs.iter().flatten().sum::<f64>() / n as f64;
+    if n < 2 || !m.is_finite() {
+        return Ci::point(m, n);
+    }
+    let k = diffs.len();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut boots = Vec::with_capacity(RESAMPLES);
+    for _ in 0..RESAMPLES {
+        let (mut sum, mut count) = (0.0, 0usize);
+        for _ in 0..k {
+            let d = &diffs[rng.random_range(0..k)];
+            for _ in 0..d.len() {
+                sum += d[rng.random_range(0..d.len())];
+            }
+            count += d.len();
+        }
+        boots.push(sum / count as f64);
+    }
+    boots.sort_by(|a, b| a.total_cmp(b));
+    Ci { mean: m, lo: quantile(&boots, 0.025), hi: quantile(&boots, 0.975), n }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,5 +279,33 @@ mod tests {
         let c = diff_ci(&before, &after, 1);
         assert!(c.lo > 0.0 && c.excludes(0.0), "{c:?}");
         assert_eq!(c.fmt(2), format!("{:.2} [{:.2}, {:.2}]", c.mean, c.lo, c.hi));
+    }
+
+    /// Clusters whose means differ widen the interval beyond the pooled one; identical clusters
+    /// do not; the point estimate is the pooled mean difference; one cluster is the ordinary
+    /// paired bootstrap's setting.
+    #[test]
+    fn clustered_interval_carries_between_cluster_spread() {
+        let within: Vec<f64> = (0..40).map(|i| (i % 5) as f64 * 0.1).collect();
+        let zeros = vec![0.0; 40];
+        let shifted = |c: f64| (within.iter().map(|x| x + c).collect::<Vec<_>>(), zeros.clone());
+        let spread = vec![shifted(0.0), shifted(1.0), shifted(2.0)];
+        let same = vec![shifted(1.0), shifted(1.0), shifted(1.0)];
+        let c_spread = clustered_diff_ci(&spread, 3);
+        let c_same = clustered_diff_ci(&same, 3);
+        // Pooled mean: within-mean 0.2 plus the mean shift 1.0.
+        assert!((c_spread.mean - 1.2).abs() < 1e-12 && (c_same.mean - 1.2).abs() < 1e-12);
+        assert_eq!(c_spread.n, 120);
+        let pooled_a: Vec<f64> = spread.iter().flat_map(|c| c.0.clone()).collect();
+        let pooled = diff_ci(&pooled_a, &vec![0.0; 120], 3);
+        assert!(c_spread.hi - c_spread.lo > 3.0 * (pooled.hi - pooled.lo), "{c_spread:?} vs {pooled:?}");
+        // Identical clusters: only the within-cluster noise, about the pooled width.
+        let w = c_same.hi - c_same.lo;
+        assert!(w > 0.02 && w < 0.15, "{c_same:?}");
+        assert!(c_same.lo < 1.2 && 1.2 < c_same.hi);
+        // Three clusters at 0, 1, 2 (+0.2): a resample can draw the top cluster thrice, so the
+        // upper end lies near 2.2 and the lower near 0.2, never beyond.
+        assert!(c_spread.lo >= 0.0 && c_spread.hi <= 2.4, "{c_spread:?}");
+        assert_eq!(clustered_diff_ci(&spread, 3), c_spread, "seeded: reproducible");
     }
 }

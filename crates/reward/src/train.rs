@@ -533,7 +533,7 @@ fn run(
             if let Some(sd) = &state_dir {
                 // Checkpoint: member weights first, then the state file that points at them.
                 m.save(&sd.join(format!("member-{k}")))?;
-                write_atomic(&sd.join("optimizer.safetensors"), &safetensors_bytes(&opt.state())?)?;
+                write_atomic(&sd.join("optimizer.safetensors"), &safetensors_bytes(&opt.state()?)?)?;
                 let done_member = epoch + 1 == cfg.epochs;
                 let st = TrainerState {
                     config: cfg.clone(),

@@ -6,9 +6,13 @@
 //!
 //! Kinds (Coste et al. 2023, "Reward Model Ensembles Help Mitigate Overoptimization"; Ramé et al.
 //! 2024, "WARM"):
-//! - `single`: member 0 alone;
-//! - `mean`, `wco`, `uwo`: the K members (head seeds `seed..seed+K`, each with its own data
-//!   order), combined by `mismatch_reward::ensemble::aggregate` — mean, min, mean − λ·var;
+//! - `single`: member 0 alone, trained on every pair (what a lone RM would be);
+//! - `mean`, `wco`, `uwo`: the K members (head seeds `seed..seed+K`; with `bootstrap`, the
+//!   default, members 1..K each train on a bootstrap resample of the pairs), combined by
+//!   `mismatch_reward::ensemble::aggregate` — mean, min, mean − λ·var. Members that differ only
+//!   in head seed and data order agree almost everywhere in this world (same backbone, same
+//!   pairs), so a conservative objective had nothing to be conservative about; bagging makes
+//!   their errors differ where the data are thin, i.e. on the policy's drifted samples;
 //! - `warm`: one model whose weights are the element-wise mean of the K members' weights
 //!   (`RewardModel::save_warm`); all members start from the same pre-trained backbone, the
 //!   condition WARM needs.
@@ -24,7 +28,7 @@ use mismatch_models::{Error, Result};
 use mismatch_reward::ensemble::{aggregate, Aggregate};
 use mismatch_reward::train::{train_in_memory, Pair, TrainConfig};
 use mismatch_reward::{RewardModel, RmConfig};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -45,11 +49,18 @@ pub struct RmTrainConfig {
     pub batch_size: usize,
     pub lr: f64,
     pub weight_decay: f64,
+    /// Train only the scalar heads on a frozen, shared backbone (a linear probe).
+    pub frozen: bool,
+    /// Bagging (Breiman 1996): member k trains on its own bootstrap resample of the pairs (n
+    /// draws with replacement, seeded by `seed + k`) instead of the whole set in its own order,
+    /// so members' errors differ where the data are thin, which is what a conservative ensemble
+    /// needs to see (Coste et al. 2023 vary data order and seeds; Lakshminarayanan et al. 2017).
+    pub bootstrap: bool,
 }
 
 impl Default for RmTrainConfig {
     fn default() -> Self {
-        Self { epochs: 2, batch_size: 32, lr: 3e-4, weight_decay: 0.0 }
+        Self { epochs: 2, batch_size: 32, lr: 3e-4, weight_decay: 0.0, frozen: false, bootstrap: true }
     }
 }
 
@@ -143,10 +154,11 @@ pub struct Ensemble {
     pub warm: Arc<Member>,
 }
 
-/// Trains `k` members (head seeds `seed + i`) on `backbone` (a start-policy directory) and
+/// Trains `k` members (head seeds `seed + i`) on `backbone` (a reward-crate backbone spec: the
+/// start-policy directory in the world, `minilm-l6` or any HF directory for real models) and
 /// their WARM average, each standardised on `standardise_on`.
 pub fn train_ensemble(
-    backbone: &Path,
+    backbone: &str,
     pairs: &[LabelledPair],
     cfg: &RmTrainConfig,
     k: usize,
@@ -154,22 +166,43 @@ pub fn train_ensemble(
     standardise_on: &[(String, String)],
     bar: &indicatif::ProgressBar,
 ) -> Result<Ensemble> {
-    let spec = backbone.to_str().ok_or_else(|| Error::invalid(backbone, "path is not UTF-8"))?;
     let tc = TrainConfig {
         members: k.max(1),
         epochs: cfg.epochs,
         batch_size: cfg.batch_size,
         lr: cfg.lr,
         weight_decay: cfg.weight_decay,
+        frozen: cfg.frozen,
         seed,
-        ..TrainConfig::new(spec)
+        ..TrainConfig::new(backbone)
     };
     let train: Vec<Pair> = pairs
         .iter()
         .map(|p| Pair { prompt: p.prompt.clone(), chosen: p.chosen.clone(), rejected: p.rejected.clone(), margin: 0.0 })
         .collect();
-    let mut rm = train_in_memory(&tc, &train, &[], false)?;
-    bar.inc(tc.members as u64);
+    let mut rm = if cfg.bootstrap {
+        let mut members = Vec::with_capacity(tc.members);
+        let mut config = None;
+        for i in 0..tc.members {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(i as u64) ^ 0xb007);
+            // Member 0 (the `single` proxy) sees every pair, as a lone RM would.
+            let resample: Vec<Pair> = if i == 0 {
+                train.clone()
+            } else {
+                (0..train.len()).map(|_| train[rng.random_range(0..train.len())].clone()).collect()
+            };
+            let one = TrainConfig { members: 1, seed: seed + i as u64, ..tc.clone() };
+            let mut rm = train_in_memory(&one, &resample, &[], false)?;
+            config.get_or_insert_with(|| RmConfig { members: tc.members, ..rm.config.clone() });
+            members.append(&mut rm.members);
+            bar.inc(1);
+        }
+        RewardModel::from_members(config.expect("at least one member"), members)?
+    } else {
+        let rm = train_in_memory(&tc, &train, &[], false)?;
+        bar.inc(tc.members as u64);
+        rm
+    };
     // WARM: the members' weight average, written by the reward crate and read back.
     let tmp = tempfile::tempdir().map_err(|e| Error::io(Path::new("."), e))?;
     let warm_dir = tmp.path().join("warm");

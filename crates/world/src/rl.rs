@@ -44,9 +44,9 @@ impl Default for RlConfig {
             steps: 30,
             prompts_per_step: 16,
             samples_per_prompt: 4,
-            lr: 2e-4,
+            lr: 1.5e-4,
             kl_coefs: vec![0.01, 0.1],
-            eval_every: 5,
+            eval_every: 3,
             mitigations: vec![crate::proxy::RmKind::Wco, crate::proxy::RmKind::Uwo, crate::proxy::RmKind::Warm],
         }
     }

@@ -129,15 +129,9 @@ fn run_seed(
     for &size in &cfg.data.pair_sizes {
         let n = pairs.len() * size / n_max;
         bar.set_message(format!("reward models ({n} pairs)"));
-        let ens = train_ensemble(
-            start_dir,
-            &pairs[..n],
-            &cfg.rm.train,
-            cfg.rm.members,
-            seed * 100 + 7,
-            &standardise_on,
-            &bar,
-        )?;
+        let spec = start_dir.to_str().ok_or_else(|| Error::invalid(start_dir, "path is not UTF-8"))?;
+        let ens =
+            train_ensemble(spec, &pairs[..n], &cfg.rm.train, cfg.rm.members, seed * 100 + 7, &standardise_on, &bar)?;
         for kind in [RmKind::Single, RmKind::Mean, RmKind::Wco, RmKind::Uwo, RmKind::Warm] {
             let p = ens.proxy(kind, cfg.rm.uwo_lambda, &format!("{}-{size}", kind.name()))?;
             rms.push(evaluate_rm(world, &p, &eval_pairs, kind, size)?);

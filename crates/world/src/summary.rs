@@ -3,13 +3,20 @@
 //! Curves are means over seeds at each evaluation step with a Student-t 95% band across seeds
 //! (`*_lo`, `*_hi`). Gao fits use d = √KL and gold centred on the start policy (gold − gold at
 //! step 0 / n = 1). The gold drop of a run is the paired difference (same seed, same prompt)
-//! between the step where the mean gold peaks and the last step, with a bootstrap CI.
+//! between the step where the mean gold peaks and the last step; its CI is a two-stage bootstrap
+//! over seeds and then prompts ([`clustered_diff_ci`]), so it carries the run-to-run spread.
+//! Mitigations are compared with the single proxy the same way (same seeds, same prompts).
 
 use crate::meters::FAILURE_METERS;
 use crate::run::SeedResult;
 use mismatch_report::fit::{fit_bon, fit_rl, Fit};
-use mismatch_report::stats::{diff_ci, spearman_ci, t_ci, Ci};
+use mismatch_report::stats::{clustered_diff_ci, spearman_ci, t_ci, Ci};
 use serde_json::{json, Value};
+
+/// One (a, b) cluster per seed, for [`clustered_diff_ci`].
+fn paired<'a>(n_seeds: usize, get: impl Fn(usize) -> (&'a Vec<f64>, &'a Vec<f64>)) -> Vec<(Vec<f64>, Vec<f64>)> {
+    (0..n_seeds).map(|s| (get(s).0.clone(), get(s).1.clone())).collect()
+}
 
 fn ci(c: &Ci) -> Value {
     json!({"mean": c.mean, "lo": c.lo, "hi": c.hi, "n": c.n})
@@ -63,31 +70,22 @@ pub fn summarise(results: &[SeedResult], command: &str, config: &crate::config::
         let fit = fit_rl(&d, &centred);
         let peak = (0..np).max_by(|&a, &b| gold[a].total_cmp(&gold[b]).then(b.cmp(&a))).unwrap_or(0);
         let last = np - 1;
-        let (mut at_peak, mut at_last) = (vec![], vec![]);
-        for s in 0..ns {
-            at_peak.extend(&ev(s, peak).golds);
-            at_last.extend(&ev(s, last).golds);
-        }
-        let drop = diff_ci(&at_peak, &at_last, 17);
-        let (mut p_peak, mut p_last) = (vec![], vec![]);
-        for s in 0..ns {
-            p_peak.extend(&ev(s, peak).proxies);
-            p_last.extend(&ev(s, last).proxies);
-        }
-        let proxy_rise = diff_ci(&p_last, &p_peak, 19);
-        // Meter rise from the gold peak to the end, paired by (seed, prompt), bootstrap CI.
+        let drop = clustered_diff_ci(&paired(ns, |s| (&ev(s, peak).golds, &ev(s, last).golds)), 17);
+        let proxy_rise = clustered_diff_ci(&paired(ns, |s| (&ev(s, last).proxies, &ev(s, peak).proxies)), 19);
+        // Meter rise from the gold peak to the end, paired by (seed, prompt).
         let mut rises = serde_json::Map::new();
         for name in FAILURE_METERS {
-            let (mut a, mut b) = (vec![], vec![]);
-            for s in 0..ns {
-                for (x, y) in ev(s, last).per_sample[name].iter().zip(&ev(s, peak).per_sample[name]) {
-                    if x.is_finite() && y.is_finite() {
-                        a.push(*x);
-                        b.push(*y);
-                    }
-                }
-            }
-            rises.insert(name.to_string(), ci(&diff_ci(&a, &b, 29)));
+            let clusters: Vec<(Vec<f64>, Vec<f64>)> = (0..ns)
+                .map(|s| {
+                    ev(s, last).per_sample[name]
+                        .iter()
+                        .zip(&ev(s, peak).per_sample[name])
+                        .filter(|(x, y)| x.is_finite() && y.is_finite())
+                        .map(|(x, y)| (*x, *y))
+                        .unzip()
+                })
+                .collect();
+            rises.insert(name.to_string(), ci(&clustered_diff_ci(&clusters, 29)));
         }
         let (mut xs, mut ys) = (vec![], vec![]);
         for s in 0..ns {
@@ -148,7 +146,8 @@ pub fn summarise(results: &[SeedResult], command: &str, config: &crate::config::
     }
     let ann = t_ci(&results.iter().map(|s| s.annotator_acc_gold).collect::<Vec<_>>());
 
-    let headline = headline(&runs, &bon, config);
+    let vs_single = versus_single(results, &runs, config);
+    let headline = headline(&runs, &bon, config, &vs_single);
     json!({
         "command": command,
         "seeds": results.iter().map(|s| s.seed).collect::<Vec<_>>(),
@@ -161,7 +160,38 @@ pub fn summarise(results: &[SeedResult], command: &str, config: &crate::config::
     })
 }
 
-fn headline(runs: &[Value], bon: &[Value], cfg: &crate::config::RunConfig) -> Value {
+/// Each mitigation run against the single proxy at the same KL coefficient, paired by (seed,
+/// prompt): gold at its own peak minus the single run's gold at its peak, and the same at the
+/// last step (positive = the mitigation is better).
+fn versus_single(
+    results: &[SeedResult],
+    runs: &[Value],
+    cfg: &crate::config::RunConfig,
+) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    let idx = |name: &str| results[0].runs.iter().position(|r| r.name == name);
+    let single = crate::run::run_name_rl(crate::proxy::RmKind::Single, cfg.rl.kl_coefs[0]);
+    let Some(si) = idx(&single) else { return out };
+    let peak_of = |i: usize| runs[i]["peak"]["index"].as_u64().unwrap_or(0) as usize;
+    for &k in &cfg.rl.mitigations {
+        let name = crate::run::run_name_rl(k, cfg.rl.kl_coefs[0]);
+        let Some(mi) = idx(&name) else { continue };
+        let golds = |s: usize, run: usize, j: usize| &results[s].runs[run].evals[j].golds;
+        let (last_m, last_s) = (results[0].runs[mi].evals.len() - 1, results[0].runs[si].evals.len() - 1);
+        let ns = results.len();
+        let at_peak = clustered_diff_ci(&paired(ns, |s| (golds(s, mi, peak_of(mi)), golds(s, si, peak_of(si)))), 31);
+        let at_end = clustered_diff_ci(&paired(ns, |s| (golds(s, mi, last_m), golds(s, si, last_s))), 37);
+        out.insert(name, json!({"gold_vs_single_at_peak": ci(&at_peak), "gold_vs_single_at_end": ci(&at_end)}));
+    }
+    out
+}
+
+fn headline(
+    runs: &[Value],
+    bon: &[Value],
+    cfg: &crate::config::RunConfig,
+    vs_single: &serde_json::Map<String, Value>,
+) -> Value {
     let small = crate::run::run_name_rl(crate::proxy::RmKind::Single, cfg.rl.kl_coefs[0]);
     let find = |n: &str| runs.iter().find(|r| r["name"] == n);
     let mut h = serde_json::Map::new();
@@ -183,7 +213,11 @@ fn headline(runs: &[Value], bon: &[Value], cfg: &crate::config::RunConfig) -> Va
             let name = crate::run::run_name_rl(k, cfg.rl.kl_coefs[0]);
             if let Some(m) = find(&name) {
                 let g = m["peak"]["gold"].as_f64().unwrap_or(f64::NAN);
-                per.push(json!({"name": name, "rm": k.name(), "peak_gold": g, "peak_step": m["peak"]["step"], "peak_kl": m["peak"]["kl"], "final_gold": m["final"]["gold"]}));
+                let mut e = json!({"name": name, "rm": k.name(), "peak_gold": g, "peak_step": m["peak"]["step"], "peak_kl": m["peak"]["kl"], "final_gold": m["final"]["gold"]});
+                if let Some(Value::Object(v)) = vs_single.get(&name) {
+                    e.as_object_mut().expect("object").extend(v.clone());
+                }
+                per.push(e);
                 if k != crate::proxy::RmKind::Single && best.as_ref().is_none_or(|b| g > b.1) {
                     best = Some((name, g));
                 }

@@ -97,11 +97,14 @@ fn default_run_acceptance() {
     assert!(f(&h["proxy_rise_after_peak"]["lo"]) > 0.0, "proxy {:?}", h["proxy_rise_after_peak"]);
     let rising = h["failure_modes_rising"].as_array().unwrap();
     assert!(rising.len() >= 2, "failure modes rising: {rising:?}");
-    // (b) a conservative ensemble or WARM moves the gold peak higher or later.
+    // (b) a conservative ensemble or WARM moves the gold peak higher or later, and ends the run
+    // with more gold than the single proxy (paired CI over seeds and prompts above 0).
     let m = h["mitigations"].as_array().unwrap();
     let single = &m[0];
     assert!(
-        m[1..].iter().any(|x| f(&x["peak_gold"]) > f(&single["peak_gold"]) || f(&x["peak_kl"]) > f(&single["peak_kl"])),
+        m[1..].iter().any(|x| (f(&x["peak_gold"]) > f(&single["peak_gold"])
+            || f(&x["peak_step"]) > f(&single["peak_step"]))
+            && f(&x["gold_vs_single_at_end"]["lo"]) > 0.0),
         "{m:?}"
     );
     // (c) best-of-n gold vs d fits Gao's form.

@@ -546,7 +546,7 @@ impl Session {
             std::fs::remove_dir_all(&stage).map_err(|e| Error::io(&stage, e))?;
         }
         self.policy.save_model(&stage)?;
-        write_atomic(&stage.join("optimizer.safetensors"), &safetensors_bytes(&self.opt.state())?)?;
+        write_atomic(&stage.join("optimizer.safetensors"), &safetensors_bytes(&self.opt.state()?)?)?;
         if let Some(v) = &self.value {
             write_atomic(&stage.join("value_head.safetensors"), &safetensors_bytes(&v.tensors()?)?)?;
         }
