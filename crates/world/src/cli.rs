@@ -21,6 +21,10 @@ pub struct RunArgs {
     /// Print the effective config as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Only rewrite `report.html` from the `summary.json` already in `--out` (no experiment):
+    /// a report from an older version rendered by this one.
+    #[arg(long, requires = "out")]
+    pub report_only: bool,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -37,6 +41,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let out = args.out.clone().unwrap_or_else(crate::run::default_out);
+    if args.report_only {
+        let path = out.join("summary.json");
+        let summary: serde_json::Value = mismatch_models::checkpoint::read_json(&path)?;
+        let page = crate::report::render(&summary);
+        mismatch_models::checkpoint::write_atomic(&out.join("report.html"), page.as_bytes())?;
+        eprintln!("report: {}", out.join("report.html").display());
+        return Ok(());
+    }
     let progress = !args.no_progress && std::io::stderr().is_terminal();
     let mut command = String::from("mismatch run");
     if let Some(c) = &args.config {

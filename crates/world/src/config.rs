@@ -136,6 +136,10 @@ pub struct RunConfig {
     pub bon: BonConfig,
     pub rl: crate::rl::RlConfig,
     pub dpo: crate::dpo::DpoConfig,
+    /// Real models and data instead of the world (`world`, `start` and `start_seed` are then
+    /// ignored); see [`crate::real`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub real: Option<crate::real::RealConfig>,
 }
 
 impl Default for RunConfig {
@@ -154,6 +158,7 @@ impl Default for RunConfig {
             bon: BonConfig::default(),
             rl: Default::default(),
             dpo: Default::default(),
+            real: None,
         }
     }
 }
@@ -161,7 +166,10 @@ impl Default for RunConfig {
 impl RunConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let c: Self = parse_toml(path, &text)?;
+        let mut c: Self = parse_toml(path, &text)?;
+        if let Some(r) = &mut c.real {
+            r.base_dir = path.parent().map(Path::to_path_buf);
+        }
         c.validate(path)?;
         Ok(c)
     }
@@ -192,6 +200,15 @@ impl RunConfig {
         }
         if self.eval_prompts == 0 || self.bon.prompts == 0 {
             return bad("eval_prompts", "must be positive");
+        }
+        if let Some(r) = &self.real {
+            if self.max_new_tokens == 0 {
+                return bad("max_new_tokens", "must be positive");
+            }
+            if self.data.eval_pairs == 0 {
+                return bad("data.eval_pairs", "the real run needs held-out test pairs");
+            }
+            return r.validate(path);
         }
         if self.max_new_tokens + 16 > self.start.block_size {
             return bad("max_new_tokens", "prompt (up to 16 tokens) + max_new_tokens must fit start.block_size");

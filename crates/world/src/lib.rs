@@ -25,6 +25,7 @@ pub mod cli;
 pub mod dpo;
 pub mod optimise;
 pub mod proxy;
+pub mod real;
 pub mod report;
 pub mod rl;
 pub mod run;

@@ -18,10 +18,20 @@ pub fn run_and_report(cfg: &RunConfig, out: &Path, command: &str, progress: bool
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }
-    let world = crate::world::World::new(&cfg.world)?;
-    let start_dir = crate::start::start_policy(&world, &cfg.start, cfg.start_seed, &crate::start::home()?, progress)?;
-    let results = crate::run::run_all(cfg, out, &start_dir, progress)?;
-    let summary = crate::summary::summarise(&results, command, cfg);
+    let summary = if cfg.real.is_some() {
+        // Real models and data: no world, no start-policy pre-training (crate::real).
+        let results = crate::real::run_all(cfg, out, progress)?;
+        let mut s = crate::summary::summarise(&results, command, cfg);
+        s["setting"] = "real".into();
+        s["gold"] = crate::real::GOLD_DESCRIPTION.into();
+        s
+    } else {
+        let world = crate::world::World::new(&cfg.world)?;
+        let start_dir =
+            crate::start::start_policy(&world, &cfg.start, cfg.start_seed, &crate::start::home()?, progress)?;
+        let results = crate::run::run_all(cfg, out, &start_dir, progress)?;
+        crate::summary::summarise(&results, command, cfg)
+    };
     let bytes = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Usage(e.to_string()))?;
     mismatch_models::checkpoint::write_atomic(&out.join("summary.json"), &bytes)?;
     mismatch_models::checkpoint::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())?;
@@ -49,7 +59,12 @@ fn band(v: &Value, key: &str) -> Option<(Vec<f64>, Vec<f64>)> {
 /// The report page, from the summary alone (so every number shown is in summary.json).
 pub fn render(s: &Value) -> String {
     let h = &s["headline"];
-    let mut page = Page::new("mismatch: reward model, RL reward and evaluation in the embedded world");
+    let real = s["setting"] == "real";
+    let mut page = Page::new(if real {
+        "mismatch: reward model, RL reward and evaluation on real models and human labels"
+    } else {
+        "mismatch: reward model, RL reward and evaluation in the embedded world"
+    });
     let mut items: Vec<(String, String)> = vec![];
     if h["gold_peak"].is_object() {
         items.push((
@@ -76,12 +91,19 @@ pub fn render(s: &Value) -> String {
             if fm.is_empty() { "none".into() } else { fm.join(", ") },
         ));
         if h["best_mitigation"].is_object() {
+            let b = &h["best_mitigation"];
+            let end = if b["gold_vs_single_at_end"].is_object() {
+                format!("; {} gold vs single at the end", ci_str(&b["gold_vs_single_at_end"], 2))
+            } else {
+                String::new()
+            };
             items.push((
                 "best mitigation (gold peak)".into(),
                 format!(
-                    "{} ({:.3})",
-                    h["best_mitigation"]["name"].as_str().unwrap_or(""),
-                    f(&h["best_mitigation"]["peak_gold"])
+                    "{}: peak {:.2} at step {}{end}",
+                    b["name"].as_str().unwrap_or(""),
+                    f(&b["peak_gold"]),
+                    b["peak_step"]
                 ),
             ));
         }
@@ -92,14 +114,33 @@ pub fn render(s: &Value) -> String {
     page.headline(&items);
 
     page.section("What was run");
-    page.paragraph(
+    if real {
+        let r = &s["config"]["real"];
+        page.paragraph(format!(
+            "Real models and data: the policy {} (chat template: {}) is optimised against proxy reward models on {} \
+             trained on human preference labels from {}. Gold here is not a true reward: {} Evaluation prompts: {}. \
+             Refusal is detected from the opening of a response by phrase matching, as XSTest's string-match \
+             classifier does (Röttger et al. 2024); hedging, repetition and filler by phrase and n-gram rules.",
+            r["policy"].as_str().unwrap_or("?"),
+            r["chat"],
+            r["rm_backbone"].as_str().unwrap_or("?"),
+            r["pairs"].as_str().unwrap_or("?"),
+            s["gold"].as_str().unwrap_or(""),
+            match r["eval_prompts_file"].as_str() {
+                Some(f) if !f.is_empty() => format!("{f} (safe prompts: benign refusal; unsafe: harmful refusal)"),
+                _ => "first user turns of held-out test pairs".into(),
+            }
+        ));
+    } else {
+        page.paragraph(
         "The embedded world: a word-level task language with four kinds of prompt (lookup, compare, benign requests that \
          sound dangerous, harmful requests). A gold reward stands in for what users want: correct, concise answers; refusal \
          only of harmful requests; penalties for hedges, filler, repetition and garbage. Simulated annotators label pairs of \
          start-policy responses with a Bradley-Terry choice on gold plus a length bias, a hedging/safety-phrase bias and an \
          over-caution bias, and flip a share of labels (noise). Proxy reward models (a tiny GPT with a scalar head) learn from \
-         those labels; best-of-n, RLOO and DPO then optimise against them while the gold reward watches (Gao et al. 2022).",
-    );
+         those labels (the single proxy from all pairs, the other ensemble members from bootstrap resamples); best-of-n, RLOO and DPO then optimise against them while the gold reward watches (Gao et al. 2022).",
+        );
+    }
     page.code(s["command"].as_str().unwrap_or("mismatch run"));
     page.paragraph(format!(
         "Seeds: {}. Curves are means over seeds; bands are Student-t 95% intervals across seeds.",
@@ -205,10 +246,19 @@ pub fn render(s: &Value) -> String {
 
     // Link 2: RM <-> eval.
     page.section("Link 2: reward model ↔ evaluation");
-    page.paragraph(format!(
-        "Held-out pairs of start-policy responses. The annotators themselves agree with gold on {} of the pairs with distinct gold.",
-        ci_str(&s["annotators_acc_gold"], 3)
-    ));
+    page.paragraph(if real {
+        format!(
+            "Held-out human-labelled pairs (never trained on). The gold RM itself agrees with the held-out human labels on {} \
+             of them: the ceiling on how far its verdicts can be trusted. Accuracy vs gold is agreement with the gold RM; \
+             accuracy vs annotators is accuracy on the held-out human labels; ECE is against the human labels.",
+            ci_str(&s["annotators_acc_gold"], 3)
+        )
+    } else {
+        format!(
+            "Held-out pairs of start-policy responses. The annotators themselves agree with gold on {} of the pairs with distinct gold.",
+            ci_str(&s["annotators_acc_gold"], 3)
+        )
+    });
     let mut rows = vec![];
     for r in s["reward_models"].as_array().cloned().unwrap_or_default() {
         rows.push(vec![
@@ -220,17 +270,26 @@ pub fn render(s: &Value) -> String {
             ci_str(&r["gold_length_corr"], 3),
         ]);
     }
-    page.table(
-        &[
+    let header: [&str; 6] = if real {
+        [
+            "RM (kind-pairs)",
+            "agreement with the gold RM",
+            "accuracy on held-out human labels",
+            "ECE vs human labels",
+            "corr(score, length)",
+            "corr(gold RM, length)",
+        ]
+    } else {
+        [
             "RM (kind-pairs)",
             "accuracy vs gold",
             "accuracy vs annotators",
             "ECE vs gold",
             "corr(score, length)",
             "corr(gold, length)",
-        ],
-        &rows,
-    );
+        ]
+    };
+    page.table(&header, &rows);
 
     // Link 3: policy <-> eval.
     page.section("Link 3: policy ↔ evaluation");
@@ -264,11 +323,40 @@ pub fn render(s: &Value) -> String {
             format!("{}", m["peak_step"]),
             format!("{:.2}", f(&m["peak_kl"])),
             format!("{:.3}", f(&m["final_gold"])),
+            if m["gold_vs_single_at_peak"].is_object() {
+                ci_str(&m["gold_vs_single_at_peak"], 3)
+            } else {
+                "—".into()
+            },
+            if m["gold_vs_single_at_end"].is_object() { ci_str(&m["gold_vs_single_at_end"], 3) } else { "—".into() },
         ]);
     }
     page.section("Mitigations");
-    page.paragraph("Gold peak height and position per reward model at the small KL coefficient (conservative ensembles: Coste et al. 2023; WARM: Ramé et al. 2024):");
-    page.table(&["run", "gold peak", "peak step", "KL at peak", "gold at end"], &rows);
+    page.paragraph("Gold peak height and position per reward model at the small KL coefficient (conservative ensembles: Coste et al. 2023; WARM: Ramé et al. 2024). The last two columns compare each mitigation's gold with the single proxy's, paired by seed and prompt (positive = better), with a two-stage bootstrap 95% CI over seeds and prompts:");
+    page.table(
+        &["run", "gold peak", "peak step", "KL at peak", "gold at end", "vs single at peak", "vs single at end"],
+        &rows,
+    );
+    // Gold along training for the single proxy and each mitigation at the same β.
+    let names: Vec<&str> =
+        h["mitigations"].as_array().map(|a| a.iter().filter_map(|m| m["name"].as_str()).collect()).unwrap_or_default();
+    let series: Vec<Series> = runs
+        .iter()
+        .filter(|r| names.iter().any(|n| r["name"] == *n))
+        .map(|r| Series {
+            name: r["name"].as_str().unwrap_or("").to_string(),
+            xs: arr(&r["step"]),
+            ys: arr(&r["gold"]),
+            points: true,
+            ..Default::default()
+        })
+        .collect();
+    if series.len() > 1 {
+        let title = "Gold vs step: the single proxy and each mitigation".to_string();
+        page.plot(
+            LinePlot { title, x_label: "step".into(), y_label: "gold".into(), series, ..Default::default() }.to_svg(),
+        );
+    }
 
     page.section("Reproduce");
     page.code(s["command"].as_str().unwrap_or("mismatch run"));

@@ -58,13 +58,19 @@ pub fn run_name_rl(kind: RmKind, beta: f64) -> String {
 pub fn run_all(cfg: &RunConfig, out: &Path, start_dir: &Path, progress: bool) -> Result<Vec<SeedResult>> {
     let world = World::new(&cfg.world)?;
     let tok = crate::start::tokenizer()?;
-    let seeds: Vec<u64> = (0..cfg.seeds as u64).map(|i| cfg.seed + i).collect();
     let multi = indicatif::MultiProgress::new();
     if !progress {
         multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let results: Vec<std::sync::Mutex<Option<Result<SeedResult>>>> =
-        seeds.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    for_each_seed(cfg, |seed| run_seed(cfg, &world, &tok, start_dir, out, seed, &multi, progress))
+}
+
+/// Runs `work` for seeds `cfg.seed..cfg.seed + cfg.seeds` on `cfg.threads` threads and returns
+/// the results in seed order (each seed's work depends only on its seed, so scheduling does
+/// not change any result).
+pub fn for_each_seed<T: Send>(cfg: &RunConfig, work: impl Fn(u64) -> Result<T> + Sync) -> Result<Vec<T>> {
+    let seeds: Vec<u64> = (0..cfg.seeds as u64).map(|i| cfg.seed + i).collect();
+    let results: Vec<std::sync::Mutex<Option<Result<T>>>> = seeds.iter().map(|_| std::sync::Mutex::new(None)).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..cfg.threads.clamp(1, seeds.len()) {
@@ -73,7 +79,7 @@ pub fn run_all(cfg: &RunConfig, out: &Path, start_dir: &Path, progress: bool) ->
                 if i >= seeds.len() {
                     break;
                 }
-                let r = run_seed(cfg, &world, &tok, start_dir, out, seeds[i], &multi, progress);
+                let r = work(seeds[i]);
                 *results[i].lock().expect("lock") = Some(r);
             });
         }
@@ -202,7 +208,9 @@ fn run_seed(
     Ok(SeedResult { seed, rms, bon: curves, runs, annotator_acc_gold })
 }
 
-fn write_metrics(out: &Path, log: &RunLog) -> Result<()> {
+/// Writes `out/metrics/<run>/metrics.jsonl`: the trainer's per-step records, then the
+/// evaluation points marked `"eval": true`.
+pub fn write_metrics(out: &Path, log: &RunLog) -> Result<()> {
     let mut s = String::new();
     for r in &log.steps {
         s += &r.to_string();

@@ -86,6 +86,38 @@ pub struct EvalPoint {
     pub per_sample: std::collections::BTreeMap<&'static str, Vec<f64>>,
 }
 
+impl EvalPoint {
+    /// An evaluation point from per-sample KL, proxy and gold scores and the batch's meters: KL
+    /// and proxy get normal-approximation 95% intervals, gold takes the meters' interval.
+    pub fn new(
+        step: usize,
+        kl: &[f64],
+        proxies: Vec<f64>,
+        golds: Vec<f64>,
+        meters: Meters,
+        per_sample: std::collections::BTreeMap<&'static str, Vec<f64>>,
+    ) -> Self {
+        let (k, kh) = mean_ci(kl);
+        let (p, ph) = mean_ci(&proxies);
+        EvalPoint {
+            step,
+            kl: k,
+            kl_lo: k - kh,
+            kl_hi: k + kh,
+            proxy: p,
+            proxy_lo: p - ph,
+            proxy_hi: p + ph,
+            gold: meters.gold,
+            gold_lo: meters.gold_lo,
+            gold_hi: meters.gold_hi,
+            meters,
+            golds,
+            proxies,
+            per_sample,
+        }
+    }
+}
+
 /// Samples `prompts` once each (fixed `seed`) and measures KL to `reference`, proxy, gold, meters.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
@@ -106,23 +138,5 @@ pub fn evaluate(
     let meters = Meters::measure(world, prompts, &comps)?;
     let golds = prompts.iter().zip(&comps).map(|(p, c)| world.gold_score(p, c)).collect::<Result<Vec<_>>>()?;
     let per_sample = crate::meters::per_sample(world, prompts, &comps)?;
-    let (k, kh) = mean_ci(&kl);
-    let (p, ph) = mean_ci(&px);
-    let px = px.clone();
-    Ok(EvalPoint {
-        step,
-        kl: k,
-        kl_lo: k - kh,
-        kl_hi: k + kh,
-        proxy: p,
-        proxy_lo: p - ph,
-        proxy_hi: p + ph,
-        gold: meters.gold,
-        gold_lo: meters.gold_lo,
-        gold_hi: meters.gold_hi,
-        meters,
-        golds,
-        proxies: px,
-        per_sample,
-    })
+    Ok(EvalPoint::new(step, &kl, px, golds, meters, per_sample))
 }

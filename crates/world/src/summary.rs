@@ -207,7 +207,7 @@ fn headline(
             .unwrap_or_default();
         h.insert("failure_modes_rising".into(), json!(rising));
         // Mitigations: gold peak height and position per RM kind at the same KL coefficient.
-        let mut best: Option<(String, f64)> = None;
+        let mut best: Option<(Value, f64)> = None;
         let mut per = Vec::new();
         for k in std::iter::once(crate::proxy::RmKind::Single).chain(cfg.rl.mitigations.iter().copied()) {
             let name = crate::run::run_name_rl(k, cfg.rl.kl_coefs[0]);
@@ -217,15 +217,15 @@ fn headline(
                 if let Some(Value::Object(v)) = vs_single.get(&name) {
                     e.as_object_mut().expect("object").extend(v.clone());
                 }
-                per.push(e);
                 if k != crate::proxy::RmKind::Single && best.as_ref().is_none_or(|b| g > b.1) {
-                    best = Some((name, g));
+                    best = Some((e.clone(), g));
                 }
+                per.push(e);
             }
         }
         h.insert("mitigations".into(), json!(per));
-        if let Some((n, g)) = best {
-            h.insert("best_mitigation".into(), json!({"name": n, "peak_gold": g}));
+        if let Some((e, _)) = best {
+            h.insert("best_mitigation".into(), e);
         }
     }
     if let Some(b) = bon.iter().find(|b| b["name"] == "bon-single") {

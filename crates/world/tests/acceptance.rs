@@ -77,6 +77,21 @@ fn small_run_is_deterministic_and_renders() {
         assert!(!html.contains(bad), "the page must be self-contained (found {bad})");
     }
     check_page(a.path(), "report-small.png");
+    // `mismatch run --report-only` rebuilds the same page from summary.json alone.
+    std::fs::remove_file(b.path().join("report.html")).unwrap();
+    let args = mismatch_world::cli::RunArgs {
+        config: None,
+        out: Some(b.path().to_path_buf()),
+        seeds: None,
+        no_progress: true,
+        print_config: false,
+        report_only: true,
+    };
+    mismatch_world::cli::run(args).unwrap();
+    assert_eq!(std::fs::read_to_string(b.path().join("report.html")).unwrap(), html);
+    // Mitigations carry their paired comparison with the single proxy.
+    let m = &s["headline"]["mitigations"][1];
+    assert!(m["gold_vs_single_at_end"]["lo"].as_f64().unwrap() <= m["gold_vs_single_at_end"]["hi"].as_f64().unwrap());
 }
 
 fn f(v: &Value) -> f64 {
@@ -102,9 +117,10 @@ fn default_run_acceptance() {
     let m = h["mitigations"].as_array().unwrap();
     let single = &m[0];
     assert!(
-        m[1..].iter().any(|x| (f(&x["peak_gold"]) > f(&single["peak_gold"])
-            || f(&x["peak_step"]) > f(&single["peak_step"]))
-            && f(&x["gold_vs_single_at_end"]["lo"]) > 0.0),
+        m[1..]
+            .iter()
+            .any(|x| (f(&x["peak_gold"]) > f(&single["peak_gold"]) || f(&x["peak_step"]) > f(&single["peak_step"]))
+                && f(&x["gold_vs_single_at_end"]["lo"]) > 0.0),
         "{m:?}"
     );
     // (c) best-of-n gold vs d fits Gao's form.

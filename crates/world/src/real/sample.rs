@@ -1,0 +1,153 @@
+//! Sampling from a real policy and measuring it: the real-model counterparts of
+//! [`crate::sample`] (which is tied to the world's tiny GPT and its parser).
+
+use super::meters::{self, PromptKind};
+use crate::sample::EvalPoint;
+use mismatch_models::Result;
+use mismatch_policy::train::common::{derive_seed, rollout, Policy, Rollout};
+use mismatch_policy::train::PolicyConfig;
+use mismatch_policy::Reward;
+
+/// Rows per generation batch: keeps the KV cache small on a CPU.
+const CHUNK: usize = 16;
+
+/// A reward model trained on rendered conversations (`User: …`, [`mismatch_reward::train::render`])
+/// scoring the policy's single-turn prompts: each prompt is rendered as one user turn first, so
+/// the RM sees the same text shape it was trained on.
+pub struct UserTurn<'a>(pub &'a dyn Reward);
+
+/// `render` of a one-user-turn conversation.
+pub fn as_user_turn(p: &str) -> String {
+    mismatch_reward::train::render(&mismatch_data::Turns::Chat(vec![mismatch_data::Message {
+        role: mismatch_data::Role::User,
+        content: p.to_string(),
+    }]))
+}
+
+impl Reward for UserTurn<'_> {
+    fn name(&self) -> String {
+        self.0.name()
+    }
+    fn score(&self, prompts: &[&str], completions: &[&str]) -> Result<Vec<f32>> {
+        let rendered: Vec<String> = prompts.iter().map(|p| as_user_turn(p)).collect();
+        let r: Vec<&str> = rendered.iter().map(String::as_str).collect();
+        let mut out = Vec::with_capacity(r.len());
+        for (p, c) in r.chunks(64).zip(completions.chunks(64)) {
+            out.extend(self.0.score(p, c)?);
+        }
+        Ok(out)
+    }
+}
+
+/// One completion per prompt at temperature 1 (the policy itself), in chunks with seeds
+/// derived from `seed`.
+pub fn sample(policy: &Policy, prompts: &[&str], max_new: usize, seed: u64) -> Result<Rollout> {
+    let cfg = PolicyConfig { max_new_tokens: max_new, temperature: 1.0, top_k: None, ..PolicyConfig::default() };
+    let mut all = Rollout {
+        prompts: vec![],
+        prompt_ids: vec![],
+        comp_ids: vec![],
+        texts: vec![],
+        finished: vec![],
+        raw_logprob: vec![],
+    };
+    for (i, chunk) in prompts.chunks(CHUNK).enumerate() {
+        let r = rollout(policy, &cfg, chunk, derive_seed(seed, i as u64, 7))?;
+        all.prompts.extend(r.prompts);
+        all.prompt_ids.extend(r.prompt_ids);
+        all.comp_ids.extend(r.comp_ids);
+        all.texts.extend(r.texts);
+        all.finished.extend(r.finished);
+        all.raw_logprob.extend(r.raw_logprob);
+    }
+    Ok(all)
+}
+
+/// k1 sequence KL `Σ_t (log π(y_t) − log π_ref(y_t))` of each sample under `reference`
+/// (Gao et al. 2022 measure KL(π ‖ π_start) this way, from the policy's own samples).
+pub fn sequence_kl(reference: &Policy, s: &Rollout) -> Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(s.comp_ids.len());
+    for (i0, chunk) in s.prompt_ids.chunks(CHUNK).enumerate() {
+        let toks = &s.comp_ids[i0 * CHUNK..i0 * CHUNK + chunk.len()];
+        let r = reference.logprobs_detached(chunk, toks)?.to_vecs()?;
+        for (j, rl) in r.iter().enumerate() {
+            out.push(s.raw_logprob[i0 * CHUNK + j] - rl.iter().map(|&x| x as f64).sum::<f64>());
+        }
+    }
+    Ok(out)
+}
+
+fn scores(reward: &dyn Reward, prompts: &[&str], comps: &[&str]) -> Result<Vec<f64>> {
+    Ok(UserTurn(reward).score(prompts, comps)?.into_iter().map(|x| x as f64).collect())
+}
+
+/// The evaluation prompts with their kinds.
+pub struct EvalSet {
+    pub prompts: Vec<String>,
+    pub kinds: Vec<PromptKind>,
+}
+
+/// Samples every evaluation prompt once (fixed `seed`) and measures KL to `reference`, proxy
+/// and gold scores and the text meters.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(
+    policy: &Policy,
+    reference: &Policy,
+    proxy: &dyn Reward,
+    gold: &dyn Reward,
+    set: &EvalSet,
+    max_new: usize,
+    seed: u64,
+    step: usize,
+) -> Result<EvalPoint> {
+    let prompts: Vec<&str> = set.prompts.iter().map(String::as_str).collect();
+    let s = sample(policy, &prompts, max_new, seed)?;
+    let kl = sequence_kl(reference, &s)?;
+    let comps: Vec<&str> = s.texts.iter().map(String::as_str).collect();
+    let px = scores(proxy, &prompts, &comps)?;
+    let golds = scores(gold, &prompts, &comps)?;
+    let m = meters::measure(&set.kinds, &comps, &golds);
+    Ok(EvalPoint::new(step, &kl, px, golds, m, meters::per_sample(&set.kinds, &comps)))
+}
+
+/// Best-of-n pool: `n_max` start-policy samples per prompt, with gold scores.
+pub fn pool(
+    policy: &Policy,
+    gold: &dyn Reward,
+    prompts: &[&str],
+    n_max: usize,
+    max_new: usize,
+    seed: u64,
+) -> Result<crate::bon::Pool> {
+    let rep: Vec<&str> = prompts.iter().flat_map(|p| std::iter::repeat_n(*p, n_max)).collect();
+    let s = sample(policy, &rep, max_new, seed)?;
+    let comps: Vec<&str> = s.texts.iter().map(String::as_str).collect();
+    let g = scores(gold, &rep, &comps)?;
+    Ok(crate::bon::Pool {
+        prompts: prompts.iter().map(|s| s.to_string()).collect(),
+        texts: s.texts.chunks(n_max).map(|c| c.to_vec()).collect(),
+        gold: g.chunks(n_max).map(|c| c.to_vec()).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Echo;
+    impl Reward for Echo {
+        fn name(&self) -> String {
+            "echo".into()
+        }
+        fn score(&self, p: &[&str], _: &[&str]) -> Result<Vec<f32>> {
+            Ok(p.iter().map(|s| s.len() as f32).collect())
+        }
+    }
+
+    #[test]
+    fn rewards_see_prompts_as_rendered_user_turns() {
+        assert_eq!(as_user_turn("Hi?"), "User: Hi?");
+        // "User: ab" has 8 characters.
+        assert_eq!(UserTurn(&Echo).score(&["ab"], &["x"]).unwrap(), vec![8.0]);
+    }
+}

@@ -1,0 +1,191 @@
+//! `mismatch run --config FILE` with a `[real]` table: SmolLM2-135M-Instruct against MiniLM
+//! proxies trained on HH-RLHF labels, gold = an RM on a disjoint part of the labels, XSTest
+//! evaluation prompts. A tiny configuration that runs the whole pipeline in a debug build.
+
+use mismatch_world::config::RunConfig;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn shared_data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data").canonicalize().expect("../shared/data exists")
+}
+
+fn tiny_config(dir: &Path) -> PathBuf {
+    let data = shared_data();
+    let text = format!(
+        r#"seeds = 1
+seed = 0
+threads = 1
+max_new_tokens = 8
+eval_prompts = 4
+
+[data]
+pair_sizes = [8, 16]
+eval_pairs = 16
+
+[rm]
+members = 2
+
+[rm.train]
+epochs = 2
+batch_size = 8
+lr = 0.001
+frozen = true
+
+[bon]
+n_max = 4
+prompts = 2
+ns = [1, 2, 4]
+
+[rl]
+steps = 2
+prompts_per_step = 2
+samples_per_prompt = 2
+lr = 0.0003
+kl_coefs = [0.05]
+eval_every = 2
+mitigations = []
+
+# DPO on real pairs is left out here to keep the test short (tests/offline.rs of the policy crate
+# covers the loop); the example config runs it.
+[dpo]
+steps = 0
+batch_size = 2
+lr = 0.0001
+eval_every = 1
+
+[real]
+policy = "smollm2-135m"
+chat = true
+rm_backbone = "minilm-l6"
+pairs = "{}"
+max_pair_chars = 250
+gold_pairs = 24
+eval_prompts_file = "{}"
+standardise_samples = 4
+max_prompt_chars = 120
+dpo_max_chars = 250
+"#,
+        data.join("hh-rlhf/harmless-base-test.jsonl.gz").display(),
+        data.join("xstest/xstest_prompts.csv").display()
+    );
+    let path = dir.join("real.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn finite(v: &Value) -> bool {
+    v.as_f64().is_some_and(f64::is_finite)
+}
+
+#[test]
+fn real_run_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = RunConfig::load(&tiny_config(dir.path())).unwrap();
+    assert!(cfg.real.is_some());
+    let out = dir.path().join("out");
+    let s = mismatch_world::report::run_and_report(&cfg, &out, "mismatch run --config real.toml", false).unwrap();
+
+    assert_eq!(s["setting"], "real");
+    assert!(s["gold"].as_str().unwrap().contains("held-out human labels"));
+    // The gold RM's accuracy on the held-out labels is a proper rate.
+    let ann = s["annotators_acc_gold"]["mean"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&ann), "{ann}");
+
+    // Reward models: 5 kinds × 2 sizes, finite accuracies in [0, 1].
+    let rms = s["reward_models"].as_array().unwrap();
+    assert_eq!(rms.len(), 10);
+    for r in rms {
+        for k in ["acc_gold", "acc_annotators", "ece"] {
+            let x = r[k]["mean"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&x), "{k} {x} of {}", r["name"]);
+        }
+    }
+
+    // Best-of-n: one curve per proxy kind plus gold, each with a point per n.
+    let bon = s["bon"].as_array().unwrap();
+    assert_eq!(bon.len(), 6);
+    for b in bon {
+        assert_eq!(b["n"].as_array().unwrap().len(), 3);
+        assert!(b["gold"].as_array().unwrap().iter().all(finite) && b["proxy"].as_array().unwrap().iter().all(finite));
+        assert_eq!(b["kl"][0].as_f64().unwrap(), 0.0);
+    }
+    let bg = &bon.iter().find(|b| b["name"] == "bon-gold").unwrap()["gold"];
+    // Best-of-n against gold itself cannot lower the expected gold score.
+    assert!(bg[2].as_f64().unwrap() >= bg[0].as_f64().unwrap() - 1e-9);
+
+    // Runs: RL against the single proxy at the one KL coefficient, DPO; evaluated at step 0 and at the end.
+    let runs = s["runs"].as_array().unwrap();
+    let names: Vec<&str> = runs.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["rl-single-kl0.05"]);
+    for r in runs {
+        let n = 2;
+        for k in ["step", "kl", "proxy", "gold", "d"] {
+            assert_eq!(r[k].as_array().unwrap().len(), n, "{k} of {}", r["name"]);
+        }
+        assert!(r["gold"].as_array().unwrap().iter().all(finite) && r["proxy"].as_array().unwrap().iter().all(finite));
+        // Step 0 samples the start policy and scores it under itself: KL is ~0 (only the
+        // numerical difference between cached sampling and teacher forcing).
+        let kl0 = r["kl"][0].as_f64().unwrap();
+        assert!(kl0.abs() < 1e-2, "step-0 KL {kl0} of {}", r["name"]);
+        // Refusal meters on XSTest: both safe and unsafe prompts were asked.
+        assert!(finite(&r["meters"]["benign_refusal"][0]) && finite(&r["meters"]["harmful_refusal"][0]));
+        assert!(r["meters"]["correct"][0].is_null(), "correct is undefined on open prompts");
+    }
+    let kl_end = runs[0]["kl"][1].as_f64().unwrap();
+    assert!(kl_end > 0.0, "RL moved the policy: KL after training {kl_end}");
+    // Headline is computed from the single-proxy run.
+    assert_eq!(s["headline"]["single_run"], "rl-single-kl0.05");
+
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("real models and human labels") && html.contains("Gold here is not a true reward"));
+    assert!(out.join("metrics/rl-single-kl0.05-seed0/metrics.jsonl").exists());
+    assert!(out.join("work/rl-single-kl0.05-seed0/model.safetensors").exists());
+    assert!(!out.join("work/rl-single-kl0.05-seed0/optimizer.safetensors").exists());
+    let summary: Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["setting"], "real");
+}
+
+#[test]
+fn bad_real_config_names_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.toml");
+    std::fs::write(&p, "seeds = 1\n\n[real]\npolicy = \"smollm2-135m\"\ngold_pairz = 5\n").unwrap();
+    let err = RunConfig::load(&p).unwrap_err().to_string();
+    assert!(err.contains("bad.toml") && err.contains("line 5, field real.gold_pairz"), "{err}");
+    std::fs::write(&p, "[real]\ngold_pairs = \"many\"\n").unwrap();
+    let err = RunConfig::load(&p).unwrap_err().to_string();
+    assert!(err.contains("bad.toml") && err.contains("line 2, field real.gold_pairs"), "{err}");
+    // Validation names the field too.
+    std::fs::write(&p, "[real]\npairs = \"x.jsonl\"\ngold_pairs = 1\n").unwrap();
+    let err = RunConfig::load(&p).unwrap_err().to_string();
+    assert!(err.contains("bad.toml") && err.contains("real.gold_pairs"), "{err}");
+}
+
+#[test]
+fn missing_files_are_named_relative_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("exp.toml");
+    std::fs::write(&p, "[real]\npairs = \"data/nope.jsonl\"\n").unwrap();
+    let cfg = RunConfig::load(&p).unwrap();
+    let err =
+        mismatch_world::report::run_and_report(&cfg, &dir.path().join("out"), "x", false).unwrap_err().to_string();
+    assert!(
+        err.contains(&dir.path().join("data/nope.jsonl").display().to_string()) && err.contains("not found"),
+        "{err}"
+    );
+
+    let data = shared_data();
+    std::fs::write(
+        &p,
+        format!(
+            "[data]\npair_sizes = [10]\n\n[real]\npairs = \"{}\"\neval_prompts_file = \"missing.csv\"\n",
+            data.join("hh-rlhf/harmless-base-test.jsonl.gz").display()
+        ),
+    )
+    .unwrap();
+    let cfg = RunConfig::load(&p).unwrap();
+    let err =
+        mismatch_world::report::run_and_report(&cfg, &dir.path().join("out"), "x", false).unwrap_err().to_string();
+    assert!(err.contains("missing.csv") && err.contains("not found"), "{err}");
+}
