@@ -19,6 +19,12 @@ pub trait CausalLm: Send + Sync {
     /// Language-model logits `[b, t, vocab]` from hidden states.
     fn lm_logits(&self, hidden: &Tensor) -> Result<Tensor>;
 
+    /// The same model on the same weight storage with autograd tracking off: what
+    /// `torch.no_grad()` is to PyTorch. Forwards through it build no graph and take the
+    /// inference kernels (fused norms, skinny decode products), and an optimiser stepping the
+    /// original's variables in place is seen here too. Sampling uses it.
+    fn detached(&self) -> Result<Box<dyn CausalLm>>;
+
     /// Convenience: logits for a full, unpadded batch without a cache.
     fn logits(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 #[derive(Debug, Clone)]
 pub struct SamplingParams {
@@ -69,6 +70,10 @@ pub fn generate(
             model.max_seq_len()
         )));
     }
+    // Sampling needs no gradients: without this, a trainable policy's forwards would record
+    // a graph and miss every inference kernel.
+    let detached = model.detached()?;
+    let model = detached.as_ref();
     let dev = model.device().clone();
     let mut mask: Vec<Vec<u8>> = Vec::with_capacity(b);
     let mut ids = Vec::with_capacity(b * plen);
@@ -92,20 +97,23 @@ pub fn generate(
         let hidden = model.hidden(&input, &pos, Some(&mut cache))?;
         let last = hidden.narrow(1, t - 1, 1)?;
         let logits = model.lm_logits(&last)?.squeeze(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        let mut next = Vec::with_capacity(b);
-        for (row, logits) in logits.iter().enumerate() {
-            if out.finished[row] {
-                next.push(pad_id);
-                mask[row].push(0);
-                continue;
-            }
-            let (tok, lq, lp) = sample(logits, params, &mut rng);
+        // One uniform per live row, drawn in row order, then the rows sampled in parallel: the
+        // same draws, and so the same tokens, as sampling the rows one after another.
+        let live: Vec<usize> = (0..b).filter(|&r| !out.finished[r]).collect();
+        let draws: Vec<f64> = live.iter().map(|_| if params.temperature > 0.0 { rng.random() } else { 0.0 }).collect();
+        let picks: Vec<(u32, f32, f32)> =
+            live.par_iter().zip(&draws).map(|(&r, &u)| sample(&logits[r], params, u)).collect();
+        let mut next = vec![pad_id; b];
+        for m in mask.iter_mut() {
+            m.push(0);
+        }
+        for (&row, (tok, lq, lp)) in live.iter().zip(picks) {
             out.tokens[row].push(tok);
             out.sampling_logprobs[row].push(lq);
             out.raw_logprobs[row].push(lp);
             out.finished[row] = params.stop_tokens.contains(&tok);
-            next.push(tok);
-            mask[row].push(1);
+            next[row] = tok;
+            *mask[row].last_mut().expect("pushed above") = 1;
         }
         if out.finished.iter().all(|&f| f) {
             break;
@@ -116,17 +124,17 @@ pub fn generate(
     Ok(out)
 }
 
-/// Draws one token; returns (token, log q(token), log π(token)).
-fn sample(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -> (u32, f32, f32) {
-    let raw = log_softmax(logits);
+/// Draws one token by inverse CDF at the uniform `u` (unused when greedy); returns
+/// (token, log q(token), log π(token)).
+fn sample(logits: &[f32], p: &SamplingParams, u: f64) -> (u32, f32, f32) {
+    let lse = log_sum_exp(logits);
+    let raw = |tok: usize| (logits[tok] as f64 - lse) as f32;
     if p.temperature <= 0.0 {
         let tok = argmax(logits);
-        return (tok as u32, 0.0, raw[tok]);
+        return (tok as u32, 0.0, raw(tok));
     }
     let scaled: Vec<f32> = logits.iter().map(|&l| (l as f64 / p.temperature) as f32).collect();
-    let mut order: Vec<usize> = (0..scaled.len()).collect();
-    // Stable sort by descending logit, ties broken by token id, so truncation is deterministic.
-    order.sort_by(|&a, &b| scaled[b].total_cmp(&scaled[a]).then(a.cmp(&b)));
+    let order = descending(&scaled);
     let mut keep = order.len();
     if let Some(k) = p.top_k.filter(|&k| k > 0) {
         keep = keep.min(k);
@@ -145,7 +153,6 @@ fn sample(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -> (u32, f32
         keep = n.max(1);
     }
     let lq = log_softmax(&lq_all[..keep]);
-    let u: f64 = rng.random();
     let mut cum = 0.0f64;
     let mut pick = keep - 1;
     for (i, &l) in lq.iter().enumerate() {
@@ -156,7 +163,25 @@ fn sample(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -> (u32, f32
         }
     }
     let tok = order[pick];
-    (tok as u32, lq[pick], raw[tok])
+    (tok as u32, lq[pick], raw(tok))
+}
+
+/// Token ids by descending value, ties by ascending id (a total order, so truncation and the
+/// draw are deterministic). Sorting packed keys — the value's bits mapped to an unsigned
+/// integer in `f32::total_cmp` order, then the id — gives exactly the order of the comparator
+/// `x[b].total_cmp(&x[a]).then(a.cmp(&b))`, several times faster on a 49k vocabulary.
+fn descending(x: &[f32]) -> Vec<usize> {
+    let mut keys: Vec<u64> = x
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let b = v.to_bits();
+            let ascending = if b >> 31 == 1 { !b } else { b | 0x8000_0000 };
+            ((!ascending as u64) << 32) | i as u64
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.into_iter().map(|k| (k & 0xffff_ffff) as usize).collect()
 }
 
 fn argmax(x: &[f32]) -> usize {
@@ -169,10 +194,15 @@ fn argmax(x: &[f32]) -> usize {
     best
 }
 
+/// `ln Σ exp(x)`, shifted by the maximum, accumulated in f64.
+fn log_sum_exp(x: &[f32]) -> f64 {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    max + x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln()
+}
+
 /// Numerically stable log-softmax in f64 accumulation.
 pub(crate) fn log_softmax(x: &[f32]) -> Vec<f32> {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = max + x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+    let lse = log_sum_exp(x);
     x.iter().map(|&v| (v as f64 - lse) as f32).collect()
 }
 
@@ -188,7 +218,7 @@ mod tests {
     fn greedy_picks_argmax_with_raw_logprob() {
         let logits = [0.0f32, 2.0, 1.0];
         let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let (tok, lq, lp) = sample(&logits, &params(0.0, None, None), &mut rng);
+        let (tok, lq, lp) = sample(&logits, &params(0.0, None, None), rng.random());
         assert_eq!(tok, 1);
         assert_eq!(lq, 0.0);
         let z = (1.0f64 + 2f64.exp() + 1f64.exp()).ln();
@@ -201,7 +231,7 @@ mod tests {
         let logits = [3.0f32, 2.0, 1.0, 0.0];
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         for _ in 0..50 {
-            let (tok, lq, lp) = sample(&logits, &params(1.0, Some(2), None), &mut rng);
+            let (tok, lq, lp) = sample(&logits, &params(1.0, Some(2), None), rng.random());
             assert!(tok < 2);
             let want = (logits[tok as usize] as f64) - (3f64.exp() + 2f64.exp()).ln();
             assert!((lq as f64 - want).abs() < 1e-6);
@@ -209,10 +239,29 @@ mod tests {
         }
         // p(token 0) = 0.6439 < 0.7 so top-p 0.7 keeps two tokens, 0.6 keeps one.
         for _ in 0..50 {
-            let (tok, lq, _) = sample(&logits, &params(1.0, None, Some(0.6)), &mut rng);
+            let (tok, lq, _) = sample(&logits, &params(1.0, None, Some(0.6)), rng.random());
             assert_eq!((tok, lq), (0, 0.0));
-            let (tok, _, _) = sample(&logits, &params(1.0, None, Some(0.7)), &mut rng);
+            let (tok, _, _) = sample(&logits, &params(1.0, None, Some(0.7)), rng.random());
             assert!(tok < 2);
+        }
+    }
+
+    #[test]
+    fn packed_key_sort_gives_the_comparator_order() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        // Few distinct values (many ties), signed zeros, infinities and NaNs of both signs.
+        let special = [0.0f32, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -f32::NAN, 1e-40, -1e-40];
+        for n in [1, 2, 7, 300, 5000] {
+            let x: Vec<f32> = (0..n)
+                .map(|_| match rng.random_range(0..4) {
+                    0 => special[rng.random_range(0..special.len())],
+                    1 => rng.random_range(-3..3) as f32,
+                    _ => rng.random::<f32>() * 20.0 - 10.0,
+                })
+                .collect();
+            let mut want: Vec<usize> = (0..n).collect();
+            want.sort_by(|&a, &b| x[b].total_cmp(&x[a]).then(a.cmp(&b)));
+            assert_eq!(descending(&x), want, "n = {n}");
         }
     }
 
@@ -221,7 +270,7 @@ mod tests {
         let logits = [1.0f32, 0.0];
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let n = 20_000;
-        let hits = (0..n).filter(|_| sample(&logits, &params(0.5, None, None), &mut rng).0 == 0).count();
+        let hits = (0..n).filter(|_| sample(&logits, &params(0.5, None, None), rng.random()).0 == 0).count();
         let want = 1.0 / (1.0 + (-2f64).exp()); // softmax([2, 0])[0] = 0.8808
         let got = hits as f64 / n as f64;
         assert!((got - want).abs() < 0.01, "{got} vs {want}");

@@ -125,15 +125,20 @@ fn normal(rng: &mut ChaCha8Rng, n: usize, std: f64) -> Vec<f32> {
 struct Linear {
     w: Tensor, // [out, in]
     b: Tensor, // [out]
+    /// Always the training kernel (see [`Gpt::detached`]).
+    train_kernel: bool,
 }
 
 impl Linear {
     fn load(vb: &VarBuilder, out: usize, inp: usize) -> candle_core::Result<Self> {
-        Ok(Self { w: vb.get((out, inp), "weight")?, b: vb.get(out, "bias")? })
+        Ok(Self { w: vb.get((out, inp), "weight")?, b: vb.get(out, "bias")?, train_kernel: false })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        ops::linear(x, &self.w, &self.b)
+        match self.train_kernel {
+            true => ops::linear_train_kernel(x, &self.w, &self.b),
+            false => ops::linear(x, &self.w, &self.b),
+        }
     }
 }
 
@@ -141,14 +146,18 @@ impl Linear {
 struct LayerNorm {
     w: Tensor,
     b: Tensor,
+    train_kernel: bool,
 }
 
 impl LayerNorm {
     fn load(vb: &VarBuilder, c: usize) -> candle_core::Result<Self> {
-        Ok(Self { w: vb.get(c, "weight")?, b: vb.get(c, "bias")? })
+        Ok(Self { w: vb.get(c, "weight")?, b: vb.get(c, "bias")?, train_kernel: false })
     }
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        ops::layer_norm(x, &self.w, &self.b, LN_EPS)
+        match self.train_kernel {
+            true => ops::layer_norm_train_kernel(x, &self.w, &self.b, LN_EPS),
+            false => ops::layer_norm(x, &self.w, &self.b, LN_EPS),
+        }
     }
 }
 
@@ -161,6 +170,7 @@ struct Block {
     c_fc: Linear,
     mlp_proj: Linear,
     n_head: usize,
+    train_kernel: bool,
 }
 
 impl Block {
@@ -174,6 +184,7 @@ impl Block {
             c_fc: Linear::load(&vb.pp("mlp.c_fc"), 4 * c, c)?,
             mlp_proj: Linear::load(&vb.pp("mlp.c_proj"), c, 4 * c)?,
             n_head: cfg.n_head,
+            train_kernel: false,
         })
     }
 
@@ -181,6 +192,7 @@ impl Block {
         let h = self.n_head;
         let qkv = self.c_attn.forward(&self.ln_1.forward(x)?)?;
         let y = match cache {
+            None if self.train_kernel => ops::attention_qkv_train_kernel(&qkv, bias, h)?,
             None => ops::attention_qkv(&qkv, bias, h)?,
             Some(cache) => Self::cached_attention(&qkv, bias, h, cache)?,
         };
@@ -366,6 +378,27 @@ impl CausalLm for Gpt {
             x = block.forward(&x, &bias, cache.as_deref_mut().map(|c| (c, i)))?;
         }
         self.ln_f.forward(&x)
+    }
+
+    /// Detached tensors, but the training kernels stay in use: the GPT's fused training kernels
+    /// are also its fastest on CPU, and keeping them makes sampling from a trainable GPT
+    /// bit-identical with and without a graph (a seeded run's samples do not depend on it).
+    fn detached(&self) -> candle_core::Result<Box<dyn CausalLm>> {
+        let params: HashMap<String, Tensor> = self.params.iter().map(|(k, v)| (k.clone(), v.detach())).collect();
+        let vb = VarBuilder::from_tensors(params, self.dtype(), &self.device);
+        let mut m = Self::new(&self.cfg, vb).map_err(candle_core::Error::wrap)?;
+        let train = self.params.values().any(|t| t.track_op());
+        for b in &mut m.blocks {
+            b.train_kernel = train;
+            for l in [&mut b.c_attn, &mut b.attn_proj, &mut b.c_fc, &mut b.mlp_proj] {
+                l.train_kernel = train;
+            }
+            for n in [&mut b.ln_1, &mut b.ln_2] {
+                n.train_kernel = train;
+            }
+        }
+        m.ln_f.train_kernel = train;
+        Ok(Box::new(m))
     }
 
     fn lm_logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {

@@ -23,6 +23,7 @@ pub mod bert;
 pub use bert::{mean_pool, Bert, BertConfig, Encoder, RewardEncoder};
 pub mod gguf;
 pub mod llama;
+pub mod llama_ops;
 pub mod tokenizer;
 
 pub use llama::{Llama, LlamaConfig};

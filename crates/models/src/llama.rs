@@ -220,7 +220,7 @@ impl Mlp {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        lin(&self.down, &(lin(&self.gate, x)?.silu()? * lin(&self.up, x)?)?)
+        lin(&self.down, &crate::llama_ops::swiglu(&lin(&self.gate, x)?, &lin(&self.up, x)?)?)
     }
 }
 
@@ -265,8 +265,10 @@ struct Rope<'a> {
 
 impl Rope<'_> {
     fn apply(&self, x: &Tensor, positions: &Tensor) -> candle_core::Result<Tensor> {
-        if x.track_op() || x.dtype() != DType::F32 {
+        if x.dtype() != DType::F32 || !x.device().is_cpu() {
             self.rotary.apply(x, positions)
+        } else if x.track_op() {
+            crate::llama_ops::rope(x, &self.cos, &self.sin)
         } else {
             candle_nn::rotary_emb::rope(&x.contiguous()?, &self.cos, &self.sin)
         }
@@ -565,6 +567,13 @@ impl CausalLm for Llama {
         rms_norm(&x, &self.norm, eps)
     }
 
+    fn detached(&self) -> candle_core::Result<Box<dyn CausalLm>> {
+        let named = self.named_tensors().into_iter().map(|(k, v)| (k, v.detach())).collect();
+        let m = Self::from_tensors(&self.cfg, named, false, &self.device, Path::new("<detached>"))
+            .map_err(candle_core::Error::wrap)?;
+        Ok(Box::new(m))
+    }
+
     fn lm_logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
         match &self.lm_head {
             Some(h) => lin(h, hidden),
@@ -576,8 +585,8 @@ impl CausalLm for Llama {
 /// `x · Wᵀ + b`. Decoding feeds a handful of rows through each weight matrix; there gemm's
 /// packing of the whole weight on every call costs more than the product itself (it dominated
 /// profiles of batched generation), so few-row inference products on CPU go through
-/// [`SkinnyMatmul`], which streams each weight row once. Tracked (training) tensors keep
-/// candle's differentiable matmul.
+/// [`SkinnyMatmul`], which streams each weight row once. Everything else (and training) is one
+/// differentiable GEMM over all rows.
 fn lin(l: &Linear, x: &Tensor) -> candle_core::Result<Tensor> {
     let w = l.weight();
     let (rows, k) = (x.elem_count() / x.dim(candle_core::D::Minus1)?, x.dim(candle_core::D::Minus1)?);
@@ -590,7 +599,12 @@ fn lin(l: &Linear, x: &Tensor) -> candle_core::Result<Tensor> {
         && w.is_contiguous()
         && skinny_supported();
     if !fast {
-        return l.forward(x);
+        // One GEMM over all rows (candle_nn's Linear broadcasts W over the batch, which makes its
+        // gradient a [batch, in, out] tensor summed afterwards).
+        return match l.bias() {
+            Some(b) => crate::ops::linear(x, w, b),
+            None => crate::llama_ops::linear_no_bias(x, w),
+        };
     }
     let mut out_shape = x.dims().to_vec();
     *out_shape.last_mut().expect("x has a last dim") = w.dim(0)?;
@@ -780,6 +794,13 @@ mod tests {
         let b = frozen.logits(&x).unwrap();
         let d = (&a - &b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(d < 1e-4, "fused vs differentiable: {d}");
+        // `detached` is the frozen model on the same storage: same logits, no graph.
+        let c = m.detached().unwrap().logits(&x).unwrap();
+        assert!(a.track_op() && !c.track_op());
+        assert_eq!(
+            c.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
 
         // Prefill 4 tokens, then 2 one at a time through the cache.
         let mut cache = KvCache::new(2);

@@ -95,4 +95,7 @@ impl CausalLm for AnyLm {
     fn lm_logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
         self.inner().lm_logits(hidden)
     }
+    fn detached(&self) -> candle_core::Result<Box<dyn CausalLm>> {
+        self.inner().detached()
+    }
 }

@@ -9,10 +9,16 @@
 use candle_core::{DType, Result, Tensor, D};
 
 /// RMSNorm (Zhang & Sennrich 2019): `y = x / sqrt(mean(x²) + eps) * w`.
+/// Inference takes candle's kernel; training on CPU the fused [`crate::llama_ops::rms_norm`].
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     if !x.track_op() && !w.track_op() && x.is_contiguous() {
         return candle_nn::ops::rms_norm(x, w, eps as f32);
     }
+    crate::llama_ops::rms_norm(x, w, eps)
+}
+
+/// [`rms_norm`] from differentiable primitives (reference for the fused op; non-CPU devices).
+pub fn rms_norm_composed(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     let dim = x.dim(D::Minus1)? as f64;
     let ms = (x.sqr()?.sum_keepdim(D::Minus1)? / dim)?;
     x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)
@@ -26,6 +32,16 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
     if fused_cpu(x) && w.dtype() == x.dtype() && b.dtype() == x.dtype() {
         let (w, b) = (w.contiguous()?, b.contiguous()?);
         return x.contiguous()?.apply_op3(&w, &b, fused::LayerNorm { eps });
+    }
+    layer_norm_composed(x, w, b, eps)
+}
+
+/// [`layer_norm`] always through the kernel that training uses (fused on CPU), tracked or not:
+/// an untracked forward that must match a tracked one bit for bit.
+pub fn layer_norm_train_kernel(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    if fused_cpu(x) && w.dtype() == x.dtype() && b.dtype() == x.dtype() {
+        let (w, b) = (w.contiguous()?, b.contiguous()?);
+        return x.contiguous()?.apply_op3_no_bwd(&w, &b, &fused::LayerNorm { eps });
     }
     layer_norm_composed(x, w, b, eps)
 }
@@ -123,6 +139,15 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     linear_composed(x, w, b)
 }
 
+/// [`linear`] always through the kernel that training uses (fused on CPU), tracked or not.
+pub fn linear_train_kernel(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if fused_cpu(x) && w.dtype() == x.dtype() && b.dtype() == x.dtype() {
+        let (w, b) = (w.contiguous()?, b.contiguous()?);
+        return x.contiguous()?.apply_op3_no_bwd(&w, &b, &fused::Linear);
+    }
+    linear_composed(x, w, b)
+}
+
 /// [`linear`] from candle primitives (reference for the fused op; inference; non-CPU devices).
 pub fn linear_composed(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     let mut dims = x.dims().to_vec();
@@ -147,6 +172,15 @@ pub fn attention_qkv(qkv: &Tensor, bias: &Tensor, n_head: usize) -> Result<Tenso
     if qkv.track_op() && fused_cpu(qkv) && !bias.track_op() {
         let bias = bias.to_dtype(qkv.dtype())?.contiguous()?;
         return qkv.contiguous()?.apply_op2(&bias, fused::AttentionQkv { n_head });
+    }
+    attention_qkv_composed(qkv, bias, n_head)
+}
+
+/// [`attention_qkv`] always through the kernel that training uses (fused on CPU), tracked or not.
+pub fn attention_qkv_train_kernel(qkv: &Tensor, bias: &Tensor, n_head: usize) -> Result<Tensor> {
+    if fused_cpu(qkv) {
+        let bias = bias.to_dtype(qkv.dtype())?.contiguous()?;
+        return qkv.contiguous()?.apply_op2_no_bwd(&bias, &fused::AttentionQkv { n_head });
     }
     attention_qkv_composed(qkv, bias, n_head)
 }
@@ -188,7 +222,7 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 }
 
 /// Whether the fused CPU kernels (with backward) in [`fused`] apply to `x`.
-fn fused_cpu(x: &Tensor) -> bool {
+pub(crate) fn fused_cpu(x: &Tensor) -> bool {
     x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
 }
 
@@ -259,7 +293,7 @@ pub mod fused {
         p / q
     }
 
-    fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
+    pub(crate) fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
         match l.contiguous_offsets() {
             Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
             None => bail!("{op}: input must be contiguous"),
@@ -267,7 +301,7 @@ pub mod fused {
     }
 
     /// Rows per rayon task: enough work per task to amortise scheduling.
-    fn rows_per_task(n_rows: usize, row: usize) -> usize {
+    pub(crate) fn rows_per_task(n_rows: usize, row: usize) -> usize {
         (16_384 / row.max(1)).clamp(1, n_rows.max(1))
     }
 

@@ -358,3 +358,22 @@ fn out_of_range_tokens_and_positions_are_errors_not_panics() {
     let err = model.logits(&Tensor::new(&[[1u32, 2, 3, 4, 5]], &dev).unwrap()).unwrap_err().to_string();
     assert!(err.contains("context"), "{err}");
 }
+
+/// `detached()` is the same function on the same storage: bit-identical logits, no graph, and
+/// an in-place update of the trainable original is seen through it.
+#[test]
+fn detached_model_shares_weights_and_builds_no_graph() {
+    let dev = Device::Cpu;
+    let cfg = GptConfig::new(40, 2, 2, 16, 32);
+    let vm = VarMap::new();
+    let m = Gpt::init(&cfg, &vm, 3, DType::F32, &dev).unwrap();
+    let d = m.detached().unwrap();
+    let ids = Tensor::new(&[[1u32, 5, 9, 33, 2], [1, 7, 7, 3, 30]], &dev).unwrap();
+    let (a, b) = (m.logits(&ids).unwrap(), d.logits(&ids).unwrap());
+    assert!(a.track_op() && !b.track_op());
+    assert_eq!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    let wte = var_by_name(&vm, "transformer.wte.weight");
+    wte.set(&(wte.as_tensor() * 2.0).unwrap()).unwrap();
+    let (a, b) = (m.logits(&ids).unwrap(), d.logits(&ids).unwrap());
+    assert_eq!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+}
