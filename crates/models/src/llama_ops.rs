@@ -1,6 +1,5 @@
 //! Fused CPU kernels with hand-written backward passes for training the Llama family: the
-//! no-bias linear map, RMSNorm, the rotary embedding, the SwiGLU gate and the log-probability
-//! of given tokens.
+//! no-bias linear map, RMSNorm, the rotary embedding and the SwiGLU gate.
 //!
 //! Each replaces a chain of candle primitives. candle's backprop costs every graph node a
 //! zero-filled gradient buffer, an add and fresh allocations, and the composed linear map
@@ -81,25 +80,6 @@ pub fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
 /// [`swiglu`] from candle primitives (reference; non-CPU devices).
 pub fn swiglu_composed(g: &Tensor, u: &Tensor) -> Result<Tensor> {
     g.silu()? * u
-}
-
-/// `log softmax(logits)[target]` per row: `logits` `[..., V]`, `targets` `[...]` u32, result
-/// `[...]`. Backward: `∂/∂logits = dy (onehot(target) − softmax(logits))`, computed from the
-/// logits in one pass instead of the ~6 nodes of log-softmax + gather.
-pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    if fused_cpu(logits) {
-        let lead = &logits.dims()[..logits.rank() - 1];
-        if targets.dims() != lead {
-            bail!("token-logprobs: logits {:?} and targets {:?} do not fit", logits.dims(), targets.dims());
-        }
-        return logits.contiguous()?.apply_op2(&targets.contiguous()?, TokenLogprobs);
-    }
-    token_logprobs_composed(logits, targets)
-}
-
-/// [`token_logprobs`] from candle primitives (reference; non-CPU devices).
-pub fn token_logprobs_composed(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    crate::ops::gather_last(&crate::ops::log_softmax_last_dim(logits)?, targets)
 }
 
 /// `y[rows, out] = x[rows, inp] · Wᵀ` with `W` `[out, inp]` row-major, one gemm call.
@@ -440,94 +420,6 @@ impl CustomOp3 for SwiGluBwd {
     }
 }
 
-struct TokenLogprobs;
-struct TokenLogprobsBwd;
-
-/// Per row: the maximum and `ln Σ exp(x − max)`, accumulated in f64.
-fn lse<T: Real>(x: &[T]) -> f64 {
-    let max = x.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v.to_f64()));
-    max + x.iter().map(|&v| (v.to_f64() - max).exp()).sum::<f64>().ln()
-}
-
-fn target(t: u32, v: usize, op: &str) -> Result<usize> {
-    match (t as usize) < v {
-        true => Ok(t as usize),
-        false => bail!("{op}: target {t} outside a vocabulary of {v}"),
-    }
-}
-
-impl CustomOp2 for TokenLogprobs {
-    fn name(&self) -> &'static str {
-        "token-logprobs"
-    }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let n = self.name();
-        let v = l1.dims().last().copied().unwrap_or(1);
-        let targets: &[u32] = slice(s2, l2, n)?;
-        fn run<T: Real>(x: &[T], targets: &[u32], v: usize, n: &str) -> Result<Vec<T>> {
-            let rows: Vec<(usize, &[T])> =
-                targets.iter().zip(x.chunks(v)).map(|(&t, r)| Ok((target(t, v, n)?, r))).collect::<Result<_>>()?;
-            Ok(rows.par_iter().map(|&(t, r)| T::from_f64(r[t].to_f64() - lse(r))).collect())
-        }
-        let y = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(run(slice(s1, l1, n)?, targets, v, n)?),
-            CpuStorage::F64(_) => CpuStorage::F64(run(slice(s1, l1, n)?, targets, v, n)?),
-            _ => bail!("{n}: only f32/f64"),
-        };
-        Ok((y, l2.shape().clone()))
-    }
-    fn bwd(&self, x: &Tensor, targets: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dx = x.apply_op3_no_bwd(targets, &dy.contiguous()?, &TokenLogprobsBwd)?;
-        Ok((Some(dx), None))
-    }
-}
-
-impl CustomOp3 for TokenLogprobsBwd {
-    fn name(&self) -> &'static str {
-        "token-logprobs-bwd"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let n = self.name();
-        let v = l1.dims().last().copied().unwrap_or(1);
-        let targets: &[u32] = slice(s2, l2, n)?;
-        fn run<T: Real>(x: &[T], targets: &[u32], dy: &[T], v: usize, n: &str) -> Result<Vec<T>> {
-            let mut dx = vec![T::zero(); x.len()];
-            for &t in targets {
-                target(t, v, n)?;
-            }
-            dx.par_chunks_mut(v).zip(x.par_chunks(v)).zip(targets.par_iter().zip(dy)).for_each(
-                |((dx, x), (&t, &g))| {
-                    let l = lse(x);
-                    let g64 = g.to_f64();
-                    for (d, &xi) in dx.iter_mut().zip(x) {
-                        *d = T::from_f64(-g64 * (xi.to_f64() - l).exp());
-                    }
-                    dx[t as usize] += g;
-                },
-            );
-            Ok(dx)
-        }
-        let out = match (s1, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(run(slice(s1, l1, n)?, targets, slice(s3, l3, n)?, v, n)?)
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(run(slice(s1, l1, n)?, targets, slice(s3, l3, n)?, v, n)?)
-            }
-            _ => bail!("{n}: only f32/f64, same dtype"),
-        };
-        Ok((out, l1.shape().clone()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -593,11 +485,6 @@ mod tests {
                 let (g, u) = (randn(&[3, 11], 0.0, 2.0), randn(&[3, 11], 0.0, 1.0));
                 compare(&[g, u], 2, |t| swiglu(&t[0], &t[1]), |t| swiglu_composed(&t[0], &t[1]))
             }),
-            ("token_logprobs", {
-                let x = randn(&[2, 3, 9], 0.0, 3.0);
-                let t = Tensor::new(&[[0u32, 8, 4], [2, 2, 7]], &Device::Cpu).unwrap();
-                compare(&[x, t], 1, |t| token_logprobs(&t[0], &t[1]), |t| token_logprobs_composed(&t[0], &t[1]))
-            }),
         ];
         for (name, (fwd, bwd)) in cases {
             assert!(fwd < 1e-12 && bwd < 1e-12, "{name}: values differ by {fwd}, gradients by {bwd}");
@@ -622,11 +509,5 @@ mod tests {
         // silu(1)·2 = 2/(1 + e⁻¹).
         let y = swiglu(&Tensor::new(&[1f32], &dev).unwrap(), &Tensor::new(&[2f32], &dev).unwrap()).unwrap();
         assert!((y.to_vec1::<f32>().unwrap()[0] - 2.0 / (1.0 + (-1f32).exp())).abs() < 1e-6);
-        // log softmax([0, ln 3])[1] = ln(3/4).
-        let lp =
-            token_logprobs(&Tensor::new(&[[0f32, 3f32.ln()]], &dev).unwrap(), &Tensor::new(&[1u32], &dev).unwrap());
-        assert!((lp.unwrap().to_vec1::<f32>().unwrap()[0] - 0.75f32.ln()).abs() < 1e-6);
-        let bad = token_logprobs(&Tensor::new(&[[0f32, 1.0]], &dev).unwrap(), &Tensor::new(&[2u32], &dev).unwrap());
-        assert!(bad.unwrap_err().to_string().contains("target 2 outside a vocabulary of 2"));
     }
 }
