@@ -40,10 +40,11 @@ impl KvCache {
         Ok((k, v))
     }
 
-    /// Keeps only the rows in `rows` (used when finished sequences leave a batch).
+    /// Keeps (or repeats) the rows in `rows`: finished sequences leaving a batch, or one cached
+    /// prompt shared by several rows.
     pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
         for l in self.layers.iter_mut().flatten() {
-            *l = (l.0.index_select(rows, 0)?, l.1.index_select(rows, 0)?);
+            *l = (l.0.contiguous()?.index_select(rows, 0)?, l.1.contiguous()?.index_select(rows, 0)?);
         }
         Ok(())
     }

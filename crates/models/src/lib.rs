@@ -18,7 +18,7 @@ pub mod generate;
 pub mod score;
 
 pub use generate::{generate, Generation, SamplingParams};
-pub use score::{completion_logprobs, CompletionLogprobs};
+pub use score::{completion_logprobs, shared_prompt_logprobs, CompletionLogprobs};
 pub mod bert;
 pub use bert::{mean_pool, Bert, BertConfig, Encoder, RewardEncoder};
 pub mod gguf;

@@ -6,7 +6,7 @@
 //! right pad]` so that every completion starts in the same column and only that region goes
 //! through the (large) vocabulary projection.
 
-use crate::attention::Positions;
+use crate::attention::{KvCache, Positions};
 use crate::decoder::CausalLm;
 use crate::error::{Error, Result};
 use crate::ops::{gather_last, log_softmax_last_dim};
@@ -90,8 +90,143 @@ pub fn completion_logprobs(
     let pos = Positions::from_mask(&mask, t, dev)?;
     // Only the positions p-1 .. p+c-2 predict completion tokens.
     let hidden = model.hidden(&ids, &pos, None)?.narrow(1, p - 1, c)?;
+    read_off(model, hidden, targets, cmask)
+}
+
+/// The log-probs of `targets` `[b·c]` from the hidden states that predict them `[b, c, d]`.
+fn read_off(model: &dyn CausalLm, hidden: Tensor, targets: Vec<u32>, cmask: Vec<f32>) -> Result<CompletionLogprobs> {
+    let (b, c, _) = hidden.dims3()?;
+    let dev = model.device();
     let logits = model.lm_logits(&hidden)?.to_dtype(DType::F32)?;
     let targets = Tensor::from_vec(targets, (b, c), dev)?;
     let logprobs = gather_last(&log_softmax_last_dim(&logits)?, &targets)?;
     Ok(CompletionLogprobs { logprobs, mask: Tensor::from_vec(cmask, (b, c), dev)?, hidden })
+}
+
+/// [`completion_logprobs`] for rows that share prompts: row `i` continues `prompts[group[i]]`
+/// (RLOO's and GRPO's k samples of a prompt, DPO's chosen and rejected). Each distinct prompt
+/// runs through the model once and its rows read its keys and values from a KV cache, so a
+/// group of k rows costs `p + k·c` positions instead of `k·(p + c)`. The attention sees the
+/// same keys under the same mask as in [`completion_logprobs`] on the expanded rows, so the
+/// function is the same (up to float rounding), and gradients flow into the shared prompt
+/// from every row of its group.
+pub fn shared_prompt_logprobs(
+    model: &dyn CausalLm,
+    prompts: &[Vec<u32>],
+    group: &[usize],
+    completions: &[Vec<u32>],
+    pad_id: u32,
+) -> Result<CompletionLogprobs> {
+    if group.len() != completions.len() || group.is_empty() || group.iter().any(|&g| g >= prompts.len()) {
+        return Err(Error::Usage(format!(
+            "shared-prompt scoring needs one prompt index below {} per completion (got {} indices, {} completions)",
+            prompts.len(),
+            group.len(),
+            completions.len()
+        )));
+    }
+    if prompts.iter().any(|p| p.is_empty()) {
+        return Err(Error::Usage("empty prompt: scoring needs at least one prompt token".into()));
+    }
+    let (g, b) = (prompts.len(), completions.len());
+    let p = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let c = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    if p + c > model.max_seq_len() {
+        return Err(Error::Usage(format!(
+            "prompt ({p}) + completion ({c}) tokens exceed the model's context of {}",
+            model.max_seq_len()
+        )));
+    }
+    let dev = model.device();
+    let mut pids = Vec::with_capacity(g * p);
+    let mut pmask = Vec::with_capacity(g);
+    for x in prompts {
+        pids.extend(std::iter::repeat_n(pad_id, p - x.len()).chain(x.iter().copied()));
+        pmask.push(std::iter::repeat_n(0u8, p - x.len()).chain(std::iter::repeat_n(1, x.len())).collect::<Vec<_>>());
+    }
+    let mut cache = KvCache::new(model.num_layers());
+    let hp = model.hidden(
+        &Tensor::from_vec(pids, (g, p), dev)?,
+        &Positions::from_mask(&pmask, p, dev)?,
+        Some(&mut cache),
+    )?;
+    let rows = Tensor::from_vec(group.iter().map(|&i| i as u32).collect::<Vec<_>>(), b, dev)?;
+    cache.select_rows(&rows)?;
+    let (mut cids, mut mask, mut targets, mut cmask) = (vec![], vec![], vec![], vec![]);
+    for (&i, y) in group.iter().zip(completions) {
+        let rp = c - y.len();
+        cids.extend(y.iter().copied().chain(std::iter::repeat_n(pad_id, rp)));
+        mask.push(
+            pmask[i].iter().copied().chain(std::iter::repeat_n(1, y.len())).chain(std::iter::repeat_n(0, rp)).collect(),
+        );
+        targets.extend(y.iter().copied().chain(std::iter::repeat_n(pad_id, rp)));
+        cmask.extend(std::iter::repeat_n(1f32, y.len()).chain(std::iter::repeat_n(0f32, rp)));
+    }
+    let hc =
+        model.hidden(&Tensor::from_vec(cids, (b, c), dev)?, &Positions::from_mask(&mask, c, dev)?, Some(&mut cache))?;
+    // The last prompt position predicts y_1; completion positions 1..c-1 predict the rest.
+    let first = hp.narrow(1, p - 1, 1)?.contiguous()?.index_select(&rows, 0)?;
+    let hidden = match c {
+        1 => first,
+        _ => Tensor::cat(&[&first, &hc.narrow(1, 0, c - 1)?], 1)?,
+    };
+    read_off(model, hidden, targets, cmask)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Gpt, GptConfig, Llama, LlamaConfig};
+    use candle_core::{DType, Device, Var};
+
+    fn llama() -> Llama {
+        let cfg: LlamaConfig = serde_json::from_value(serde_json::json!({
+            "model_type": "llama", "vocab_size": 40, "hidden_size": 16, "intermediate_size": 24,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 64,
+            "tie_word_embeddings": true
+        }))
+        .unwrap();
+        Llama::random(&cfg, &Device::Cpu).unwrap()
+    }
+
+    /// Shared-prompt scoring equals scoring the expanded rows: log-probs, mask, hidden states and
+    /// the gradient of Σ log-probs with respect to every weight, on prompts of unequal lengths
+    /// (left padding) and completions of unequal lengths (right padding, one empty).
+    #[test]
+    fn shared_prompts_give_the_same_logprobs_and_gradients() {
+        let dev = Device::Cpu;
+        let vm = candle_nn::VarMap::new();
+        let gpt = Gpt::init(&GptConfig::new(40, 2, 2, 16, 64), &vm, 5, DType::F32, &dev).unwrap();
+        let llama = llama();
+        let llama_vars: Vec<Var> = llama.varmap().unwrap().all_vars();
+        let prompts = vec![vec![1u32, 5, 9], vec![1, 7], vec![1, 2, 3, 4, 5]];
+        let group = [0usize, 0, 1, 1, 1, 2];
+        let comps = vec![vec![3u32, 4, 5, 6], vec![8], vec![9, 9, 9], vec![], vec![10, 11, 12, 13], vec![30, 31]];
+        let expanded: Vec<Vec<u32>> = group.iter().map(|&i| prompts[i].clone()).collect();
+        for (name, model, vars) in
+            [("gpt", &gpt as &dyn CausalLm, vm.all_vars()), ("llama", &llama as &dyn CausalLm, llama_vars)]
+        {
+            let full = completion_logprobs(model, &expanded, &comps, 0).unwrap();
+            let shared = shared_prompt_logprobs(model, &prompts, &group, &comps, 0).unwrap();
+            let diff = |a: &Tensor, b: &Tensor| {
+                assert_eq!(a.dims(), b.dims(), "{name}");
+                (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+            };
+            assert_eq!(full.mask.to_vec2::<f32>().unwrap(), shared.mask.to_vec2::<f32>().unwrap(), "{name}");
+            let m = &full.mask;
+            assert!(diff(&(&full.logprobs * m).unwrap(), &(&shared.logprobs * m).unwrap()) < 1e-5, "{name}");
+            let hm = m.unsqueeze(2).unwrap().broadcast_as(full.hidden.shape()).unwrap();
+            assert!(diff(&(&full.hidden * &hm).unwrap(), &(&shared.hidden * &hm).unwrap()) < 1e-4, "{name}");
+            let (gf, gs) = (full.sum().unwrap().sum_all().unwrap(), shared.sum().unwrap().sum_all().unwrap());
+            let (gf, gs) = (gf.backward().unwrap(), gs.backward().unwrap());
+            for v in &vars {
+                let (a, b) = (gf.get(v.as_tensor()).unwrap(), gs.get(v.as_tensor()).unwrap());
+                let scale = a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+                assert!(diff(a, b) <= 1e-4 * scale.max(1.0), "{name}: gradient differs by {}", diff(a, b));
+            }
+        }
+        let err = shared_prompt_logprobs(&gpt, &prompts, &[0, 3], &comps[..2], 0).unwrap_err().to_string();
+        assert!(err.contains("one prompt index below 3"), "{err}");
+    }
 }

@@ -12,11 +12,15 @@ fn cfg(algo: Algo) -> PolicyConfig {
 }
 
 fn check_resume(algo: Algo) {
+    check_resume_on(algo, prompts());
+}
+
+fn check_resume_on(algo: Algo, prompts: Vec<String>) {
     let tmp = tempfile::tempdir().unwrap();
     let policy = sft_policy(tmp.path());
     let spec = policy.to_str().unwrap();
     let reward = RuleReward::Contains("good".into());
-    let data = TrainData { prompts: prompts(), demos: demos(32, 9), ..Default::default() };
+    let data = TrainData { prompts, demos: demos(32, 9), ..Default::default() };
     let cfg = PolicyConfig { ptx_coef: if algo == Algo::Ppo { 0.5 } else { 0.0 }, ..cfg(algo) };
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     train(&cfg, spec, Some(&reward), &data, &a, &RunOptions::default()).unwrap();
@@ -50,6 +54,13 @@ fn check_resume(algo: Algo) {
 #[test]
 fn ppo_resume_is_bit_identical() {
     check_resume(Algo::Ppo);
+}
+
+/// 40-word prompts: the 4 samples of a prompt share its forward pass (`Policy::logprobs_shared`).
+#[test]
+fn rloo_with_shared_long_prompts_resumes_bit_identically() {
+    let long = |i: usize| (0..40).map(|j| WORDS[(i * 7 + j * 3) % WORDS.len()]).collect::<Vec<_>>().join(" ");
+    check_resume_on(Algo::Rloo, (0..4).map(long).collect());
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The losses drive a real (tiny, randomly initialised) GPT through `completion_logprobs`:
 //! gradients reach the weights and a few SGD steps move each objective the right way.
 
+mod common;
+
 use candle_core::{DType, Device};
 use candle_nn::{Optimizer, VarMap, SGD};
 use mismatch_models::{completion_logprobs, Gpt, GptConfig};
@@ -84,4 +86,27 @@ fn ppo_step_raises_probability_of_positive_advantage_tokens() {
     let new = completion_logprobs(&model, &prompts, &completions, 0).unwrap();
     let d = (new.sum().unwrap() - old.sum().unwrap().detach()).unwrap().to_vec1::<f32>().unwrap();
     assert!(d[0] > 0.0 && d[1] < 0.0, "change in log π per row: {d:?}");
+}
+
+/// `Policy::logprobs_shared` equals `Policy::logprobs` on the expanded rows, both where the
+/// prompts are long enough for each to run once and where they are not.
+#[test]
+fn shared_prompt_logprobs_match_the_expanded_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::write_random_policy(tmp.path(), 3);
+    let policy = mismatch_policy::train::common::Policy::load(tmp.path().to_str().unwrap(), true, false).unwrap();
+    let enc = |s: &str| policy.encode_prompt(s).unwrap();
+    let long = (0..30).map(|j| common::WORDS[j % common::WORDS.len()]).collect::<Vec<_>>().join(" ");
+    for prompts in [vec![enc(&long), enc("tell me a story")], vec![enc("a cat"), enc("the dog ran")]] {
+        let group = [0usize, 0, 0, 1, 1, 1];
+        let comps: Vec<Vec<u32>> =
+            (0..6).map(|i| (0..(2 + i as u32 % 3)).map(|j| 4 + (i as u32 * 5 + j) % 40).collect()).collect();
+        let expanded: Vec<Vec<u32>> = group.iter().map(|&i| prompts[i].clone()).collect();
+        let a = policy.logprobs(&expanded, &comps).unwrap();
+        let b = policy.logprobs_shared(&prompts, &group, &comps).unwrap();
+        let m = &a.mask;
+        let d = ((&a.logprobs * m).unwrap() - (&b.logprobs * m).unwrap()).unwrap().abs().unwrap();
+        let d = d.flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-5, "prompts of {} tokens: {d}", prompts[0].len());
+    }
 }

@@ -10,8 +10,8 @@ use candle_nn::{VarBuilder, VarMap};
 use mismatch_models::checkpoint::{load_safetensors, read_json, replace_dir, safetensors_bytes, write_atomic};
 use mismatch_models::optim::AdamW;
 use mismatch_models::{
-    completion_logprobs, generate, load_causal_lm, AnyLm, CausalLm, ChatMessage, CompletionLogprobs, LoadedLm,
-    SamplingParams, ScalarHead,
+    completion_logprobs, generate, load_causal_lm, shared_prompt_logprobs, AnyLm, CausalLm, ChatMessage,
+    CompletionLogprobs, LoadedLm, SamplingParams, ScalarHead,
 };
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -83,6 +83,31 @@ impl Policy {
 
     pub fn logprobs(&self, prompts: &[Vec<u32>], completions: &[Vec<u32>]) -> Result<CompletionLogprobs> {
         completion_logprobs(self.model(), prompts, completions, self.pad())
+    }
+
+    /// [`Self::logprobs`] of rows that continue `prompts[group[i]]`. When that saves at least as
+    /// many positions as the completions take, each prompt runs once ([`shared_prompt_logprobs`]);
+    /// below that, the cache's extra graph nodes (concatenations, row gathers and their
+    /// gradients in every layer) cost more than the saved positions. Measured on SmolLM2-135M,
+    /// 8 rows of 16 tokens, forward + backward: k = 2 with 13-token prompts, no gain; k = 4 with
+    /// 100-token prompts, 2.1× faster forward, 1.8× faster backward.
+    pub fn logprobs_shared(
+        &self,
+        prompts: &[Vec<u32>],
+        group: &[usize],
+        completions: &[Vec<u32>],
+    ) -> Result<CompletionLogprobs> {
+        let rows: usize = group.iter().map(|&i| prompts.get(i).map_or(0, Vec::len)).sum();
+        let once: usize = prompts.iter().map(Vec::len).sum();
+        let completion: usize = completions.iter().map(Vec::len).sum();
+        if rows.saturating_sub(once) >= completion.max(1) {
+            return shared_prompt_logprobs(self.model(), prompts, group, completions, self.pad());
+        }
+        let expanded = group
+            .iter()
+            .map(|&i| prompts.get(i).cloned().ok_or_else(|| Error::Usage(format!("no prompt {i} to share"))))
+            .collect::<Result<Vec<_>>>()?;
+        self.logprobs(&expanded, completions)
     }
 
     /// Log-probs with everything detached (reference policies, old log-probs).

@@ -37,13 +37,15 @@ impl Pairs {
         Ok(p)
     }
 
-    /// `[n]` Σ log π(chosen), Σ log π(rejected) of pairs `ix`, one forward pass for both.
+    /// `[n]` Σ log π(chosen), Σ log π(rejected) of pairs `ix`, one forward pass for both in which
+    /// chosen and rejected share their prompt's.
     fn sums(&self, model: &Policy, ix: &[usize], detach: bool) -> Result<(Tensor, Tensor)> {
         let n = ix.len();
-        let prompts: Vec<Vec<u32>> = ix.iter().chain(ix).map(|&i| self.prompt[i].clone()).collect();
+        let prompts: Vec<Vec<u32>> = ix.iter().map(|&i| self.prompt[i].clone()).collect();
+        let group: Vec<usize> = (0..n).chain(0..n).collect();
         let comps: Vec<Vec<u32>> =
             ix.iter().map(|&i| self.chosen[i].clone()).chain(ix.iter().map(|&i| self.rejected[i].clone())).collect();
-        let c = model.logprobs(&prompts, &comps)?;
+        let c = model.logprobs_shared(&prompts, &group, &comps)?;
         let mut s = c.sum()?;
         if detach {
             s = s.detach();

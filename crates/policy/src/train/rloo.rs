@@ -41,8 +41,11 @@ fn group_step(s: &mut Session, reward: &dyn Reward, data: &TrainData, step: usiz
     let scores = penalize_missing_eos(&raw, &ro.finished, rule)?;
 
     // One forward with a graph: its detached copy is π_old, and with a single minibatch the first
-    // update reuses it (the weights have not moved since sampling), saving a forward pass.
-    let full = s.policy.logprobs(&ro.prompt_ids, &ro.comp_ids)?;
+    // update reuses it (the weights have not moved since sampling), saving a forward pass. The
+    // k rows of a prompt share its forward (and the reference's below).
+    let unique: Vec<Vec<u32>> = ro.prompt_ids.iter().step_by(k).cloned().collect();
+    let group: Vec<usize> = (0..ro.comp_ids.len()).map(|i| i / k).collect();
+    let full = s.policy.logprobs_shared(&unique, &group, &ro.comp_ids)?;
     let old = mismatch_models::CompletionLogprobs {
         logprobs: full.logprobs.detach(),
         mask: full.mask.clone(),
@@ -50,7 +53,7 @@ fn group_step(s: &mut Session, reward: &dyn Reward, data: &TrainData, step: usiz
     };
     let mut reuse = (cfg.num_mini_batches == 1).then_some(full);
     let reference = s.reference.as_ref().expect("session has a reference");
-    let ref_logp = reference.logprobs_detached(&ro.prompt_ids, &ro.comp_ids)?.logprobs;
+    let ref_logp = reference.logprobs_shared(&unique, &group, &ro.comp_ids)?.logprobs.detach();
     let seq_kl = kl::sequence_kl(&old.logprobs, &ref_logp, &old.mask, cfg.kl_estimator)?.to_vec1::<f32>()?;
     let beta = s.kl.beta();
     let rewards = if cfg.kl_in_reward { rloo::kl_shaped_rewards(&scores, &seq_kl, beta)? } else { scores.clone() };
