@@ -617,6 +617,20 @@ fn lin(l: &Linear, x: &Tensor) -> candle_core::Result<Tensor> {
 
 const SKINNY_MAX_ROWS: usize = 16;
 
+/// Whether [`SkinnyMatmul`] takes its AVX-512 kernel (twice the lanes, half the passes over
+/// the weights for 8 rows, prefetching): on CPUs with avx512f. SmolLM2-135M, 8 rows, greedy:
+/// 115–119 against 98–100 generated tokens/s with the AVX2 kernel.
+fn skinny_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 fn skinny_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -664,9 +678,14 @@ impl candle_core::CustomOp2 for SkinnyMatmul {
             let j0 = blk * BLOCK;
             let rows = out.len() / m;
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: only reached when avx2 and fma were detected (`skinny_supported`).
+            // SAFETY: only reached when avx2 and fma were detected (`skinny_supported`), and the
+            // AVX-512 kernel only when avx512f was.
             unsafe {
-                skinny::block(x, m, k, &w[j0 * k..(j0 + rows) * k], rows, out)
+                let w = &w[j0 * k..(j0 + rows) * k];
+                match skinny_avx512() {
+                    true => skinny::block_avx512(x, m, k, w, rows, out),
+                    false => skinny::block(x, m, k, w, rows, out),
+                }
             }
         });
         let mut y = vec![0f32; m * n];
@@ -721,6 +740,52 @@ mod skinny {
                     for b in 0..ni {
                         let mut s = hsum(acc[a][b]);
                         for c in k8..k {
+                            s += *wp.add((r + a) * k + c) * *xp.add((i + b) * k + c);
+                        }
+                        out[(r + a) * m + i + b] = s;
+                    }
+                }
+                i += ni;
+            }
+            r += nr;
+        }
+    }
+
+    /// The AVX-512 form of [`block`]: four weight rows against four inputs at a time, sixteen
+    /// independent 16-lane FMA chains.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn block_avx512(x: &[f32], m: usize, k: usize, w: &[f32], rows: usize, out: &mut [f32]) {
+        let k16 = k / 16 * 16;
+        let xp = x.as_ptr();
+        let wp = w.as_ptr();
+        let mut r = 0;
+        while r < rows {
+            let nr = (rows - r).min(4);
+            let mut i = 0;
+            while i < m {
+                let ni = (m - i).min(4);
+                let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+                let mut c = 0;
+                while c < k16 {
+                    // Past the last row or input (nr, ni < 4) the last one is recomputed and discarded.
+                    let xv = [0, 1, 2, 3].map(|b: usize| _mm512_loadu_ps(xp.add((i + b.min(ni - 1)) * k + c)));
+                    for (a, acc) in acc.iter_mut().enumerate() {
+                        let wv = _mm512_loadu_ps(wp.add((r + a.min(nr - 1)) * k + c));
+                        if i == 0 && r + 4 + a < rows {
+                            // The next four rows, one cache line per line used: the weights stream
+                            // from memory once, so their latency is what there is to hide.
+                            _mm_prefetch(wp.add((r + 4 + a) * k + c) as *const i8, _MM_HINT_T0);
+                        }
+                        for b in 0..4 {
+                            acc[b] = _mm512_fmadd_ps(wv, xv[b], acc[b]);
+                        }
+                    }
+                    c += 16;
+                }
+                for a in 0..nr {
+                    for b in 0..ni {
+                        let mut s = _mm512_reduce_add_ps(acc[a][b]);
+                        for c in k16..k {
                             s += *wp.add((r + a) * k + c) * *xp.add((i + b) * k + c);
                         }
                         out[(r + a) * m + i + b] = s;
@@ -834,6 +899,25 @@ mod tests {
             assert_eq!(fast.dims(), &[m, 1, 70]);
             let d = (fast - slow).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(d < 1e-4, "m={m}: {d}");
+        }
+        // Both kernels directly (`lin` takes one of them), against a plain dot product.
+        let (wv, k) = (w.flatten_all().unwrap().to_vec1::<f32>().unwrap(), 37);
+        for m in [1usize, 3, 4, 5, 8, 16] {
+            let x: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 97) as f32 - 48.0) / 50.0).collect();
+            let want: Vec<f32> =
+                (0..70 * m).map(|o| (0..k).map(|c| wv[(o / m) * k + c] * x[(o % m) * k + c]).sum()).collect();
+            let mut kernels: Vec<(&str, unsafe fn(&[f32], usize, usize, &[f32], usize, &mut [f32]))> =
+                vec![("avx2", skinny::block)];
+            if std::is_x86_feature_detected!("avx512f") {
+                kernels.push(("avx512", skinny::block_avx512));
+            }
+            for (name, kernel) in kernels {
+                let mut out = vec![0f32; 70 * m];
+                // SAFETY: avx2/fma checked above (`skinny_supported`), avx512f where pushed.
+                unsafe { kernel(&x, m, k, &wv, 70, &mut out) };
+                let d = out.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(d < 1e-4, "{name}, m={m}: {d}");
+            }
         }
     }
 
