@@ -7,7 +7,7 @@ Builds `cargo build --release -p mismatch-bench`, then for every pair whose file
 bench/torch_generate.py; embed: bench-embed vs bench/torch_embed.py; policy-{ppo,rloo,dpo}
 and policy-{ppo,rloo,dpo}-t1 (`--only policy` for all six): bench-policy vs
 bench/torch_policy.py at 2 and 1 threads; smollm2-{ppo,rloo} (`--only smollm2`): the same on
-SmolLM2-135M) runs both with the same
+SmolLM2-135M, plus smollm2-rloo-long with ~100-token prompts) runs both with the same
 arguments, each printing one JSON line with `tokens_per_s`. Prints a table of both numbers
 and candle/PyTorch; with --write appends a dated section to docs/benchmarks.md.
 """
@@ -42,6 +42,11 @@ for _algo in ("ppo", "rloo"):
     PAIRS[f"smollm2-{_algo}"] = ("bench-policy", "bench/torch_policy.py",
                                  ["--algo", _algo, "--model", "smollm2-135m", "--prompts", "4", "--samples", "2",
                                   "--new-tokens", "16", "--steps", "3", "--warmup", "1"])
+# RLOO with prompts as long as real RLHF prompts (the sentence 8 times, ~100 tokens) and 4
+# samples each: where scoring each prompt once for its samples pays.
+PAIRS["smollm2-rloo-long"] = ("bench-policy", "bench/torch_policy.py",
+                              ["--algo", "rloo", "--model", "smollm2-135m", "--prompts", "2", "--samples", "4",
+                               "--new-tokens", "16", "--prompt-repeat", "8", "--steps", "3", "--warmup", "1"])
 # Names for --only that stand for several pairs.
 GROUPS = {"policy": [n for n in PAIRS if n.startswith("policy-")],
           "smollm2": [n for n in PAIRS if n.startswith("smollm2-")]}

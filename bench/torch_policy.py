@@ -25,7 +25,8 @@ JSON line like bench-policy: the median step after `warmup` steps.
 
 `--model DIR` (PPO, RLOO) runs the Llama-family GGUF in DIR through transformers instead
 (dequantised to f32, as torch_generate.py does; default attention), every prompt being
-SENTENCE encoded by the model's tokenizer, and never stops at EOS (as bench-policy).
+SENTENCE about animal i (written --prompt-repeat times) encoded by the model's tokenizer, and never stops at
+EOS (as bench-policy). Rows are scored in full, prompt included, as TRL does.
 """
 import argparse
 import json
@@ -39,7 +40,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 SPECIALS = 3  # <pad>, <s>, <unk>: never in prompts; ids ≥ 3 are words
-SENTENCE = "Tell me a short story about a cat who learns to swim."  # as in bench-policy.rs
+# Prompt i of the pool is about animal i (as in bench-policy.rs): one token each, 13 in all.
+SENTENCE = "Tell me a short story about a {} who learns to swim."
+ANIMALS = ["cat", "dog", "fox", "cow", "pig", "owl", "bat", "rat", "hen", "bee", "ant", "elk", "eel", "ape", "bear",
+           "wolf"]
 
 
 class Block(nn.Module):
@@ -227,6 +231,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default=None, help="directory holding one Llama-family .gguf, or the file")
+    ap.add_argument("--prompt-repeat", type=int, default=1, help="with --model: the sentence this many times")
     a = ap.parse_args()
     if a.model and a.algo == "dpo":
         raise SystemExit("--model runs PPO and RLOO only")
@@ -238,7 +243,11 @@ def main():
     if a.model:
         policy, tok = load_hf(a.model)
         reference, _ = load_hf(a.model)
-        sentence = torch.tensor([tok(SENTENCE)["input_ids"]])
+        texts = [" ".join([SENTENCE.format(x)] * a.prompt_repeat) for x in ANIMALS]
+        sentences = [tok(t)["input_ids"] for t in texts]
+        if len({len(x) for x in sentences}) != 1:
+            raise SystemExit("the animal prompts must all have the same number of tokens")
+        sentences = torch.tensor(sentences)
         d_model = policy.lm.config.hidden_size
     else:
         policy = GPT(a.vocab, a.n_layer, a.n_head, a.n_embd, a.block)
@@ -260,7 +269,7 @@ def main():
 
     def prompt_pool(n):
         if a.model:
-            return sentence.repeat(n, 1)
+            return sentences[torch.arange(n) % len(ANIMALS)]
         return torch.cat([torch.ones(n, 1, dtype=torch.long), words(n, a.prompt_len - 1)], 1)
 
     if a.algo == "ppo":

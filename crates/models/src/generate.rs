@@ -90,11 +90,24 @@ pub fn generate(
         raw_logprobs: vec![vec![]; b],
         finished: vec![false; b],
     };
+    // A row whose prompt repeats the previous row's (the k samples of a prompt) shares its
+    // prefill: the distinct prompts go through the model once and the cache is expanded.
+    let first: Vec<usize> = (0..b).filter(|&i| i == 0 || prompts[i] != prompts[i - 1]).collect();
+    let group: Vec<u32> = (0..b).map(|i| first.partition_point(|&f| f <= i) as u32 - 1).collect();
     let mut input = Tensor::from_vec(ids, (b, plen), &dev)?;
     let mut t = plen;
-    for _ in 0..params.max_new_tokens {
-        let pos = Positions::from_mask(&mask, t, &dev)?;
-        let hidden = model.hidden(&input, &pos, Some(&mut cache))?;
+    for step in 0..params.max_new_tokens {
+        let hidden = if step == 0 && first.len() < b {
+            let rows = Tensor::from_vec(group.clone(), b, &dev)?;
+            let distinct = input
+                .index_select(&Tensor::from_vec(first.iter().map(|&i| i as u32).collect(), first.len(), &dev)?, 0)?;
+            let m: Vec<Vec<u8>> = first.iter().map(|&i| mask[i].clone()).collect();
+            let h = model.hidden(&distinct, &Positions::from_mask(&m, t, &dev)?, Some(&mut cache))?;
+            cache.select_rows(&rows)?;
+            h.contiguous()?.index_select(&rows, 0)?
+        } else {
+            model.hidden(&input, &Positions::from_mask(&mask, t, &dev)?, Some(&mut cache))?
+        };
         let last = hidden.narrow(1, t - 1, 1)?;
         let logits = model.lm_logits(&last)?.squeeze(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         // One uniform per live row, drawn in row order, then the rows sampled in parallel: the
@@ -243,6 +256,26 @@ mod tests {
             assert_eq!((tok, lq), (0, 0.0));
             let (tok, _, _) = sample(&logits, &params(1.0, None, Some(0.7)), rng.random());
             assert!(tok < 2);
+        }
+    }
+
+    /// Consecutive rows with one prompt share a prefill: greedy continuations (and their
+    /// log-probs) are those of the distinct prompts, row by row.
+    #[test]
+    fn repeated_prompts_share_a_prefill_with_the_same_result() {
+        let dev = candle_core::Device::Cpu;
+        let vm = candle_nn::VarMap::new();
+        let m = crate::Gpt::init(&crate::GptConfig::new(30, 2, 2, 16, 32), &vm, 1, DType::F32, &dev).unwrap();
+        let (a, b) = (vec![1u32, 5, 9, 4], vec![1u32, 7]);
+        let p = SamplingParams { max_new_tokens: 6, temperature: 0.0, ..Default::default() };
+        let once = generate(&m, &[a.clone(), b.clone()], &p, 0).unwrap();
+        let rows = [a.clone(), a, b.clone(), b.clone(), b];
+        let shared = generate(&m, &rows, &p, 0).unwrap();
+        for (r, src) in [0usize, 0, 1, 1, 1].into_iter().enumerate() {
+            assert_eq!(shared.tokens[r], once.tokens[src], "row {r}");
+            for (x, y) in shared.raw_logprobs[r].iter().zip(&once.raw_logprobs[src]) {
+                assert!((x - y).abs() < 1e-5, "row {r}: {x} vs {y}");
+            }
         }
     }
 

@@ -17,12 +17,15 @@
 //!
 //! `--model SPEC` (PPO and RLOO only) runs a real checkpoint instead, e.g. the SmolLM2-135M GGUF:
 //! it is loaded as `load_causal_lm` does, saved as an f32 HF directory whose tokenizer has no
-//! EOS (again so that no row stops early), and every prompt is the same sentence
-//! ([`SENTENCE`]; `bench/torch_policy.py` encodes it with the model's own tokenizer).
+//! EOS (again so that no row stops early), and prompt `i` of the pool is one sentence about
+//! animal `i` ([`SENTENCE`], [`ANIMALS`]; `bench/torch_policy.py` encodes the same texts with the
+//! model's own tokenizer), written `--prompt-repeat` times (default 1) for prompts as long as
+//! real RLHF prompts.
 //!
 //! Usage: `bench-policy [--algo ppo|rloo|dpo] [--threads 2] [--prompts 16] [--samples 4]
 //! [--new-tokens 24] [--prompt-len 8] [--vocab 64] [--n-layer 2] [--n-embd 64] [--n-head 2]
-//! [--block 64] [--steps 8] [--warmup 2] [--seed 0] [--model SPEC]`. Prints one JSON line.
+//! [--block 64] [--steps 8] [--warmup 2] [--seed 0] [--model SPEC] [--prompt-repeat 1]`. Prints one
+//! JSON line.
 
 use candle_core::{DType, Device};
 use candle_nn::VarMap;
@@ -39,8 +42,11 @@ static A: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SPECIALS: [&str; 3] = ["<pad>", "<s>", "<unk>"];
 
-/// The prompt of every row with `--model` (the same text as `SENTENCE` in torch_policy.py).
-const SENTENCE: &str = "Tell me a short story about a cat who learns to swim.";
+/// The prompts with `--model` (the same texts as `SENTENCE` and `ANIMALS` in torch_policy.py):
+/// `{}` takes an animal, each a single SmolLM2 token, so that prompts differ but all have 13 tokens.
+const SENTENCE: &str = "Tell me a short story about a {} who learns to swim.";
+const ANIMALS: [&str; 16] =
+    ["cat", "dog", "fox", "cow", "pig", "owl", "bat", "rat", "hen", "bee", "ant", "elk", "eel", "ape", "bear", "wolf"];
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> anyhow::Result<T>
 where
@@ -147,6 +153,7 @@ fn main() -> anyhow::Result<()> {
         "--warmup",
         "--seed",
         "--model",
+        "--prompt-repeat",
     ];
     for a in args.iter().skip(1).step_by(2) {
         anyhow::ensure!(known.contains(&a.as_str()), "unknown argument {a}; expected one of {known:?}");
@@ -188,6 +195,9 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(steps >= 1, "--steps must be at least 1");
 
     let model: Option<String> = args.iter().position(|a| a == "--model").map(|i| args[i + 1].clone());
+    let repeat: usize = arg(&args, "--prompt-repeat", 1)?;
+    anyhow::ensure!(repeat >= 1 && (repeat == 1 || model.is_some()), "--prompt-repeat needs --model and ≥ 1");
+    let sentence = |i: usize| vec![SENTENCE.replace("{}", ANIMALS[i % ANIMALS.len()]); repeat].join(" ");
     anyhow::ensure!(model.is_none() || algo != Algo::Dpo, "--model runs PPO and RLOO only");
     let tmp = tempfile::tempdir()?;
     let policy = tmp.path().join("policy");
@@ -203,7 +213,7 @@ fn main() -> anyhow::Result<()> {
             lm.tok.eos_ids.clear();
             m.save(&policy, &lm.tok)?;
             let n: usize = m.named_tensors().iter().map(|(_, t)| t.elem_count()).sum();
-            (n, lm.tok.encode(SENTENCE, true)?.len())
+            (n, lm.tok.encode(&sentence(0), true)?.len())
         }
     };
     let mut state = seed.wrapping_add(1);
@@ -224,7 +234,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         data.prompts = match model {
             None => texts(pool, prompt_len - 1, cfg.vocab_size, &mut state),
-            Some(_) => vec![SENTENCE.to_string(); pool],
+            Some(_) => (0..pool).map(sentence).collect(),
         };
     }
     let total = warmup + steps + 1;
