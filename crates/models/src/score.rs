@@ -56,18 +56,8 @@ pub fn completion_logprobs(
             completions.len()
         )));
     }
-    if prompts.iter().any(|p| p.is_empty()) {
-        return Err(Error::Usage("empty prompt: scoring needs at least one prompt token".into()));
-    }
     let b = prompts.len();
-    let p = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let c = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
-    if p + c > model.max_seq_len() {
-        return Err(Error::Usage(format!(
-            "prompt ({p}) + completion ({c}) tokens exceed the model's context of {}",
-            model.max_seq_len()
-        )));
-    }
+    let (p, c) = padded_lengths(model, prompts, completions)?;
     let t = p + c;
     let mut ids = Vec::with_capacity(b * t);
     let mut mask = Vec::with_capacity(b);
@@ -91,6 +81,23 @@ pub fn completion_logprobs(
     // Only the positions p-1 .. p+c-2 predict completion tokens.
     let hidden = model.hidden(&ids, &pos, None)?.narrow(1, p - 1, c)?;
     read_off(model, hidden, targets, cmask)
+}
+
+/// The padded prompt and completion lengths (the longest of each, a completion at least 1), after
+/// checking that no prompt is empty and that both fit the model's context.
+fn padded_lengths(model: &dyn CausalLm, prompts: &[Vec<u32>], completions: &[Vec<u32>]) -> Result<(usize, usize)> {
+    if prompts.iter().any(|p| p.is_empty()) {
+        return Err(Error::Usage("empty prompt: scoring needs at least one prompt token".into()));
+    }
+    let p = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let c = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    if p + c > model.max_seq_len() {
+        return Err(Error::Usage(format!(
+            "prompt ({p}) + completion ({c}) tokens exceed the model's context of {}",
+            model.max_seq_len()
+        )));
+    }
+    Ok((p, c))
 }
 
 /// The log-probs of `targets` `[b·c]` from the hidden states that predict them `[b, c, d]`.
@@ -125,18 +132,8 @@ pub fn shared_prompt_logprobs(
             completions.len()
         )));
     }
-    if prompts.iter().any(|p| p.is_empty()) {
-        return Err(Error::Usage("empty prompt: scoring needs at least one prompt token".into()));
-    }
     let (g, b) = (prompts.len(), completions.len());
-    let p = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let c = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
-    if p + c > model.max_seq_len() {
-        return Err(Error::Usage(format!(
-            "prompt ({p}) + completion ({c}) tokens exceed the model's context of {}",
-            model.max_seq_len()
-        )));
-    }
+    let (p, c) = padded_lengths(model, prompts, completions)?;
     let dev = model.device();
     let mut pids = Vec::with_capacity(g * p);
     let mut pmask = Vec::with_capacity(g);
