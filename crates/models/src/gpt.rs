@@ -125,17 +125,16 @@ fn normal(rng: &mut ChaCha8Rng, n: usize, std: f64) -> Vec<f32> {
 struct Linear {
     w: Tensor, // [out, in]
     b: Tensor, // [out]
-    /// Always the training kernel (see [`Gpt::detached`]).
-    train_kernel: bool,
 }
 
 impl Linear {
     fn load(vb: &VarBuilder, out: usize, inp: usize) -> candle_core::Result<Self> {
-        Ok(Self { w: vb.get((out, inp), "weight")?, b: vb.get(out, "bias")?, train_kernel: false })
+        Ok(Self { w: vb.get((out, inp), "weight")?, b: vb.get(out, "bias")? })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self.train_kernel {
+    /// `train_kernels`: always the kernel training uses (see [`Gpt::detached`]).
+    fn forward(&self, x: &Tensor, train_kernels: bool) -> candle_core::Result<Tensor> {
+        match train_kernels {
             true => ops::linear_train_kernel(x, &self.w, &self.b),
             false => ops::linear(x, &self.w, &self.b),
         }
@@ -146,15 +145,14 @@ impl Linear {
 struct LayerNorm {
     w: Tensor,
     b: Tensor,
-    train_kernel: bool,
 }
 
 impl LayerNorm {
     fn load(vb: &VarBuilder, c: usize) -> candle_core::Result<Self> {
-        Ok(Self { w: vb.get(c, "weight")?, b: vb.get(c, "bias")?, train_kernel: false })
+        Ok(Self { w: vb.get(c, "weight")?, b: vb.get(c, "bias")? })
     }
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self.train_kernel {
+    fn forward(&self, x: &Tensor, train_kernels: bool) -> candle_core::Result<Tensor> {
+        match train_kernels {
             true => ops::layer_norm_train_kernel(x, &self.w, &self.b, LN_EPS),
             false => ops::layer_norm(x, &self.w, &self.b, LN_EPS),
         }
@@ -170,7 +168,6 @@ struct Block {
     c_fc: Linear,
     mlp_proj: Linear,
     n_head: usize,
-    train_kernel: bool,
 }
 
 impl Block {
@@ -184,21 +181,26 @@ impl Block {
             c_fc: Linear::load(&vb.pp("mlp.c_fc"), 4 * c, c)?,
             mlp_proj: Linear::load(&vb.pp("mlp.c_proj"), c, 4 * c)?,
             n_head: cfg.n_head,
-            train_kernel: false,
         })
     }
 
-    fn forward(&self, x: &Tensor, bias: &Tensor, cache: Option<(&mut KvCache, usize)>) -> candle_core::Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        cache: Option<(&mut KvCache, usize)>,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
         let h = self.n_head;
-        let qkv = self.c_attn.forward(&self.ln_1.forward(x)?)?;
+        let qkv = self.c_attn.forward(&self.ln_1.forward(x, train)?, train)?;
         let y = match cache {
-            None if self.train_kernel => ops::attention_qkv_train_kernel(&qkv, bias, h)?,
+            None if train => ops::attention_qkv_train_kernel(&qkv, bias, h)?,
             None => ops::attention_qkv(&qkv, bias, h)?,
             Some(cache) => Self::cached_attention(&qkv, bias, h, cache)?,
         };
-        let x = (x + self.attn_proj.forward(&y)?)?;
-        let m = ops::gelu(&self.c_fc.forward(&self.ln_2.forward(&x)?)?)?;
-        x + self.mlp_proj.forward(&m)?
+        let x = (x + self.attn_proj.forward(&y, train)?)?;
+        let m = ops::gelu(&self.c_fc.forward(&self.ln_2.forward(&x, train)?, train)?)?;
+        x + self.mlp_proj.forward(&m, train)?
     }
 
     fn cached_attention(
@@ -228,6 +230,9 @@ pub struct Gpt {
     /// Every parameter by name, for `save`.
     params: HashMap<String, Tensor>,
     device: Device,
+    /// Take the training kernels even without a graph (set by [`Gpt::detached`] on a trainable
+    /// model, so that its forwards are bit-identical to the tracked ones).
+    train_kernels: bool,
 }
 
 impl Gpt {
@@ -251,6 +256,7 @@ impl Gpt {
             ln_f: LayerNorm::load(&t.pp("ln_f"), cfg.n_embd)?,
             params,
             device: vb.device().clone(),
+            train_kernels: false,
         })
     }
 
@@ -375,9 +381,9 @@ impl CausalLm for Gpt {
         let mut x = (tok + p)?.reshape((b, t, c))?;
         let bias = pos.bias.to_dtype(x.dtype())?;
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x, &bias, cache.as_deref_mut().map(|c| (c, i)))?;
+            x = block.forward(&x, &bias, cache.as_deref_mut().map(|c| (c, i)), self.train_kernels)?;
         }
-        self.ln_f.forward(&x)
+        self.ln_f.forward(&x, self.train_kernels)
     }
 
     /// Detached tensors, but the training kernels stay in use: the GPT's fused training kernels
@@ -387,17 +393,7 @@ impl CausalLm for Gpt {
         let params: HashMap<String, Tensor> = self.params.iter().map(|(k, v)| (k.clone(), v.detach())).collect();
         let vb = VarBuilder::from_tensors(params, self.dtype(), &self.device);
         let mut m = Self::new(&self.cfg, vb).map_err(candle_core::Error::wrap)?;
-        let train = self.params.values().any(|t| t.track_op());
-        for b in &mut m.blocks {
-            b.train_kernel = train;
-            for l in [&mut b.c_attn, &mut b.attn_proj, &mut b.c_fc, &mut b.mlp_proj] {
-                l.train_kernel = train;
-            }
-            for n in [&mut b.ln_1, &mut b.ln_2] {
-                n.train_kernel = train;
-            }
-        }
-        m.ln_f.train_kernel = train;
+        m.train_kernels = self.params.values().any(|t| t.track_op());
         Ok(Box::new(m))
     }
 

@@ -29,11 +29,7 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
     if !x.track_op() && !w.track_op() && !b.track_op() && x.is_contiguous() {
         return candle_nn::ops::layer_norm(x, w, b, eps as f32);
     }
-    if fused_cpu(x) && w.dtype() == x.dtype() && b.dtype() == x.dtype() {
-        let (w, b) = (w.contiguous()?, b.contiguous()?);
-        return x.contiguous()?.apply_op3(&w, &b, fused::LayerNorm { eps });
-    }
-    layer_norm_composed(x, w, b, eps)
+    layer_norm_train_kernel(x, w, b, eps)
 }
 
 /// [`layer_norm`] always through the kernel that training uses (fused on CPU), tracked or not:
@@ -41,7 +37,7 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
 pub fn layer_norm_train_kernel(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
     if fused_cpu(x) && w.dtype() == x.dtype() && b.dtype() == x.dtype() {
         let (w, b) = (w.contiguous()?, b.contiguous()?);
-        return x.contiguous()?.apply_op3_no_bwd(&w, &b, &fused::LayerNorm { eps });
+        return x.contiguous()?.apply_op3(&w, &b, fused::LayerNorm { eps });
     }
     layer_norm_composed(x, w, b, eps)
 }
@@ -131,19 +127,17 @@ impl Rotary {
 /// reshape) costs candle's backprop a zero-fill and an add per node, which for a small model
 /// is as much time as the GEMMs themselves.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let tracked = x.track_op() || w.track_op() || b.track_op();
-    if tracked && fused_cpu(x) && w.dtype() == x.dtype() && b.dtype() == x.dtype() {
-        let (w, b) = (w.contiguous()?, b.contiguous()?);
-        return x.contiguous()?.apply_op3(&w, &b, fused::Linear);
+    match x.track_op() || w.track_op() || b.track_op() {
+        true => linear_train_kernel(x, w, b),
+        false => linear_composed(x, w, b),
     }
-    linear_composed(x, w, b)
 }
 
 /// [`linear`] always through the kernel that training uses (fused on CPU), tracked or not.
 pub fn linear_train_kernel(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     if fused_cpu(x) && w.dtype() == x.dtype() && b.dtype() == x.dtype() {
         let (w, b) = (w.contiguous()?, b.contiguous()?);
-        return x.contiguous()?.apply_op3_no_bwd(&w, &b, &fused::Linear);
+        return x.contiguous()?.apply_op3(&w, &b, fused::Linear);
     }
     linear_composed(x, w, b)
 }
@@ -169,18 +163,17 @@ pub fn linear_composed(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// (split heads → [`crate::attention::attention`] → merge heads) is ~20 graph nodes, each
 /// costing candle's backprop a zero-fill and an add. No KV cache: decoding uses the composed path.
 pub fn attention_qkv(qkv: &Tensor, bias: &Tensor, n_head: usize) -> Result<Tensor> {
-    if qkv.track_op() && fused_cpu(qkv) && !bias.track_op() {
-        let bias = bias.to_dtype(qkv.dtype())?.contiguous()?;
-        return qkv.contiguous()?.apply_op2(&bias, fused::AttentionQkv { n_head });
+    match qkv.track_op() && !bias.track_op() {
+        true => attention_qkv_train_kernel(qkv, bias, n_head),
+        false => attention_qkv_composed(qkv, bias, n_head),
     }
-    attention_qkv_composed(qkv, bias, n_head)
 }
 
 /// [`attention_qkv`] always through the kernel that training uses (fused on CPU), tracked or not.
 pub fn attention_qkv_train_kernel(qkv: &Tensor, bias: &Tensor, n_head: usize) -> Result<Tensor> {
     if fused_cpu(qkv) {
         let bias = bias.to_dtype(qkv.dtype())?.contiguous()?;
-        return qkv.contiguous()?.apply_op2_no_bwd(&bias, &fused::AttentionQkv { n_head });
+        return qkv.contiguous()?.apply_op2(&bias, fused::AttentionQkv { n_head });
     }
     attention_qkv_composed(qkv, bias, n_head)
 }
