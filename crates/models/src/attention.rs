@@ -9,21 +9,42 @@ use candle_core::{Device, Result, Tensor};
 /// output is never read.
 pub const MASKED: f32 = -1e9;
 
-/// Per-layer key/value cache for incremental decoding. Keys and values are stored as
-/// `[b, kv_heads, t, head_dim]` and grow along `t`.
-#[derive(Debug, Clone, Default)]
+/// Per-layer key/value cache for incremental decoding. A layer holds either keys and values
+/// `[b, kv_heads, t, head_dim]` grown by concatenation (differentiable), or one packed
+/// `[b, capacity, width]` buffer per layer written in place ([`KvCache::append_packed`]), whose
+/// first rows along dimension 1 are the cached tokens: no copy of the past per step.
+/// Not `Clone`: packed layers are written in place, so a copy would share them.
+#[derive(Debug, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<Entry>>,
+    /// Rows a packed layer is first allocated with (0: as many as the first append brings).
+    capacity: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Entry {
+    Split(Tensor, Tensor),
+    Packed { buf: Tensor, len: usize },
 }
 
 impl KvCache {
     pub fn new(num_layers: usize) -> Self {
-        Self { layers: vec![None; num_layers] }
+        Self::with_capacity(num_layers, 0)
+    }
+
+    /// A cache whose packed layers start with room for `capacity` positions (the prompt plus
+    /// the new tokens, when the caller knows them), so that decoding never regrows them.
+    pub fn with_capacity(num_layers: usize, capacity: usize) -> Self {
+        Self { layers: vec![None; num_layers], capacity }
     }
 
     /// Number of cached positions (0 when empty).
     pub fn len(&self) -> usize {
-        self.layers.first().and_then(|l| l.as_ref()).map(|(k, _)| k.dim(2).unwrap_or(0)).unwrap_or(0)
+        match self.layers.first() {
+            Some(Some(Entry::Split(k, _))) => k.dim(2).unwrap_or(0),
+            Some(Some(Entry::Packed { len, .. })) => *len,
+            _ => 0,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -34,17 +55,44 @@ impl KvCache {
     pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let (k, v) = match &self.layers[layer] {
             None => (k.clone(), v.clone()),
-            Some((pk, pv)) => (Tensor::cat(&[pk, k], 2)?, Tensor::cat(&[pv, v], 2)?),
+            Some(Entry::Split(pk, pv)) => (Tensor::cat(&[pk, k], 2)?, Tensor::cat(&[pv, v], 2)?),
+            Some(Entry::Packed { .. }) => candle_core::bail!("layer {layer} of the KV cache is packed"),
         };
-        self.layers[layer] = Some((k.clone(), v.clone()));
+        self.layers[layer] = Some(Entry::Split(k.clone(), v.clone()));
         Ok((k, v))
+    }
+
+    /// Writes the rows `x` `[b, t, width]` after the cached ones of `layer`, in place (capacity
+    /// doubles when full), and returns the buffer `[b, capacity, width]` with the number of
+    /// rows cached before this call. Not differentiable.
+    pub fn append_packed(&mut self, layer: usize, x: &Tensor) -> Result<(Tensor, usize)> {
+        let (b, t, w) = x.dims3()?;
+        let x = x.contiguous()?;
+        let (buf, past) = match self.layers[layer].take() {
+            None => (Tensor::zeros((b, t.max(self.capacity).max(16), w), x.dtype(), x.device())?, 0),
+            Some(Entry::Packed { buf, len }) if len + t <= buf.dim(1)? => (buf, len),
+            Some(Entry::Packed { buf, len }) => {
+                let grown = Tensor::zeros((b, (2 * buf.dim(1)?).max(len + t), w), x.dtype(), x.device())?;
+                grown.slice_set(&buf.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
+                (grown, len)
+            }
+            Some(Entry::Split(..)) => candle_core::bail!("layer {layer} of the KV cache holds split keys and values"),
+        };
+        buf.slice_set(&x, 1, past)?;
+        self.layers[layer] = Some(Entry::Packed { buf: buf.clone(), len: past + t });
+        Ok((buf, past))
     }
 
     /// Keeps (or repeats) the rows in `rows`: finished sequences leaving a batch, or one cached
     /// prompt shared by several rows.
     pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
         for l in self.layers.iter_mut().flatten() {
-            *l = (l.0.contiguous()?.index_select(rows, 0)?, l.1.contiguous()?.index_select(rows, 0)?);
+            *l = match l {
+                Entry::Split(k, v) => {
+                    Entry::Split(k.contiguous()?.index_select(rows, 0)?, v.contiguous()?.index_select(rows, 0)?)
+                }
+                Entry::Packed { buf, len } => Entry::Packed { buf: buf.index_select(rows, 0)?, len: *len },
+            };
         }
         Ok(())
     }
@@ -123,6 +171,7 @@ pub fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
 
     #[test]
     fn positions_and_bias_for_left_padding_with_cache() {
@@ -135,6 +184,40 @@ mod tests {
         let m = MASKED;
         assert_eq!(bias[0], vec![vec![m, m, 0.0, 0.0, m], vec![m, m, 0.0, 0.0, 0.0]]);
         assert_eq!(bias[1], vec![vec![0.0, 0.0, 0.0, 0.0, m], vec![0.0; 5]]);
+    }
+
+    /// Packed layers keep every row written, across a capacity doubling and a row selection.
+    #[test]
+    fn packed_cache_grows_and_keeps_its_rows() {
+        let dev = Device::Cpu;
+        let rows = |b: usize, t: usize, start: f32| {
+            Tensor::arange(start, start + (b * t * 3) as f32, &dev).unwrap().reshape((b, t, 3)).unwrap()
+        };
+        let mut cache = KvCache::new(1);
+        let a = rows(2, 10, 0.0);
+        let (buf, past) = cache.append_packed(0, &a).unwrap();
+        assert_eq!((past, buf.dim(1).unwrap(), cache.len()), (0, 16, 10));
+        let b = rows(2, 10, 100.0);
+        let (buf, past) = cache.append_packed(0, &b).unwrap();
+        assert_eq!((past, buf.dim(1).unwrap(), cache.len()), (10, 32, 20));
+        let want = Tensor::cat(&[&a, &b], 1).unwrap();
+        assert_eq!(buf.narrow(1, 0, 20).unwrap().to_vec3::<f32>().unwrap(), want.to_vec3::<f32>().unwrap());
+        cache.select_rows(&Tensor::new(&[1u32, 1, 0], &dev).unwrap()).unwrap();
+        let (buf, past) = cache.append_packed(0, &rows(3, 1, -9.0)).unwrap();
+        assert_eq!(past, 20);
+        assert_eq!(
+            buf.get(1).unwrap().narrow(0, 0, 20).unwrap().to_vec2::<f32>().unwrap(),
+            want.get(1).unwrap().to_vec2::<f32>().unwrap()
+        );
+        assert_eq!(buf.get(2).unwrap().get(20).unwrap().to_vec1::<f32>().unwrap(), vec![-3.0, -2.0, -1.0]);
+        // One layer cannot hold both kinds.
+        assert!(cache
+            .append(
+                0,
+                &Tensor::zeros((3, 1, 1, 3), DType::F32, &dev).unwrap(),
+                &Tensor::zeros((3, 1, 1, 3), DType::F32, &dev).unwrap()
+            )
+            .is_err());
     }
 
     #[test]

@@ -74,67 +74,179 @@ pub fn generate(
     // a graph and miss every inference kernel.
     let detached = model.detached()?;
     let model = detached.as_ref();
-    let dev = model.device().clone();
-    let mut mask: Vec<Vec<u8>> = Vec::with_capacity(b);
-    let mut ids = Vec::with_capacity(b * plen);
-    for p in prompts {
-        let pad = plen - p.len();
-        mask.push(std::iter::repeat_n(0u8, pad).chain(std::iter::repeat_n(1u8, p.len())).collect());
-        ids.extend(std::iter::repeat_n(pad_id, pad).chain(p.iter().copied()));
+    // A small model decodes at the pace of its per-row work, not of streaming its weights, and
+    // one batch keeps a single core busy: its rows go through the model in fixed chunks, in
+    // parallel, step by step. Sampling stays one pass over all rows in order, so the tokens are
+    // those of a single batch.
+    let chunk = if small(model) { CHUNK_ROWS } else { b };
+    decode(model, prompts, plen, params, pad_id, chunk)
+}
+
+/// Decodes `prompts` (left-padded to `plen`) in chunks of `chunk` rows.
+fn decode(
+    model: &dyn CausalLm,
+    prompts: &[Vec<u32>],
+    plen: usize,
+    params: &SamplingParams,
+    pad_id: u32,
+    chunk: usize,
+) -> Result<Generation> {
+    let b = prompts.len();
+    let mut parts: Vec<Part> = prompts
+        .chunks(chunk)
+        .map(|rows| Part::new(model, rows, plen, params.max_new_tokens, pad_id))
+        .collect::<Result<_>>()?;
+    match parts.len() {
+        1 => steps(model, &mut parts, b, chunk, params, pad_id),
+        // On a pool thread, each step's fork and join stay inside the pool instead of waking
+        // the calling thread every token.
+        _ => rayon::scope(|_| steps(model, &mut parts, b, chunk, params, pad_id)),
     }
+}
+
+/// The decoding loop over `parts` (chunks of `chunk` of the `b` rows).
+fn steps(
+    model: &dyn CausalLm,
+    parts: &mut [Part],
+    b: usize,
+    chunk: usize,
+    params: &SamplingParams,
+    pad_id: u32,
+) -> Result<Generation> {
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
-    let mut cache = KvCache::new(model.num_layers());
     let mut out = Generation {
         tokens: vec![vec![]; b],
         sampling_logprobs: vec![vec![]; b],
         raw_logprobs: vec![vec![]; b],
         finished: vec![false; b],
     };
-    // A row whose prompt repeats the previous row's (the k samples of a prompt) shares its
-    // prefill: the distinct prompts go through the model once and the cache is expanded.
-    let first: Vec<usize> = (0..b).filter(|&i| i == 0 || prompts[i] != prompts[i - 1]).collect();
-    let group: Vec<u32> = (0..b).map(|i| first.partition_point(|&f| f <= i) as u32 - 1).collect();
-    let mut input = Tensor::from_vec(ids, (b, plen), &dev)?;
-    let mut t = plen;
     for step in 0..params.max_new_tokens {
-        let hidden = if step == 0 && first.len() < b {
-            let rows = Tensor::from_vec(group.clone(), b, &dev)?;
-            let distinct = input
-                .index_select(&Tensor::from_vec(first.iter().map(|&i| i as u32).collect(), first.len(), &dev)?, 0)?;
-            let m: Vec<Vec<u8>> = first.iter().map(|&i| mask[i].clone()).collect();
-            let h = model.hidden(&distinct, &Positions::from_mask(&m, t, &dev)?, Some(&mut cache))?;
-            cache.select_rows(&rows)?;
-            h.contiguous()?.index_select(&rows, 0)?
-        } else {
-            model.hidden(&input, &Positions::from_mask(&mask, t, &dev)?, Some(&mut cache))?
+        // One uniform per live row, drawn in row order before any row is sampled: the draws, and
+        // so the tokens, of sampling the rows one after another, however the rows are split.
+        let draws: Vec<Option<f64>> = (0..b)
+            .map(|r| (!out.finished[r]).then(|| if params.temperature > 0.0 { rng.random() } else { 0.0 }))
+            .collect();
+        let picks: Vec<Option<(u32, f32, f32)>> = match &mut *parts {
+            [one] => one.step(model, step, &draws, params)?,
+            many => many
+                .par_iter_mut()
+                .zip(draws.par_chunks(chunk))
+                .map(|(p, d)| p.step(model, step, d, params))
+                .collect::<Result<Vec<_>>>()?
+                .concat(),
         };
-        let last = hidden.narrow(1, t - 1, 1)?;
-        let logits = model.lm_logits(&last)?.squeeze(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        // One uniform per live row, drawn in row order, then the rows sampled in parallel: the
-        // same draws, and so the same tokens, as sampling the rows one after another.
-        let live: Vec<usize> = (0..b).filter(|&r| !out.finished[r]).collect();
-        let draws: Vec<f64> = live.iter().map(|_| if params.temperature > 0.0 { rng.random() } else { 0.0 }).collect();
-        let picks: Vec<(u32, f32, f32)> =
-            live.par_iter().zip(&draws).map(|(&r, &u)| sample(&logits[r], params, u)).collect();
-        let mut next = vec![pad_id; b];
-        for m in mask.iter_mut() {
-            m.push(0);
-        }
-        for (&row, (tok, lq, lp)) in live.iter().zip(picks) {
+        let mut next = vec![None; b];
+        for (row, (tok, lq, lp)) in picks.into_iter().enumerate().filter_map(|(r, p)| Some((r, p?))) {
             out.tokens[row].push(tok);
             out.sampling_logprobs[row].push(lq);
             out.raw_logprobs[row].push(lp);
             out.finished[row] = params.stop_tokens.contains(&tok);
-            next[row] = tok;
-            *mask[row].last_mut().expect("pushed above") = 1;
+            next[row] = Some(tok);
         }
         if out.finished.iter().all(|&f| f) {
             break;
         }
-        input = Tensor::from_vec(next, (b, 1), &dev)?;
-        t = 1;
+        for (p, next) in parts.iter_mut().zip(next.chunks(chunk)) {
+            p.advance(next, pad_id)?;
+        }
     }
     Ok(out)
+}
+
+/// Rows per parallel chunk of a small model's batch.
+const CHUNK_ROWS: usize = 32;
+
+/// Whether the model's weights are small enough (≤ 2 M parameters, counted as 12·d² per layer
+/// plus the embedding) to stay in cache, so that running its rows in separate chunks costs no
+/// extra memory traffic.
+fn small(model: &dyn CausalLm) -> bool {
+    let d = model.hidden_size();
+    12 * d * d * model.num_layers() + model.vocab_size() * d <= 2_000_000
+}
+
+/// The rows of one chunk as they are decoded: attention mask, KV cache and next input.
+struct Part {
+    mask: Vec<Vec<u8>>,
+    /// The first row of each run of rows with one prompt, and each row's run.
+    first: Vec<usize>,
+    group: Vec<u32>,
+    cache: KvCache,
+    input: Tensor,
+    /// Columns of `input`: the padded prompt, then 1.
+    t: usize,
+}
+
+impl Part {
+    /// `prompts` left-padded to `plen` (the whole batch's), with a cache for `max_new` more tokens.
+    fn new(model: &dyn CausalLm, prompts: &[Vec<u32>], plen: usize, max_new: usize, pad_id: u32) -> Result<Self> {
+        let b = prompts.len();
+        let mut mask: Vec<Vec<u8>> = Vec::with_capacity(b);
+        let mut ids = Vec::with_capacity(b * plen);
+        for p in prompts {
+            let pad = plen - p.len();
+            mask.push(std::iter::repeat_n(0u8, pad).chain(std::iter::repeat_n(1u8, p.len())).collect());
+            ids.extend(std::iter::repeat_n(pad_id, pad).chain(p.iter().copied()));
+        }
+        // A row whose prompt repeats the previous row's (the k samples of a prompt) shares its
+        // prefill: the distinct prompts go through the model once and the cache is expanded.
+        let first: Vec<usize> = (0..b).filter(|&i| i == 0 || prompts[i] != prompts[i - 1]).collect();
+        let group: Vec<u32> = (0..b).map(|i| first.partition_point(|&f| f <= i) as u32 - 1).collect();
+        Ok(Self {
+            mask,
+            first,
+            group,
+            cache: KvCache::with_capacity(model.num_layers(), plen + max_new),
+            input: Tensor::from_vec(ids, (b, plen), model.device())?,
+            t: plen,
+        })
+    }
+
+    /// Samples the next token of every row with a draw (`None`: finished) as [`sample`] does;
+    /// rows go to parallel tasks only in groups worth 65,536 vocabulary entries.
+    fn step(
+        &mut self,
+        model: &dyn CausalLm,
+        step: usize,
+        draws: &[Option<f64>],
+        params: &SamplingParams,
+    ) -> Result<Vec<Option<(u32, f32, f32)>>> {
+        let logits = self.logits(model, step)?;
+        let per_task = (65_536 / model.vocab_size().max(1)).max(1);
+        Ok(draws.par_iter().zip(&logits).with_min_len(per_task).map(|(d, l)| d.map(|u| sample(l, params, u))).collect())
+    }
+
+    /// Next-token logits of every row, `[rows][vocab]` (f32).
+    fn logits(&mut self, model: &dyn CausalLm, step: usize) -> Result<Vec<Vec<f32>>> {
+        let dev = model.device();
+        let b = self.mask.len();
+        let hidden = if step == 0 && self.first.len() < b {
+            let rows = Tensor::from_vec(self.group.clone(), b, dev)?;
+            let ix = Tensor::from_vec(self.first.iter().map(|&i| i as u32).collect(), self.first.len(), dev)?;
+            let m: Vec<Vec<u8>> = self.first.iter().map(|&i| self.mask[i].clone()).collect();
+            let h = model.hidden(
+                &self.input.index_select(&ix, 0)?,
+                &Positions::from_mask(&m, self.t, dev)?,
+                Some(&mut self.cache),
+            )?;
+            self.cache.select_rows(&rows)?;
+            h.contiguous()?.index_select(&rows, 0)?
+        } else {
+            model.hidden(&self.input, &Positions::from_mask(&self.mask, self.t, dev)?, Some(&mut self.cache))?
+        };
+        let last = hidden.narrow(1, self.t - 1, 1)?;
+        Ok(model.lm_logits(&last)?.squeeze(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+    }
+
+    /// Feeds each row its sampled token (`None`: the row has finished; it gets `pad_id`, masked).
+    fn advance(&mut self, next: &[Option<u32>], pad_id: u32) -> Result<()> {
+        for (m, tok) in self.mask.iter_mut().zip(next) {
+            m.push(tok.is_some() as u8);
+        }
+        let ids: Vec<u32> = next.iter().map(|t| t.unwrap_or(pad_id)).collect();
+        self.input = Tensor::from_vec(ids, (next.len(), 1), self.input.device())?;
+        self.t = 1;
+        Ok(())
+    }
 }
 
 /// Draws one token by inverse CDF at the uniform `u` (unused when greedy); returns
@@ -307,5 +419,36 @@ mod tests {
         let want = 1.0 / (1.0 + (-2f64).exp()); // softmax([2, 0])[0] = 0.8808
         let got = hits as f64 / n as f64;
         assert!((got - want).abs() < 0.01, "{got} vs {want}");
+    }
+
+    /// A small model's rows go through the model in chunks: the first rows of a batch big enough
+    /// to be split (40 rows: 32 + 8) get the logits, and so the greedy tokens and log-probs,
+    /// that they get in a batch of their own.
+    #[test]
+    fn chunked_rows_decode_as_one_batch() {
+        let dev = candle_core::Device::Cpu;
+        let vm = candle_nn::VarMap::new();
+        let m = crate::Gpt::init(&crate::GptConfig::new(30, 2, 2, 16, 32), &vm, 1, DType::F32, &dev).unwrap();
+        assert!(small(&m));
+        let rows: Vec<Vec<u32>> = (0..40u32).map(|i| vec![1, 2 + i % 7, 3 + i % 5]).collect();
+        let p = SamplingParams { max_new_tokens: 8, temperature: 0.0, ..Default::default() };
+        let all = generate(&m, &rows, &p, 0).unwrap();
+        let alone = generate(&m, &rows[32..], &p, 0).unwrap();
+        assert_eq!(all.tokens[32..], alone.tokens[..]);
+        assert_eq!(all.raw_logprobs[32..], alone.raw_logprobs[..]);
+        // Sampled, with stops: any split draws the tokens one batch of all rows draws (the
+        // log-probs may differ in the last bit: a GEMM's blocking depends on its row count).
+        let p = SamplingParams { max_new_tokens: 8, seed: 4, stop_tokens: vec![5, 9], ..Default::default() };
+        let one = decode(&m, &rows, 3, &p, 0, 40).unwrap();
+        assert!(one.finished.iter().any(|&f| f) && one.finished.iter().any(|&f| !f));
+        for chunk in [32, 7, 1] {
+            let split = decode(&m, &rows, 3, &p, 0, chunk).unwrap();
+            assert_eq!((&split.tokens, &split.finished), (&one.tokens, &one.finished), "chunks of {chunk}");
+            for (a, b) in split.raw_logprobs.iter().flatten().zip(one.raw_logprobs.iter().flatten()) {
+                assert!((a - b).abs() < 1e-5, "chunks of {chunk}: {a} vs {b}");
+            }
+        }
+        // The split a model gets is fixed, so a seed repeats exactly.
+        assert_eq!(generate(&m, &rows, &p, 0).unwrap(), generate(&m, &rows, &p, 0).unwrap());
     }
 }

@@ -132,12 +132,8 @@ impl Linear {
         Ok(Self { w: vb.get((out, inp), "weight")?, b: vb.get(out, "bias")? })
     }
 
-    /// `train_kernels`: always the kernel training uses (see [`Gpt::detached`]).
-    fn forward(&self, x: &Tensor, train_kernels: bool) -> candle_core::Result<Tensor> {
-        match train_kernels {
-            true => ops::linear_train_kernel(x, &self.w, &self.b),
-            false => ops::linear(x, &self.w, &self.b),
-        }
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        ops::linear_fused(x, &self.w, &self.b)
     }
 }
 
@@ -151,11 +147,8 @@ impl LayerNorm {
     fn load(vb: &VarBuilder, c: usize) -> candle_core::Result<Self> {
         Ok(Self { w: vb.get(c, "weight")?, b: vb.get(c, "bias")? })
     }
-    fn forward(&self, x: &Tensor, train_kernels: bool) -> candle_core::Result<Tensor> {
-        match train_kernels {
-            true => ops::layer_norm_train_kernel(x, &self.w, &self.b, LN_EPS),
-            false => ops::layer_norm(x, &self.w, &self.b, LN_EPS),
-        }
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        ops::layer_norm_fused(x, &self.w, &self.b, LN_EPS)
     }
 }
 
@@ -184,23 +177,22 @@ impl Block {
         })
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        bias: &Tensor,
-        cache: Option<(&mut KvCache, usize)>,
-        train: bool,
-    ) -> candle_core::Result<Tensor> {
+    fn forward(&self, x: &Tensor, bias: &Tensor, cache: Option<(&mut KvCache, usize)>) -> candle_core::Result<Tensor> {
         let h = self.n_head;
-        let qkv = self.c_attn.forward(&self.ln_1.forward(x, train)?, train)?;
+        let qkv = self.c_attn.forward(&self.ln_1.forward(x)?)?;
         let y = match cache {
-            None if train => ops::attention_qkv_train_kernel(&qkv, bias, h)?,
-            None => ops::attention_qkv(&qkv, bias, h)?,
+            None => ops::attention_qkv_fused(&qkv, bias, h)?,
+            // Sampling: the packed cache, written in place, and the fused kernel.
+            Some((cache, layer)) if !qkv.track_op() && ops::fused_cpu(&qkv) => {
+                let (buf, past) = cache.append_packed(layer, &qkv)?;
+                ops::attention_cached(&buf, bias, h, past, qkv.dim(1)?)?
+            }
+            // Scoring through a cache with gradients (shared prompts): differentiable pieces.
             Some(cache) => Self::cached_attention(&qkv, bias, h, cache)?,
         };
-        let x = (x + self.attn_proj.forward(&y, train)?)?;
-        let m = ops::gelu(&self.c_fc.forward(&self.ln_2.forward(&x, train)?, train)?)?;
-        x + self.mlp_proj.forward(&m, train)?
+        let x = (x + self.attn_proj.forward(&y)?)?;
+        let m = ops::gelu(&self.c_fc.forward(&self.ln_2.forward(&x)?)?)?;
+        x + self.mlp_proj.forward(&m)?
     }
 
     fn cached_attention(
@@ -230,9 +222,6 @@ pub struct Gpt {
     /// Every parameter by name, for `save`.
     params: HashMap<String, Tensor>,
     device: Device,
-    /// Take the training kernels even without a graph (set by [`Gpt::detached`] on a trainable
-    /// model, so that its forwards are bit-identical to the tracked ones).
-    train_kernels: bool,
 }
 
 impl Gpt {
@@ -256,7 +245,6 @@ impl Gpt {
             ln_f: LayerNorm::load(&t.pp("ln_f"), cfg.n_embd)?,
             params,
             device: vb.device().clone(),
-            train_kernels: false,
         })
     }
 
@@ -381,20 +369,17 @@ impl CausalLm for Gpt {
         let mut x = (tok + p)?.reshape((b, t, c))?;
         let bias = pos.bias.to_dtype(x.dtype())?;
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x, &bias, cache.as_deref_mut().map(|c| (c, i)), self.train_kernels)?;
+            x = block.forward(&x, &bias, cache.as_deref_mut().map(|c| (c, i)))?;
         }
-        self.ln_f.forward(&x, self.train_kernels)
+        self.ln_f.forward(&x)
     }
 
-    /// Detached tensors, but the training kernels stay in use: the GPT's fused training kernels
-    /// are also its fastest on CPU, and keeping them makes sampling from a trainable GPT
-    /// bit-identical with and without a graph (a seeded run's samples do not depend on it).
+    /// The GPT takes the same fused kernels with and without a graph, so a detached copy
+    /// computes exactly what the tracked model does.
     fn detached(&self) -> candle_core::Result<Box<dyn CausalLm>> {
         let params: HashMap<String, Tensor> = self.params.iter().map(|(k, v)| (k.clone(), v.detach())).collect();
         let vb = VarBuilder::from_tensors(params, self.dtype(), &self.device);
-        let mut m = Self::new(&self.cfg, vb).map_err(candle_core::Error::wrap)?;
-        m.train_kernels = self.params.values().any(|t| t.track_op());
-        Ok(Box::new(m))
+        Ok(Box::new(Self::new(&self.cfg, vb).map_err(candle_core::Error::wrap)?))
     }
 
     fn lm_logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {

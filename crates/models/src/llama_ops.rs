@@ -85,8 +85,7 @@ pub fn swiglu_composed(g: &Tensor, u: &Tensor) -> Result<Tensor> {
 /// `y[rows, out] = x[rows, inp] · Wᵀ` with `W` `[out, inp]` row-major, one gemm call.
 fn gemm_xwt<T: Real>(x: &[T], w: &[T], rows: usize, inp: usize, out: usize) -> Vec<T> {
     let mut y = vec![T::zero(); rows * out];
-    let threads = candle_core::utils::get_num_threads();
-    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    let par = crate::ops::gemm_parallelism();
     // SAFETY: y is [rows, out] row-major, x [rows, inp] row-major, and Wᵀ is read from
     // W [out, inp] with swapped strides; all three slices have exactly these sizes.
     unsafe {

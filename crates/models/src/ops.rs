@@ -29,12 +29,12 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
     if !x.track_op() && !w.track_op() && !b.track_op() && x.is_contiguous() {
         return candle_nn::ops::layer_norm(x, w, b, eps as f32);
     }
-    layer_norm_train_kernel(x, w, b, eps)
+    layer_norm_fused(x, w, b, eps)
 }
 
-/// [`layer_norm`] always through the kernel that training uses (fused on CPU), tracked or not:
-/// an untracked forward that must match a tracked one bit for bit.
-pub fn layer_norm_train_kernel(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+/// [`layer_norm`] always through the fused CPU kernel that training uses, tracked or not: an
+/// untracked forward that matches a tracked one bit for bit.
+pub fn layer_norm_fused(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
     if fused_cpu(x) && w.dtype() == x.dtype() && b.dtype() == x.dtype() {
         let (w, b) = (w.contiguous()?, b.contiguous()?);
         return x.contiguous()?.apply_op3(&w, &b, fused::LayerNorm { eps });
@@ -128,13 +128,13 @@ impl Rotary {
 /// is as much time as the GEMMs themselves.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     match x.track_op() || w.track_op() || b.track_op() {
-        true => linear_train_kernel(x, w, b),
+        true => linear_fused(x, w, b),
         false => linear_composed(x, w, b),
     }
 }
 
 /// [`linear`] always through the kernel that training uses (fused on CPU), tracked or not.
-pub fn linear_train_kernel(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+pub fn linear_fused(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     if fused_cpu(x) && w.dtype() == x.dtype() && b.dtype() == x.dtype() {
         let (w, b) = (w.contiguous()?, b.contiguous()?);
         return x.contiguous()?.apply_op3(&w, &b, fused::Linear);
@@ -161,16 +161,10 @@ pub fn linear_composed(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// probabilities `P` and applies `dV = Pᵀ dY`, `dP = dY Vᵀ`, `dS = P ⊙ (dP − rowsum(dP ⊙ P))`,
 /// `dQ = dS K/√d`, `dK = dSᵀ Q/√d`, one (batch, head) pair per task. The composed path
 /// (split heads → [`crate::attention::attention`] → merge heads) is ~20 graph nodes, each
-/// costing candle's backprop a zero-fill and an add. No KV cache: decoding uses the composed path.
-pub fn attention_qkv(qkv: &Tensor, bias: &Tensor, n_head: usize) -> Result<Tensor> {
-    match qkv.track_op() && !bias.track_op() {
-        true => attention_qkv_train_kernel(qkv, bias, n_head),
-        false => attention_qkv_composed(qkv, bias, n_head),
-    }
-}
-
-/// [`attention_qkv`] always through the kernel that training uses (fused on CPU), tracked or not.
-pub fn attention_qkv_train_kernel(qkv: &Tensor, bias: &Tensor, n_head: usize) -> Result<Tensor> {
+/// costing candle's backprop a zero-fill and an add. Without a graph the same kernel is also
+/// the fastest (and keeps tracked and untracked forwards bit-identical); other devices and
+/// dtypes take the composed path. KV-cached decoding: [`attention_cached`].
+pub fn attention_qkv_fused(qkv: &Tensor, bias: &Tensor, n_head: usize) -> Result<Tensor> {
     if fused_cpu(qkv) {
         let bias = bias.to_dtype(qkv.dtype())?.contiguous()?;
         return qkv.contiguous()?.apply_op2(&bias, fused::AttentionQkv { n_head });
@@ -178,13 +172,24 @@ pub fn attention_qkv_train_kernel(qkv: &Tensor, bias: &Tensor, n_head: usize) ->
     attention_qkv_composed(qkv, bias, n_head)
 }
 
-/// [`attention_qkv`] through [`crate::attention::attention`] (reference for the fused op).
+/// [`attention_qkv_fused`] through [`crate::attention::attention`] (reference for the fused op).
 pub fn attention_qkv_composed(qkv: &Tensor, bias: &Tensor, n_head: usize) -> Result<Tensor> {
     let (b, t, c3) = qkv.dims3()?;
     let (c, h) = (c3 / 3, n_head);
     let heads = |i: usize| qkv.narrow(D::Minus1, i * c, c)?.reshape((b, t, h, c / h))?.transpose(1, 2)?.contiguous();
     let y = crate::attention::attention(&heads(0)?, &heads(1)?, &heads(2)?, &bias.to_dtype(qkv.dtype())?)?;
     y.transpose(1, 2)?.reshape((b, t, c))
+}
+
+/// [`attention_qkv_fused`] for KV-cached decoding: `cache` `[b, cap, 3c]` holds the packed q|k|v rows
+/// of every token so far, the newest `t` after `past` cached ones; `bias` `[b, 1, t, past + t]`.
+/// Returns the attention of the new rows over all `past + t`, `[b, t, c]`. With `past = 0` the
+/// arithmetic is exactly the training kernel's, so a prefill matches the full forward bit for
+/// bit. CPU f32/f64 and untracked only (no backward): callers that need gradients through a
+/// cache take [`crate::attention::attention`].
+pub fn attention_cached(cache: &Tensor, bias: &Tensor, n_head: usize, past: usize, t: usize) -> Result<Tensor> {
+    let bias = bias.to_dtype(cache.dtype())?.contiguous()?;
+    cache.contiguous()?.apply_op2_no_bwd(&bias, &fused::AttentionCached { n_head, past, t })
 }
 
 /// GELU, tanh approximation (Hendrycks & Gimpel 2016; the form GPT-2 uses, PyTorch's
@@ -212,6 +217,17 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let lp = log_softmax_last_dim(logits)?;
     let picked = lp.gather(&targets.unsqueeze(D::Minus1)?.contiguous()?, D::Minus1)?;
     picked.mean_all()?.neg()
+}
+
+/// Threads for one of the fused kernels' GEMMs: candle's thread count, but one when the call
+/// is already inside a parallel task (a chunk of rows decoded beside others), where nested
+/// splitting only adds synchronisation.
+pub(crate) fn gemm_parallelism() -> gemm::Parallelism {
+    let threads = candle_core::utils::get_num_threads();
+    match threads > 1 && rayon::current_thread_index().is_none() {
+        true => gemm::Parallelism::Rayon(threads),
+        false => gemm::Parallelism::None,
+    }
 }
 
 /// Whether the fused CPU kernels (with backward) in [`fused`] apply to `x`.
@@ -388,8 +404,7 @@ pub mod fused {
         for _ in 0..rows {
             y.extend_from_slice(b);
         }
-        let threads = candle_core::utils::get_num_threads();
-        let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        let par = super::gemm_parallelism();
         // SAFETY: y is [rows, out] row-major, x [rows, inp] row-major, and Wᵀ is read from
         // W [out, inp] with swapped strides; all three slices have exactly these sizes.
         unsafe {
@@ -471,7 +486,7 @@ pub mod fused {
         }
     }
 
-    /// See [`super::attention_qkv`].
+    /// See [`super::attention_qkv_fused`].
     pub struct AttentionQkv {
         pub n_head: usize,
     }
@@ -532,12 +547,23 @@ pub mod fused {
         )
     }
 
-    /// `P = softmax(scale · Q Kᵀ + bias)` for one (batch, head), written into `p` `[t, t]`.
-    unsafe fn attn_probs<T: Real>(qkv: *const T, bias: &[T], p: &mut [T], t: usize, c: usize, d: usize, scale: T) {
+    /// `P = softmax(scale · Q Kᵀ + bias)` for one (batch, head), written into `p` `[t, s]`: `t`
+    /// queries at `q` and `s` keys at `k`, rows `3c` apart (the packed layout).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn attn_probs<T: Real>(
+        q: *const T,
+        k: *const T,
+        bias: &[T],
+        p: &mut [T],
+        t: usize,
+        s: usize,
+        c: usize,
+        d: usize,
+        scale: T,
+    ) {
         p.copy_from_slice(bias);
-        let (q, k) = (qkv, qkv.add(c));
-        mm(t, t, d, p.as_mut_ptr(), t, true, q, 3 * c, 1, k, 1, 3 * c, T::one(), scale);
-        for row in p.chunks_mut(t) {
+        mm(t, s, d, p.as_mut_ptr(), s, true, q, 3 * c, 1, k, 1, 3 * c, T::one(), scale);
+        for row in p.chunks_mut(s) {
             let max = row.iter().copied().fold(row[0], |a, v| if v > a { v } else { a });
             let mut sum = T::zero();
             for v in row.iter_mut() {
@@ -549,22 +575,38 @@ pub mod fused {
         }
     }
 
-    fn attn_fwd<T: Real>(qkv: &[T], bias: &[T], b: usize, t: usize, c: usize, h: usize) -> Vec<T> {
-        let d = c / h;
+    /// Attention of the `t` rows after the first `past` of each batch's packed `[cap, 3c]` block
+    /// of `qkv` over its first `past + t` rows; `bias` `[b, t, past + t]`. Training is `past = 0`,
+    /// `cap = t`; KV-cached decoding attends from the newest rows of a preallocated cache.
+    #[allow(clippy::too_many_arguments)]
+    fn attn_fwd<T: Real>(
+        qkv: &[T],
+        bias: &[T],
+        b: usize,
+        cap: usize,
+        c: usize,
+        h: usize,
+        past: usize,
+        t: usize,
+    ) -> Vec<T> {
+        let (d, s) = (c / h, past + t);
         let scale = T::from_f64(1.0 / (d as f64).sqrt());
         let mut y = vec![T::zero(); b * t * c];
         let yp = SendPtr(y.as_mut_ptr());
-        (0..b * h).into_par_iter().for_each_init(
-            || vec![T::zero(); t * t],
+        // A decoding step's (batch, head) tasks are tiny: group them so a rayon task is worth it.
+        let per_task = (16_384 / (t * s * d).max(1)).clamp(1, (b * h).max(1));
+        (0..b * h).into_par_iter().with_min_len(per_task).for_each_init(
+            || vec![T::zero(); t * s],
             |p, job| {
                 let (bi, hi) = (job / h, job % h);
-                // SAFETY: offsets stay inside qkv [b,t,3c] and y [b,t,c]; task (bi, hi) writes
-                // only columns hi·d..(hi+1)·d of batch bi's rows of y.
+                // SAFETY: offsets stay inside qkv [b,cap,3c] (past + t ≤ cap) and y [b,t,c]; task
+                // (bi, hi) writes only columns hi·d..(hi+1)·d of batch bi's rows of y.
                 unsafe {
-                    let base = qkv.as_ptr().add(bi * t * 3 * c + hi * d);
-                    attn_probs(base, &bias[bi * t * t..(bi + 1) * t * t], p, t, c, d, scale);
+                    let base = qkv.as_ptr().add(bi * cap * 3 * c + hi * d);
+                    let q = base.add(past * 3 * c);
+                    attn_probs(q, base.add(c), &bias[bi * t * s..(bi + 1) * t * s], p, t, s, c, d, scale);
                     let yo = yp.get().add(bi * t * c + hi * d);
-                    mm(t, d, t, yo, c, false, p.as_ptr(), t, 1, base.add(2 * c), 3 * c, 1, T::zero(), T::one());
+                    mm(t, d, s, yo, c, false, p.as_ptr(), s, 1, base.add(2 * c), 3 * c, 1, T::zero(), T::one());
                 }
             },
         );
@@ -587,7 +629,7 @@ pub mod fused {
                     let (q, k, v) = (base, base.add(c), base.add(2 * c));
                     let g = dy.as_ptr().add(bi * t * c + hi * d);
                     let out = gp.get().add(bi * t * 3 * c + hi * d);
-                    attn_probs(base, &bias[bi * t * t..(bi + 1) * t * t], p, t, c, d, scale);
+                    attn_probs(q, k, &bias[bi * t * t..(bi + 1) * t * t], p, t, t, c, d, scale);
                     // dV = Pᵀ dY
                     mm(t, d, t, out.add(2 * c), 3 * c, false, p.as_ptr(), 1, t, g, c, 1, T::zero(), T::one());
                     // dP = dY Vᵀ, then dS = P ⊙ (dP − rowsum(dP ⊙ P)) · scale
@@ -624,10 +666,10 @@ pub mod fused {
             let n = self.name();
             let y = match s1 {
                 CpuStorage::F32(_) => {
-                    CpuStorage::F32(attn_fwd::<f32>(slice(s1, l1, n)?, slice(s2, l2, n)?, b, t, c, self.n_head))
+                    CpuStorage::F32(attn_fwd::<f32>(slice(s1, l1, n)?, slice(s2, l2, n)?, b, t, c, self.n_head, 0, t))
                 }
                 CpuStorage::F64(_) => {
-                    CpuStorage::F64(attn_fwd::<f64>(slice(s1, l1, n)?, slice(s2, l2, n)?, b, t, c, self.n_head))
+                    CpuStorage::F64(attn_fwd::<f64>(slice(s1, l1, n)?, slice(s2, l2, n)?, b, t, c, self.n_head, 0, t))
                 }
                 _ => bail!("fused-attention: only f32/f64"),
             };
@@ -682,6 +724,41 @@ pub mod fused {
                 _ => bail!("fused-attention-bwd: only f32/f64"),
             };
             Ok((g, l1.shape().clone()))
+        }
+    }
+
+    /// See [`super::attention_cached`]. Inference only: it has no backward pass.
+    pub struct AttentionCached {
+        pub n_head: usize,
+        pub past: usize,
+        pub t: usize,
+    }
+
+    impl CustomOp2 for AttentionCached {
+        fn name(&self) -> &'static str {
+            "fused-attention-cached"
+        }
+        fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+            let (b, cap, c3) = l1.shape().dims3()?;
+            let (h, past, t) = (self.n_head, self.past, self.t);
+            if c3 % 3 != 0 || (c3 / 3) % h != 0 || past + t > cap || l2.dims() != [b, 1, t, past + t] {
+                bail!(
+                    "fused-attention-cached: cache {:?} / bias {:?} / {h} heads, {past} past + {t} new rows do not fit",
+                    l1.dims(),
+                    l2.dims()
+                );
+            }
+            let (c, n) = (c3 / 3, self.name());
+            let y = match s1 {
+                CpuStorage::F32(_) => {
+                    CpuStorage::F32(attn_fwd::<f32>(slice(s1, l1, n)?, slice(s2, l2, n)?, b, cap, c, h, past, t))
+                }
+                CpuStorage::F64(_) => {
+                    CpuStorage::F64(attn_fwd::<f64>(slice(s1, l1, n)?, slice(s2, l2, n)?, b, cap, c, h, past, t))
+                }
+                _ => bail!("fused-attention-cached: only f32/f64"),
+            };
+            Ok((y, Shape::from((b, t, c))))
         }
     }
 
@@ -1030,10 +1107,50 @@ mod tests {
         for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 2e-5)] {
             let qkv = randn(&[2, 9, 3 * 12], dtype, 0.0, 1.5);
             let bias = pos.bias.clone();
-            let (fwd, bwd) =
-                compare_grads(&[qkv], |t| attention_qkv(&t[0], &bias, 3), |t| attention_qkv_composed(&t[0], &bias, 3));
+            let (fwd, bwd) = compare_grads(
+                &[qkv],
+                |t| attention_qkv_fused(&t[0], &bias, 3),
+                |t| attention_qkv_composed(&t[0], &bias, 3),
+            );
             assert!(fwd < tol && bwd < tol, "{dtype:?}: fwd {fwd}, bwd {bwd}");
         }
+    }
+
+    /// The cached kernel attends from the newest rows of a larger packed buffer: a prefill
+    /// (`past = 0`) is the training kernel bit for bit, and later rows (one at a time, after 5
+    /// cached ones) equal the full attention's rows, left padding included.
+    #[test]
+    fn cached_attention_matches_the_full_kernel() {
+        let mask = vec![[vec![0u8; 3], vec![1u8; 6]].concat(), vec![1u8; 9]];
+        let dev = Device::Cpu;
+        for (dtype, tol) in [(DType::F64, 1e-13), (DType::F32, 1e-6)] {
+            let qkv = randn(&[2, 9, 3 * 12], dtype, 0.0, 1.5);
+            let full =
+                attention_qkv_fused(&qkv, &crate::attention::Positions::from_mask(&mask, 9, &dev).unwrap().bias, 3)
+                    .unwrap();
+            // A buffer with room to spare (capacity 12), filled up to row 9.
+            let buf = Tensor::zeros((2, 12, 36), dtype, &dev).unwrap();
+            buf.slice_set(&qkv, 1, 0).unwrap();
+            let prefill =
+                attention_cached(&buf, &crate::attention::Positions::from_mask(&mask, 9, &dev).unwrap().bias, 3, 0, 9)
+                    .unwrap();
+            let bits = |t: &Tensor| t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            assert_eq!(bits(&prefill), bits(&full), "{dtype:?}: prefill");
+            for past in 5..9 {
+                let m: Vec<Vec<u8>> = mask.iter().map(|r| r[..past + 1].to_vec()).collect();
+                let bias = crate::attention::Positions::from_mask(&m, 1, &dev).unwrap().bias;
+                let got = attention_cached(&buf, &bias, 3, past, 1).unwrap();
+                close(
+                    &got.to_dtype(DType::F32).unwrap(),
+                    &full.narrow(1, past, 1).unwrap().to_dtype(DType::F32).unwrap(),
+                    tol,
+                );
+            }
+        }
+        // A cache too small for the rows asked for is an error, not a read past the end.
+        let buf = Tensor::zeros((1, 4, 6), DType::F32, &dev).unwrap();
+        let bias = Tensor::zeros((1, 1, 1, 5), DType::F32, &dev).unwrap();
+        assert!(attention_cached(&buf, &bias, 1, 4, 1).is_err());
     }
 
     #[test]

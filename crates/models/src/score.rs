@@ -223,6 +223,14 @@ mod tests {
                 assert!(diff(a, b) <= 1e-4 * scale.max(1.0), "{name}: gradient differs by {}", diff(a, b));
             }
         }
+        // Without a graph (a frozen reference) the GPT scores through its packed cache: the
+        // same log-probs.
+        let frozen = gpt.detached().unwrap();
+        let full = completion_logprobs(frozen.as_ref(), &expanded, &comps, 0).unwrap();
+        let shared = shared_prompt_logprobs(frozen.as_ref(), &prompts, &group, &comps, 0).unwrap();
+        let d = ((&full.logprobs - &shared.logprobs).unwrap() * &full.mask).unwrap();
+        let d = d.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(!shared.logprobs.track_op() && d < 1e-5, "frozen gpt: {d}");
         let err = shared_prompt_logprobs(&gpt, &prompts, &[0, 3], &comps[..2], 0).unwrap_err().to_string();
         assert!(err.contains("one prompt index below 3"), "{err}");
     }

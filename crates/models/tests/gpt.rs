@@ -210,32 +210,36 @@ fn kv_cached_decoding_matches_uncached_logits_with_left_padding() {
         |row: &[u32]| model.logits(&Tensor::new(row, &dev).unwrap().unsqueeze(0).unwrap()).unwrap().squeeze(0).unwrap();
     let (full_long, full_short) = (full(&long), full(&short));
 
-    // Batch [pad pad pad short; long], prefill 5 columns, then decode one column at a time.
-    let pad = 3;
-    let rows = [[vec![0u32; pad], short.clone()].concat(), long.clone()];
-    let mask = [[vec![0u8; pad], vec![1u8; short.len()]].concat(), vec![1u8; long.len()]];
-    let mut cache = KvCache::new(cfg.n_layer);
-    let mut worst = 0f32;
-    let mut col = 0;
-    for step in [5usize, 1, 1, 1, 1, 1, 1, 1] {
-        let ids: Vec<u32> = rows.iter().flat_map(|r| r[col..col + step].to_vec()).collect();
-        let ids = Tensor::from_vec(ids, (2, step), &dev).unwrap();
-        let m: Vec<Vec<u8>> = mask.iter().map(|m| m[..col + step].to_vec()).collect();
-        let pos = Positions::from_mask(&m, step, &dev).unwrap();
-        let logits = model.lm_logits(&model.hidden(&ids, &pos, Some(&mut cache)).unwrap()).unwrap();
-        for j in 0..step {
-            let c = col + j;
-            let got_long = logits.get(1).unwrap().get(j).unwrap();
-            worst = worst.max(max_abs_diff(&got_long, &full_long.get(c).unwrap()));
-            if c >= pad {
-                let got_short = logits.get(0).unwrap().get(j).unwrap();
-                worst = worst.max(max_abs_diff(&got_short, &full_short.get(c - pad).unwrap()));
+    // Batch [pad pad pad short; long], prefill 5 columns, then decode one column at a time:
+    // through the differentiable cache (the trainable model) and the packed one (detached).
+    let detached = model.detached().unwrap();
+    for m in [&model as &dyn CausalLm, detached.as_ref()] {
+        let pad = 3;
+        let rows = [[vec![0u32; pad], short.clone()].concat(), long.clone()];
+        let mask = [[vec![0u8; pad], vec![1u8; short.len()]].concat(), vec![1u8; long.len()]];
+        let mut cache = KvCache::new(cfg.n_layer);
+        let mut worst = 0f32;
+        let mut col = 0;
+        for step in [5usize, 1, 1, 1, 1, 1, 1, 1] {
+            let ids: Vec<u32> = rows.iter().flat_map(|r| r[col..col + step].to_vec()).collect();
+            let ids = Tensor::from_vec(ids, (2, step), &dev).unwrap();
+            let mk: Vec<Vec<u8>> = mask.iter().map(|m| m[..col + step].to_vec()).collect();
+            let pos = Positions::from_mask(&mk, step, &dev).unwrap();
+            let logits = m.lm_logits(&m.hidden(&ids, &pos, Some(&mut cache)).unwrap()).unwrap();
+            for j in 0..step {
+                let c = col + j;
+                let got_long = logits.get(1).unwrap().get(j).unwrap();
+                worst = worst.max(max_abs_diff(&got_long, &full_long.get(c).unwrap()));
+                if c >= pad {
+                    let got_short = logits.get(0).unwrap().get(j).unwrap();
+                    worst = worst.max(max_abs_diff(&got_short, &full_short.get(c - pad).unwrap()));
+                }
             }
+            col += step;
         }
-        col += step;
+        assert_eq!(cache.len(), 12);
+        assert!(worst < 1e-5, "cached vs uncached logits differ by {worst}");
     }
-    assert_eq!(cache.len(), 12);
-    assert!(worst < 1e-5, "cached vs uncached logits differ by {worst}");
 
     // Greedy generation (KV cache inside) picks the argmax of uncached logits at every step,
     // and reports their log-softmax as the raw log-prob.
