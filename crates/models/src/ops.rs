@@ -594,7 +594,7 @@ pub mod fused {
         let mut y = vec![T::zero(); b * t * c];
         let yp = SendPtr(y.as_mut_ptr());
         // A decoding step's (batch, head) tasks are tiny: group them so a rayon task is worth it.
-        let per_task = (16_384 / (t * s * d).max(1)).clamp(1, (b * h).max(1));
+        let per_task = rows_per_task(b * h, t * s * d);
         (0..b * h).into_par_iter().with_min_len(per_task).for_each_init(
             || vec![T::zero(); t * s],
             |p, job| {
