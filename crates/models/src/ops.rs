@@ -663,16 +663,7 @@ pub mod fused {
         }
         fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
             let (b, t, c) = attn_dims(l1, l2, self.n_head)?;
-            let n = self.name();
-            let y = match s1 {
-                CpuStorage::F32(_) => {
-                    CpuStorage::F32(attn_fwd::<f32>(slice(s1, l1, n)?, slice(s2, l2, n)?, b, t, c, self.n_head, 0, t))
-                }
-                CpuStorage::F64(_) => {
-                    CpuStorage::F64(attn_fwd::<f64>(slice(s1, l1, n)?, slice(s2, l2, n)?, b, t, c, self.n_head, 0, t))
-                }
-                _ => bail!("fused-attention: only f32/f64"),
-            };
+            let y = attn_fwd_storage((s1, l1), (s2, l2), (b, t, c, self.n_head), 0, t, self.name())?;
             Ok((y, Shape::from((b, t, c))))
         }
         fn bwd(
@@ -727,6 +718,27 @@ pub mod fused {
         }
     }
 
+    /// [`attn_fwd`] on a packed `qkv` storage `[b, cap, 3c]` (dims `(b, cap, c, heads)`) and its
+    /// bias, in the storage's element type; `op` names the op in errors.
+    fn attn_fwd_storage(
+        (s1, l1): (&CpuStorage, &Layout),
+        (s2, l2): (&CpuStorage, &Layout),
+        (b, cap, c, h): (usize, usize, usize, usize),
+        past: usize,
+        t: usize,
+        op: &str,
+    ) -> Result<CpuStorage> {
+        Ok(match s1 {
+            CpuStorage::F32(_) => {
+                CpuStorage::F32(attn_fwd::<f32>(slice(s1, l1, op)?, slice(s2, l2, op)?, b, cap, c, h, past, t))
+            }
+            CpuStorage::F64(_) => {
+                CpuStorage::F64(attn_fwd::<f64>(slice(s1, l1, op)?, slice(s2, l2, op)?, b, cap, c, h, past, t))
+            }
+            _ => bail!("{op}: only f32/f64"),
+        })
+    }
+
     /// See [`super::attention_cached`]. Inference only: it has no backward pass.
     pub struct AttentionCached {
         pub n_head: usize,
@@ -748,16 +760,8 @@ pub mod fused {
                     l2.dims()
                 );
             }
-            let (c, n) = (c3 / 3, self.name());
-            let y = match s1 {
-                CpuStorage::F32(_) => {
-                    CpuStorage::F32(attn_fwd::<f32>(slice(s1, l1, n)?, slice(s2, l2, n)?, b, cap, c, h, past, t))
-                }
-                CpuStorage::F64(_) => {
-                    CpuStorage::F64(attn_fwd::<f64>(slice(s1, l1, n)?, slice(s2, l2, n)?, b, cap, c, h, past, t))
-                }
-                _ => bail!("fused-attention-cached: only f32/f64"),
-            };
+            let c = c3 / 3;
+            let y = attn_fwd_storage((s1, l1), (s2, l2), (b, cap, c, h), past, t, self.name())?;
             Ok((y, Shape::from((b, t, c))))
         }
     }
