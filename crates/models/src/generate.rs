@@ -96,11 +96,11 @@ fn decode(
         .chunks(chunk)
         .map(|rows| Part::new(model, rows, plen, params.max_new_tokens, pad_id))
         .collect::<Result<_>>()?;
-    match parts.len() {
-        1 => steps(model, &mut parts, b, chunk, params, pad_id),
+    match parts.len() > 1 && rayon::current_num_threads() > 1 {
         // On a pool thread, each step's fork and join stay inside the pool instead of waking
         // the calling thread every token.
-        _ => rayon::scope(|_| steps(model, &mut parts, b, chunk, params, pad_id)),
+        true => rayon::scope(|_| steps(model, &mut parts, b, chunk, params, pad_id)),
+        false => steps(model, &mut parts, b, chunk, params, pad_id),
     }
 }
 
@@ -126,15 +126,8 @@ fn steps(
         let draws: Vec<Option<f64>> = (0..b)
             .map(|r| (!out.finished[r]).then(|| if params.temperature > 0.0 { rng.random() } else { 0.0 }))
             .collect();
-        let picks: Vec<Option<(u32, f32, f32)>> = match &mut *parts {
-            [one] => one.step(model, step, &draws, params)?,
-            many => many
-                .par_iter_mut()
-                .zip(draws.par_chunks(chunk))
-                .map(|(p, d)| p.step(model, step, d, params))
-                .collect::<Result<Vec<_>>>()?
-                .concat(),
-        };
+        let picks: Vec<Option<(u32, f32, f32)>> =
+            par_map(parts, |i, p| p.step(model, step, &draws[i * chunk..(i * chunk + chunk).min(b)], params))?.concat();
         let mut next = vec![None; b];
         for (row, (tok, lq, lp)) in picks.into_iter().enumerate().filter_map(|(r, p)| Some((r, p?))) {
             out.tokens[row].push(tok);
@@ -153,15 +146,27 @@ fn steps(
     Ok(out)
 }
 
-/// Rows per parallel chunk of a small model's batch.
-const CHUNK_ROWS: usize = 32;
+/// Rows per parallel chunk of a small model's batch (in decoding here, in training in the
+/// policy crate's data-parallel scoring).
+pub const CHUNK_ROWS: usize = 32;
 
 /// Whether the model's weights are small enough (≤ 2 M parameters, counted as 12·d² per layer
 /// plus the embedding) to stay in cache, so that running its rows in separate chunks costs no
 /// extra memory traffic.
-fn small(model: &dyn CausalLm) -> bool {
+pub fn small(model: &dyn CausalLm) -> bool {
     let d = model.hidden_size();
     12 * d * d * model.num_layers() + model.vocab_size() * d <= 2_000_000
+}
+
+/// `f(i, item)` for every item, in order of the items: on rayon's pool when there are several
+/// items and the pool has several threads, one after another on the calling thread otherwise
+/// (a one-thread pool shared by callers on their own threads, as the world's seeds are, would
+/// run their chunks one caller at a time).
+pub fn par_map<T: Send, R: Send>(items: &mut [T], f: impl Fn(usize, &mut T) -> Result<R> + Sync) -> Result<Vec<R>> {
+    match items.len() > 1 && rayon::current_num_threads() > 1 {
+        true => items.par_iter_mut().enumerate().map(|(i, x)| f(i, x)).collect(),
+        false => items.iter_mut().enumerate().map(|(i, x)| f(i, x)).collect(),
+    }
 }
 
 /// The rows of one chunk as they are decoded: attention mask, KV cache and next input.

@@ -2,6 +2,7 @@
 //! continues bit-identically.
 
 use crate::error::{Error, Result};
+use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Storage, Tensor, Var};
 use std::collections::HashMap;
 use std::path::Path;
@@ -68,7 +69,12 @@ impl AdamW {
     /// applies one update. Returns the norm before clipping. A non-finite norm is an error and
     /// leaves parameters and moments untouched, so a NaN never reaches the weights.
     pub fn step_clipped(&mut self, loss: &Tensor, max_norm: f64) -> Result<f64> {
-        let grads = loss.backward()?;
+        self.step_clipped_grads(&loss.backward()?, max_norm)
+    }
+
+    /// [`Self::step_clipped`] with gradients already computed (entries for other tensors are
+    /// ignored).
+    pub fn step_clipped_grads(&mut self, grads: &GradStore, max_norm: f64) -> Result<f64> {
         let mut sq = 0f64;
         for (_, p) in &self.params {
             if let Some(g) = grads.get(p) {
@@ -80,12 +86,12 @@ impl AdamW {
             return Err(Error::Usage(format!("gradient norm is {norm}")));
         }
         let scale = if max_norm > 0.0 { (max_norm / (norm + 1e-6)).min(1.0) } else { 1.0 };
-        self.apply(&grads, scale)?;
+        self.apply(grads, scale)?;
         Ok(norm)
     }
 
     /// One AdamW update from `grads` multiplied by `scale`.
-    fn apply(&mut self, grads: &candle_core::backprop::GradStore, scale: f64) -> Result<()> {
+    fn apply(&mut self, grads: &GradStore, scale: f64) -> Result<()> {
         self.t += 1;
         let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
         let c1 = 1.0 - b1.powi(self.t as i32);

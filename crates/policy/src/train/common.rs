@@ -1,6 +1,7 @@
 //! What every loop shares: the policy handle (model + tokenizer + prompt encoding), rollouts,
 //! seeds and batch order derived from (seed, step), the metrics log, checkpoints and resume.
 
+use super::chunks::Scored;
 use super::{PolicyConfig, RunOptions, TrainOutcome};
 use crate::kl::KlController;
 use crate::reward::Reward;
@@ -525,10 +526,12 @@ impl Session {
         })
     }
 
-    /// One optimizer update with gradient clipping; a non-finite gradient is an error naming the step.
-    pub fn update(&mut self, loss: &Tensor, step: usize) -> Result<f64> {
+    /// One optimizer update with gradient clipping, `loss` built on `scored` (backpropagated
+    /// through its chunks); a non-finite gradient is an error naming the step.
+    pub fn update(&mut self, loss: &Tensor, scored: &Scored, step: usize) -> Result<f64> {
         check_finite(scalar(loss)?, "loss", step)?;
-        self.opt.step_clipped(loss, self.cfg.max_grad_norm).map_err(|e| match e {
+        let grads = scored.backward(loss)?;
+        self.opt.step_clipped_grads(&grads, self.cfg.max_grad_norm).map_err(|e| match e {
             Error::Usage(m) if m.starts_with("gradient norm") => Error::Usage(format!(
                 "step {step}: {m}; stopping before the update, the last checkpoint on disk is the last good one"
             )),

@@ -3,6 +3,7 @@
 //! the frozen reference = the starting policy. The reference log-likelihoods never change, so
 //! they are computed once before training. Losses and TRL metric names: [`crate::dpo`].
 
+use super::chunks::Scored;
 use super::common::{batch_indices, check_finite, put, scalar, Metrics, Policy, Session};
 use super::{Algo, PolicyConfig, PrefPair, RunOptions, TrainData, TrainOutcome};
 use crate::dpo::{preference_loss, PairLogps, PreferenceLoss};
@@ -30,7 +31,7 @@ impl Pairs {
         }
         let all: Vec<usize> = (0..pairs.len()).collect();
         for ix in all.chunks(chunk.max(1)) {
-            let (c, r) = p.sums(reference, ix, true)?;
+            let (c, r, _) = p.sums(reference, ix, true)?;
             p.ref_chosen.extend(c.to_vec1::<f32>()?);
             p.ref_rejected.extend(r.to_vec1::<f32>()?);
         }
@@ -38,34 +39,35 @@ impl Pairs {
     }
 
     /// `[n]` Σ log π(chosen), Σ log π(rejected) of pairs `ix`, one forward pass for both in which
-    /// chosen and rejected share their prompt's.
-    fn sums(&self, model: &Policy, ix: &[usize], detach: bool) -> Result<(Tensor, Tensor)> {
+    /// chosen and rejected (rows 2i and 2i + 1) share their prompt's, and the scores they came from.
+    fn sums(&self, model: &Policy, ix: &[usize], detach: bool) -> Result<(Tensor, Tensor, Scored)> {
         let n = ix.len();
         let prompts: Vec<Vec<u32>> = ix.iter().map(|&i| self.prompt[i].clone()).collect();
-        let group: Vec<usize> = (0..n).chain(0..n).collect();
+        let group: Vec<usize> = (0..n).flat_map(|i| [i, i]).collect();
         let comps: Vec<Vec<u32>> =
-            ix.iter().map(|&i| self.chosen[i].clone()).chain(ix.iter().map(|&i| self.rejected[i].clone())).collect();
-        let c = model.logprobs_shared(&prompts, &group, &comps)?;
-        let mut s = c.sum()?;
+            ix.iter().flat_map(|&i| [self.chosen[i].clone(), self.rejected[i].clone()]).collect();
+        let scored = Scored::new(model, &prompts, &group, &comps)?;
+        let mut s = scored.out.sum()?.reshape((n, 2))?;
         if detach {
             s = s.detach();
         }
-        Ok((s.narrow(0, 0, n)?, s.narrow(0, n, n)?))
+        Ok((s.narrow(1, 0, 1)?.squeeze(1)?, s.narrow(1, 1, 1)?.squeeze(1)?, scored))
     }
 
-    fn batch(&self, policy: &Policy, ix: &[usize], detach: bool) -> Result<PairLogps> {
-        let (chosen, rejected) = self.sums(policy, ix, detach)?;
+    fn batch(&self, policy: &Policy, ix: &[usize], detach: bool) -> Result<(PairLogps, Scored)> {
+        let (chosen, rejected, scored) = self.sums(policy, ix, detach)?;
         let v = |f: &dyn Fn(usize) -> f32| {
             Tensor::from_vec(ix.iter().map(|&i| f(i)).collect::<Vec<_>>(), ix.len(), &Device::Cpu)
         };
-        Ok(PairLogps {
+        let p = PairLogps {
             chosen,
             rejected,
             ref_chosen: v(&|i| self.ref_chosen[i])?,
             ref_rejected: v(&|i| self.ref_rejected[i])?,
             chosen_len: v(&|i| self.chosen[i].len() as f32)?,
             rejected_len: v(&|i| self.rejected[i].len() as f32)?,
-        })
+        };
+        Ok((p, scored))
     }
 }
 
@@ -87,14 +89,14 @@ pub fn train(cfg: &PolicyConfig, spec: &str, data: &TrainData, out: &Path, opts:
     s.run_steps(opts, cfg.batch_size as u64, |s, step| {
         let shown = step + 1;
         let ix = batch_indices(n, s.cfg.batch_size, s.cfg.seed, 0, step);
-        let p = train.batch(&s.policy, &ix, false)?;
+        let (p, scored) = train.batch(&s.policy, &ix, false)?;
         let (loss, _, metrics) = preference_loss(&kind, &p)?;
         let mut m = Metrics::new();
         put(&mut m, "loss", check_finite(scalar(&loss)?, "DPO loss", shown)?);
         for (k, v) in metrics {
             put(&mut m, k, v);
         }
-        let norm = s.update(&loss, shown)?;
+        let norm = s.update(&loss, &scored, shown)?;
         put(&mut m, "grad_norm", norm);
         if !eval.prompt.is_empty() && (shown % s.cfg.save_steps == 0 || shown == s.cfg.steps) {
             evaluate(&eval, &s.policy, &kind, s.cfg.batch_size, &mut m)?;
@@ -108,7 +110,7 @@ fn evaluate(eval: &Pairs, policy: &Policy, kind: &PreferenceLoss, chunk: usize, 
     let all: Vec<usize> = (0..eval.prompt.len()).collect();
     let mut parts: Vec<PairLogps> = Vec::new();
     for ix in all.chunks(chunk.max(1)) {
-        parts.push(eval.batch(policy, ix, true)?);
+        parts.push(eval.batch(policy, ix, true)?.0);
     }
     let cat = |f: &dyn Fn(&PairLogps) -> Tensor| Tensor::cat(&parts.iter().map(f).collect::<Vec<_>>(), 0);
     let p = PairLogps {

@@ -34,6 +34,7 @@
 //! quantity, before any update or checkpoint, so the last checkpoint on disk is the last good one.
 
 pub mod bon;
+pub mod chunks;
 pub mod common;
 pub mod dpo;
 pub mod ppo;

@@ -9,6 +9,7 @@
 //! head shares the policy's trunk (see [`super::common::ValueHead`]); π_old, V_old and π_ref
 //! come from forward passes without a graph.
 
+use super::chunks::Scored;
 use super::common::{
     batch_indices, check_finite, derive_seed, finish_step, ix_tensor, mean_entropy, permutation, put, rollout, rows,
     scalar, score, Averages, Session,
@@ -64,17 +65,18 @@ fn ppo_step(
     // π_old, V_old and π_ref on the rollout, without a graph.
     // One forward with a graph: its detached copy is π_old, and with a single minibatch the first
     // update reuses it (the weights have not moved since sampling), saving a forward pass.
-    let full = s.policy.logprobs(&ro.prompt_ids, &ro.comp_ids)?;
+    let each: Vec<usize> = (0..ro.comp_ids.len()).collect();
+    let full = Scored::new(&s.policy, &ro.prompt_ids, &each, &ro.comp_ids)?;
     let old = mismatch_models::CompletionLogprobs {
-        logprobs: full.logprobs.detach(),
-        mask: full.mask.clone(),
-        hidden: full.hidden.detach(),
+        logprobs: full.out.logprobs.detach(),
+        mask: full.out.mask.clone(),
+        hidden: full.out.hidden.detach(),
     };
     let mut reuse = (cfg.num_mini_batches == 1).then_some(full);
     let value = s.value.as_ref().expect("PPO session has a value head");
     let old_values = value.forward(&old.hidden)?.detach();
     let reference = s.reference.as_ref().expect("PPO session has a reference");
-    let ref_logp = reference.logprobs_detached(&ro.prompt_ids, &ro.comp_ids)?.logprobs;
+    let ref_logp = Scored::new(reference, &ro.prompt_ids, &each, &ro.comp_ids)?.out.logprobs.detach();
     let entropy = mean_entropy(&s.policy, &old.hidden, &old.mask)?;
     let pc = PpoConfig {
         gamma: cfg.gamma as f32,
@@ -109,10 +111,11 @@ fn ppo_step(
             let ix = ix_tensor(chunk)?;
             let p_ids: Vec<Vec<u32>> = chunk.iter().map(|&i| ro.prompt_ids[i].clone()).collect();
             let c_ids: Vec<Vec<u32>> = chunk.iter().map(|&i| ro.comp_ids[i].clone()).collect();
-            let cur = match reuse.take() {
+            let scored = match reuse.take() {
                 Some(f) => f,
-                None => s.policy.logprobs(&p_ids, &c_ids)?,
+                None => Scored::new(&s.policy, &p_ids, &each[..chunk.len()], &c_ids)?,
             };
+            let cur = &scored.out;
             let c = cur.logprobs.dim(1)?;
             let pl = maths::policy_loss(
                 &cur.logprobs,
@@ -146,7 +149,7 @@ fn ppo_step(
             avg.add("policy/clipfrac_avg", pl.clipfrac);
             avg.add("val/clipfrac_avg", vl.clipfrac);
             avg.add("val/ratio", pl.ratio);
-            let norm = s.update(&loss, shown)?;
+            let norm = s.update(&loss, &scored, shown)?;
             avg.add("grad_norm", norm);
         }
     }

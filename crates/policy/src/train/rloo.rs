@@ -5,6 +5,7 @@
 //! ([`crate::rloo`]). GRPO: group-normalised advantages and the clipped token surrogate with
 //! the k3 KL in the loss unless `kl_in_reward` ([`crate::grpo`]). No value model.
 
+use super::chunks::Scored;
 use super::common::{
     batch_indices, check_finite, derive_seed, finish_step, ix_tensor, mean_entropy, mean_std, permutation, put,
     rollout, rows, scalar, score, Averages, Metrics, Session,
@@ -45,15 +46,15 @@ fn group_step(s: &mut Session, reward: &dyn Reward, data: &TrainData, step: usiz
     // k rows of a prompt share its forward (and the reference's below).
     let unique: Vec<Vec<u32>> = ro.prompt_ids.iter().step_by(k).cloned().collect();
     let group: Vec<usize> = (0..ro.comp_ids.len()).map(|i| i / k).collect();
-    let full = s.policy.logprobs_shared(&unique, &group, &ro.comp_ids)?;
+    let full = Scored::new(&s.policy, &unique, &group, &ro.comp_ids)?;
     let old = mismatch_models::CompletionLogprobs {
-        logprobs: full.logprobs.detach(),
-        mask: full.mask.clone(),
-        hidden: full.hidden.detach(),
+        logprobs: full.out.logprobs.detach(),
+        mask: full.out.mask.clone(),
+        hidden: full.out.hidden.detach(),
     };
     let mut reuse = (cfg.num_mini_batches == 1).then_some(full);
     let reference = s.reference.as_ref().expect("session has a reference");
-    let ref_logp = reference.logprobs_shared(&unique, &group, &ro.comp_ids)?.logprobs.detach();
+    let ref_logp = Scored::new(reference, &unique, &group, &ro.comp_ids)?.out.logprobs.detach();
     let seq_kl = kl::sequence_kl(&old.logprobs, &ref_logp, &old.mask, cfg.kl_estimator)?.to_vec1::<f32>()?;
     let beta = s.kl.beta();
     let rewards = if cfg.kl_in_reward { rloo::kl_shaped_rewards(&scores, &seq_kl, beta)? } else { scores.clone() };
@@ -94,10 +95,11 @@ fn group_step(s: &mut Session, reward: &dyn Reward, data: &TrainData, step: usiz
             let p_ids: Vec<Vec<u32>> = chunk.iter().map(|&i| ro.prompt_ids[i].clone()).collect();
             let c_ids: Vec<Vec<u32>> = chunk.iter().map(|&i| ro.comp_ids[i].clone()).collect();
             let a: Vec<f32> = chunk.iter().map(|&i| adv[i]).collect();
-            let cur = match reuse.take() {
+            let scored = match reuse.take() {
                 Some(f) => f,
-                None => s.policy.logprobs(&p_ids, &c_ids)?,
+                None => Scored::new(&s.policy, &p_ids, &(0..chunk.len()).collect::<Vec<_>>(), &c_ids)?,
             };
+            let cur = &scored.out;
             let c = cur.logprobs.dim(1)?;
             let old_mb = rows(&old.logprobs, &ix, c)?;
             let loss = match cfg.algo {
@@ -124,7 +126,7 @@ fn group_step(s: &mut Session, reward: &dyn Reward, data: &TrainData, step: usiz
                 }
             };
             avg.add("loss/policy_avg", check_finite(scalar(&loss)?, "policy loss", shown)?);
-            let norm = s.update(&loss, shown)?;
+            let norm = s.update(&loss, &scored, shown)?;
             avg.add("grad_norm", norm);
         }
     }

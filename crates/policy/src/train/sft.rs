@@ -1,6 +1,7 @@
 //! Supervised fine-tuning on demonstrations (Ouyang et al. 2022 §3.5): the masked next-token
 //! cross-entropy of [`crate::sft`] on the completion tokens (+ EOS), prompt tokens unscored.
 
+use super::chunks::Scored;
 use super::common::{batch_indices, check_finite, put, scalar, Metrics, Policy, Session};
 use super::{Demo, PolicyConfig, RunOptions, TrainData, TrainOutcome};
 use crate::Result;
@@ -15,12 +16,14 @@ pub fn encode(policy: &Policy, demos: &[Demo]) -> Result<Vec<(Vec<u32>, Vec<u32>
 pub fn sft_update(s: &mut Session, demos: &[(Vec<u32>, Vec<u32>)], ix: &[usize], shown: usize) -> Result<Metrics> {
     let p: Vec<Vec<u32>> = ix.iter().map(|&i| demos[i].0.clone()).collect();
     let c: Vec<Vec<u32>> = ix.iter().map(|&i| demos[i].1.clone()).collect();
-    let lp = s.policy.logprobs(&p, &c)?;
-    let loss = crate::sft::sft_loss(&lp)?;
+    let rows: Vec<usize> = (0..p.len()).collect();
+    let scored = Scored::new(&s.policy, &p, &rows, &c)?;
+    let lp = &scored.out;
+    let loss = crate::sft::sft_loss(lp)?;
     let mut m = Metrics::new();
     put(&mut m, "loss", check_finite(scalar(&loss)?, "SFT loss", shown)?);
     put(&mut m, "num_tokens", crate::masked::count(&lp.mask)? as f64);
-    let norm = s.update(&loss, shown)?;
+    let norm = s.update(&loss, &scored, shown)?;
     put(&mut m, "grad_norm", norm);
     Ok(m)
 }
