@@ -191,7 +191,7 @@ impl Block {
             Some(cache) => Self::cached_attention(&qkv, bias, h, cache)?,
         };
         let x = (x + self.attn_proj.forward(&y)?)?;
-        let m = ops::gelu(&self.c_fc.forward(&self.ln_2.forward(&x)?)?)?;
+        let m = ops::linear_gelu_fused(&self.ln_2.forward(&x)?, &self.c_fc.w, &self.c_fc.b)?;
         x + self.mlp_proj.forward(&m)?
     }
 

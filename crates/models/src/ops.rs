@@ -205,6 +205,17 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
     gelu_composed(x)
 }
 
+/// `gelu(x Wᵀ + b)` — [`linear_fused`] then [`gelu`], the MLP's first half — as one node on CPU.
+/// The node keeps the pre-activation for its backward, so the graph holds one tensor fewer and
+/// the backward skips one gradient accumulation; the arithmetic is that of the two ops.
+pub fn linear_gelu_fused(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if fused_cpu(x) && w.dtype() == x.dtype() && b.dtype() == x.dtype() {
+        let (w, b) = (w.contiguous()?, b.contiguous()?);
+        return x.contiguous()?.apply_op3(&w, &b, fused::LinearGelu::default());
+    }
+    gelu(&linear_fused(x, w, b)?)
+}
+
 /// The same GELU from differentiable primitives (reference for the fused op; non-CPU devices).
 pub fn gelu_composed(x: &Tensor) -> Result<Tensor> {
     let inner = ((x + (x.powf(3.0)? * 0.044715)?)? * (2.0 / std::f64::consts::PI).sqrt())?;
@@ -314,6 +325,17 @@ pub mod fused {
         (16_384 / row.max(1)).clamp(1, n_rows.max(1))
     }
 
+    /// `with_min_len` of the kernels' parallel loops: inside a pool task (a chunk of rows that
+    /// already runs beside others) one task takes every item, in order, since splitting further
+    /// only adds synchronisation; elsewhere rayon splits freely. The items — fixed chunks — and
+    /// so the results are the same either way.
+    pub(crate) fn min_len() -> usize {
+        match rayon::current_thread_index() {
+            Some(_) => usize::MAX,
+            None => 1,
+        }
+    }
+
     const K: f64 = 0.797_884_560_802_865_4; // √(2/π)
     const C: f64 = 0.044_715;
 
@@ -334,7 +356,7 @@ pub mod fused {
 
     fn map1<T: Real>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
         let mut y = vec![T::zero(); x.len()];
-        y.par_chunks_mut(16_384).zip(x.par_chunks(16_384)).for_each(|(y, x)| {
+        y.par_chunks_mut(16_384).zip(x.par_chunks(16_384)).with_min_len(min_len()).for_each(|(y, x)| {
             for (y, &x) in y.iter_mut().zip(x) {
                 *y = f(x);
             }
@@ -344,7 +366,8 @@ pub mod fused {
 
     fn map2<T: Real>(x: &[T], g: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
         let mut y = vec![T::zero(); x.len()];
-        y.par_chunks_mut(16_384).zip(x.par_chunks(16_384).zip(g.par_chunks(16_384))).for_each(|(y, (x, g))| {
+        let chunks = y.par_chunks_mut(16_384).zip(x.par_chunks(16_384).zip(g.par_chunks(16_384)));
+        chunks.with_min_len(min_len()).for_each(|(y, (x, g))| {
             for ((y, &x), &g) in y.iter_mut().zip(x).zip(g) {
                 *y = f(x, g);
             }
@@ -474,15 +497,197 @@ pub mod fused {
         ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
             let (out, inp) = w.dims2()?;
             let rows = x.elem_count() / inp;
-            // Detached: the gradient computation itself needs no graph.
-            let dy = dy.detach().reshape((rows, out))?;
-            let x2 = x.detach().reshape((rows, inp))?;
-            let dx = dy.matmul(&w.detach())?.reshape(x.shape())?;
-            let dw = dy.t()?.matmul(&x2)?;
-            // As a GEMV: candle's `sum(0)` walks the columns with a stride and is slower.
-            let ones = Tensor::ones((1, rows), dy.dtype(), dy.device())?;
-            let db = ones.matmul(&dy)?.reshape(out)?;
+            let packed = x.apply_op3_no_bwd(w, &dy.contiguous()?, &LinearBwd)?;
+            let dx = packed.narrow(0, 0, rows * inp)?.reshape(x.shape())?;
+            let dw = packed.narrow(0, rows * inp, out * inp)?.reshape((out, inp))?;
+            let db = packed.narrow(0, (rows + out) * inp, out)?;
             Ok((Some(dx), Some(dw), Some(db)))
+        }
+    }
+
+    /// `gelu(x Wᵀ + b)`; see [`super::linear_gelu_fused`]. `pre` keeps `x Wᵀ + b` from the
+    /// forward pass for the backward.
+    #[derive(Default)]
+    pub struct LinearGelu {
+        pre: std::sync::OnceLock<CpuStorage>,
+    }
+
+    /// The gradients of [`LinearGelu`] as one buffer `[dx | dW | db]`, from its pre-activation.
+    struct LinearGeluBwd<'a> {
+        pre: &'a CpuStorage,
+    }
+
+    impl CustomOp3 for LinearGelu {
+        fn name(&self) -> &'static str {
+            "fused-linear-gelu"
+        }
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            let (y, shape) = Linear.cpu_fwd(s1, l1, s2, l2, s3, l3)?;
+            let g = match &y {
+                CpuStorage::F32(a) => CpuStorage::F32(map1(a, gelu_fwd)),
+                CpuStorage::F64(a) => CpuStorage::F64(map1(a, gelu_fwd)),
+                _ => bail!("fused-linear-gelu: only f32/f64"),
+            };
+            if self.pre.set(y).is_err() {
+                bail!("fused-linear-gelu: one node ran forward twice");
+            }
+            Ok((g, shape))
+        }
+        fn bwd(
+            &self,
+            x: &Tensor,
+            w: &Tensor,
+            _b: &Tensor,
+            _y: &Tensor,
+            dy: &Tensor,
+        ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+            let Some(pre) = self.pre.get() else { bail!("fused-linear-gelu: backward before forward") };
+            let (out, inp) = w.dims2()?;
+            let rows = x.elem_count() / inp;
+            let packed = x.apply_op3_no_bwd(w, &dy.contiguous()?, &LinearGeluBwd { pre })?;
+            let dx = packed.narrow(0, 0, rows * inp)?.reshape(x.shape())?;
+            let dw = packed.narrow(0, rows * inp, out * inp)?.reshape((out, inp))?;
+            let db = packed.narrow(0, (rows + out) * inp, out)?;
+            Ok((Some(dx), Some(dw), Some(db)))
+        }
+    }
+
+    impl CustomOp3 for LinearGeluBwd<'_> {
+        fn name(&self) -> &'static str {
+            "fused-linear-gelu-bwd"
+        }
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            let n = self.name();
+            // dA = dY ⊙ gelu′(A), then the linear's gradients from dA.
+            let da = match (self.pre, s3) {
+                (CpuStorage::F32(a), CpuStorage::F32(_)) => {
+                    CpuStorage::F32(map2(a, slice::<f32>(s3, l3, n)?, |a, g| g * gelu_grad(a)))
+                }
+                (CpuStorage::F64(a), CpuStorage::F64(_)) => {
+                    CpuStorage::F64(map2(a, slice::<f64>(s3, l3, n)?, |a, g| g * gelu_grad(a)))
+                }
+                _ => bail!("fused-linear-gelu-bwd: only f32/f64, same dtype"),
+            };
+            LinearBwd.cpu_fwd(s1, l1, s2, l2, &da, &Layout::contiguous(l3.shape()))
+        }
+    }
+
+    /// The gradients of [`Linear`] as one buffer `[dx | dW | db]`.
+    struct LinearBwd;
+
+    /// `dx = dy W` `[rows, inp]`, `dW = dyᵀ x` `[out, inp]` and `db = Σ_rows dy` `[out]` of
+    /// `y = x Wᵀ + b`, packed in that order: two GEMMs straight into one buffer, with no
+    /// zero-fill and no intermediate tensors.
+    fn linear_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], out: usize, inp: usize) -> Vec<T> {
+        let rows = dy.len() / out.max(1);
+        let (nx, nw) = (rows * inp, out * inp);
+        let mut g: Vec<T> = Vec::with_capacity(nx + nw + out);
+        let par = super::gemm_parallelism();
+        // SAFETY: `g` has capacity for dx [rows, inp] followed by dW [out, inp]; both GEMMs
+        // write every element of their block without reading it (read_dst = false) before the
+        // length covers them. dy is [rows, out], x [rows, inp] and W [out, inp], row-major.
+        unsafe {
+            let (dx, dw) = (g.as_mut_ptr(), g.as_mut_ptr().add(nx));
+            let (inp_s, out_s) = (inp as isize, out as isize);
+            let (zero, one) = (T::zero(), T::one());
+            gemm::gemm(
+                rows,
+                inp,
+                out,
+                dx,
+                1,
+                inp_s,
+                false,
+                dy.as_ptr(),
+                1,
+                out_s,
+                w.as_ptr(),
+                1,
+                inp_s,
+                zero,
+                one,
+                false,
+                false,
+                false,
+                par,
+            );
+            // dyᵀ [out, rows]: element (o, r) is dy[r·out + o].
+            gemm::gemm(
+                out,
+                inp,
+                rows,
+                dw,
+                1,
+                inp_s,
+                false,
+                dy.as_ptr(),
+                out_s,
+                1,
+                x.as_ptr(),
+                1,
+                inp_s,
+                zero,
+                one,
+                false,
+                false,
+                false,
+                par,
+            );
+            g.set_len(nx + nw);
+        }
+        let mut db = vec![T::zero(); out];
+        for r in dy.chunks(out.max(1)) {
+            db.iter_mut().zip(r).for_each(|(a, &v)| *a += v);
+        }
+        g.extend_from_slice(&db);
+        g
+    }
+
+    impl CustomOp3 for LinearBwd {
+        fn name(&self) -> &'static str {
+            "fused-linear-bwd"
+        }
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            let n = self.name();
+            let (out, inp) = l2.shape().dims2()?;
+            let rows = l1.shape().elem_count() / inp.max(1);
+            if l3.shape().elem_count() != rows * out {
+                bail!("fused-linear-bwd: x {:?}, w {:?}, dy {:?} do not fit", l1.dims(), l2.dims(), l3.dims());
+            }
+            let g = match s1 {
+                CpuStorage::F32(_) => {
+                    CpuStorage::F32(linear_bwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, out, inp))
+                }
+                CpuStorage::F64(_) => {
+                    CpuStorage::F64(linear_bwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, out, inp))
+                }
+                _ => bail!("fused-linear-bwd: only f32/f64"),
+            };
+            Ok((g, Shape::from((rows + out) * inp + out)))
         }
     }
 
@@ -595,7 +800,7 @@ pub mod fused {
         let yp = SendPtr(y.as_mut_ptr());
         // A decoding step's (batch, head) tasks are tiny: group them so a rayon task is worth it.
         let per_task = rows_per_task(b * h, t * s * d);
-        (0..b * h).into_par_iter().with_min_len(per_task).for_each_init(
+        (0..b * h).into_par_iter().with_min_len(per_task.max(min_len())).for_each_init(
             || vec![T::zero(); t * s],
             |p, job| {
                 let (bi, hi) = (job / h, job % h);
@@ -618,7 +823,7 @@ pub mod fused {
         let scale = T::from_f64(1.0 / (d as f64).sqrt());
         let mut dqkv = vec![T::zero(); b * t * 3 * c];
         let gp = SendPtr(dqkv.as_mut_ptr());
-        (0..b * h).into_par_iter().for_each_init(
+        (0..b * h).into_par_iter().with_min_len(min_len()).for_each_init(
             || (vec![T::zero(); t * t], vec![T::zero(); t * t]),
             |(p, ds), job| {
                 let (bi, hi) = (job / h, job % h);
@@ -786,7 +991,7 @@ pub mod fused {
         let rows = x.len() / c;
         let mut y = vec![T::zero(); x.len()];
         let chunk = rows_per_task(rows, c) * c;
-        y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(y, x)| {
+        y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).with_min_len(min_len()).for_each(|(y, x)| {
             for (y, x) in y.chunks_mut(c).zip(x.chunks(c)) {
                 let (mean, rstd) = row_stats(x, eps);
                 for i in 0..c {
@@ -812,6 +1017,7 @@ pub mod fused {
         let partials: Vec<(Vec<T>, Vec<T>)> = dx
             .par_chunks_mut(chunk)
             .zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk)))
+            .with_min_len(min_len())
             .map(|(dx, (x, dy))| {
                 let mut dw = vec![T::zero(); c];
                 let mut db = vec![T::zero(); c];
@@ -927,7 +1133,7 @@ pub mod fused {
         let rows = x.len() / c;
         let mut y = vec![T::zero(); x.len()];
         let chunk = rows_per_task(rows, c) * c;
-        y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(y, x)| {
+        y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).with_min_len(min_len()).for_each(|(y, x)| {
             for (y, x) in y.chunks_mut(c).zip(x.chunks(c)) {
                 let max = x.iter().copied().fold(x[0], |a, v| if v > a { v } else { a });
                 let mut s = T::zero();
@@ -946,7 +1152,8 @@ pub mod fused {
         let rows = y.len() / c;
         let mut dx = vec![T::zero(); y.len()];
         let chunk = rows_per_task(rows, c) * c;
-        dx.par_chunks_mut(chunk).zip(y.par_chunks(chunk).zip(dy.par_chunks(chunk))).for_each(|(dx, (y, dy))| {
+        let chunks = dx.par_chunks_mut(chunk).zip(y.par_chunks(chunk).zip(dy.par_chunks(chunk)));
+        chunks.with_min_len(min_len()).for_each(|(dx, (y, dy))| {
             for ((dx, y), dy) in dx.chunks_mut(c).zip(y.chunks(c)).zip(dy.chunks(c)) {
                 let dot = y.iter().zip(dy).fold(T::zero(), |a, (&y, &g)| a + y * g);
                 for i in 0..c {
@@ -1089,6 +1296,24 @@ mod tests {
 
     fn randn(shape: &[usize], dtype: DType, mean: f64, std: f64) -> Tensor {
         Tensor::randn(mean, std, shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+    }
+
+    #[test]
+    fn fused_linear_gelu_matches_composed_forward_and_backward() {
+        for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 1e-4)] {
+            let x = randn(&[3, 37, 24], dtype, 0.0, 1.0);
+            let w = randn(&[40, 24], dtype, 0.0, 0.5);
+            let b = randn(&[40], dtype, 0.0, 0.5);
+            let composed = |t: &[Tensor]| gelu_composed(&linear_composed(&t[0], &t[1], &t[2])?);
+            let (fwd, bwd) = compare_grads(&[x, w, b], |t| linear_gelu_fused(&t[0], &t[1], &t[2]), composed);
+            assert!(fwd < tol && bwd < tol, "{dtype:?}: fwd {fwd}, bwd {bwd}");
+        }
+        // Bit for bit the two fused ops it replaces.
+        let x = randn(&[5, 7, 24], DType::F32, 0.0, 1.0);
+        let (w, b) = (randn(&[40, 24], DType::F32, 0.0, 0.5), randn(&[40], DType::F32, 0.0, 0.5));
+        let separate = |t: &[Tensor]| gelu(&linear_fused(&t[0], &t[1], &t[2])?);
+        let diff = compare_grads(&[x, w, b], |t| linear_gelu_fused(&t[0], &t[1], &t[2]), separate);
+        assert_eq!(diff, (0.0, 0.0));
     }
 
     #[test]
