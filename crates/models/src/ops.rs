@@ -495,14 +495,19 @@ pub mod fused {
             _y: &Tensor,
             dy: &Tensor,
         ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-            let (out, inp) = w.dims2()?;
-            let rows = x.elem_count() / inp;
-            let packed = x.apply_op3_no_bwd(w, &dy.contiguous()?, &LinearBwd)?;
-            let dx = packed.narrow(0, 0, rows * inp)?.reshape(x.shape())?;
-            let dw = packed.narrow(0, rows * inp, out * inp)?.reshape((out, inp))?;
-            let db = packed.narrow(0, (rows + out) * inp, out)?;
-            Ok((Some(dx), Some(dw), Some(db)))
+            unpack_linear_grads(&x.apply_op3_no_bwd(w, &dy.contiguous()?, &LinearBwd)?, x, w)
         }
+    }
+
+    /// `(dx, dW, db)` from the `[dx | dW | db]` buffer of [`LinearBwd`] / [`LinearGeluBwd`].
+    type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
+    fn unpack_linear_grads(packed: &Tensor, x: &Tensor, w: &Tensor) -> Result<Grads3> {
+        let (out, inp) = w.dims2()?;
+        let rows = x.elem_count() / inp;
+        let dx = packed.narrow(0, 0, rows * inp)?.reshape(x.shape())?;
+        let dw = packed.narrow(0, rows * inp, out * inp)?.reshape((out, inp))?;
+        let db = packed.narrow(0, (rows + out) * inp, out)?;
+        Ok((Some(dx), Some(dw), Some(db)))
     }
 
     /// `gelu(x Wᵀ + b)`; see [`super::linear_gelu_fused`]. `pre` keeps `x Wᵀ + b` from the
@@ -550,13 +555,7 @@ pub mod fused {
             dy: &Tensor,
         ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
             let Some(pre) = self.pre.get() else { bail!("fused-linear-gelu: backward before forward") };
-            let (out, inp) = w.dims2()?;
-            let rows = x.elem_count() / inp;
-            let packed = x.apply_op3_no_bwd(w, &dy.contiguous()?, &LinearGeluBwd { pre })?;
-            let dx = packed.narrow(0, 0, rows * inp)?.reshape(x.shape())?;
-            let dw = packed.narrow(0, rows * inp, out * inp)?.reshape((out, inp))?;
-            let db = packed.narrow(0, (rows + out) * inp, out)?;
-            Ok((Some(dx), Some(dw), Some(db)))
+            unpack_linear_grads(&x.apply_op3_no_bwd(w, &dy.contiguous()?, &LinearGeluBwd { pre })?, x, w)
         }
     }
 
