@@ -8,7 +8,7 @@
 //! forward. Here each function is one node; `tests` checks values and gradients against the
 //! composed form in f64.
 
-use crate::ops::fused::{rows_per_task, slice, Real};
+use crate::ops::fused::{by_dtype, rows_per_task, slice, Real};
 use crate::ops::fused_cpu;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -127,15 +127,7 @@ impl CustomOp2 for LinearNoBias {
             bail!("{n}: x {:?} and w {:?} do not fit", l1.dims(), l2.dims());
         }
         let rows = l1.shape().elem_count() / inp.max(1);
-        let y = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(gemm_xwt(slice(s1, l1, n)?, slice(s2, l2, n)?, rows, inp, out))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(gemm_xwt(slice(s1, l1, n)?, slice(s2, l2, n)?, rows, inp, out))
-            }
-            _ => bail!("{n}: only f32/f64, same dtype"),
-        };
+        let y = by_dtype!(n, s1, |T| gemm_xwt::<T>(slice(s1, l1, n)?, slice(s2, l2, n)?, rows, inp, out));
         let mut dims = l1.dims().to_vec();
         *dims.last_mut().expect("rank ≥ 1") = out;
         Ok((y, Shape::from(dims)))
@@ -223,15 +215,7 @@ impl CustomOp2 for RmsNorm {
         if l1.dims().last() != Some(&l2.shape().elem_count()) {
             bail!("{n}: x {:?} and w {:?} do not fit", l1.dims(), l2.dims());
         }
-        let y = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(rms_fwd(slice(s1, l1, n)?, slice(s2, l2, n)?, self.eps))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(rms_fwd(slice(s1, l1, n)?, slice(s2, l2, n)?, self.eps))
-            }
-            _ => bail!("{n}: only f32/f64, same dtype"),
-        };
+        let y = by_dtype!(n, s1, |T| rms_fwd::<T>(slice(s1, l1, n)?, slice(s2, l2, n)?, self.eps));
         Ok((y, l1.shape().clone()))
     }
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -260,15 +244,7 @@ impl CustomOp3 for RmsNormBwd {
         let n = self.name();
         let c = l2.shape().elem_count();
         let rows = l1.shape().elem_count() / c;
-        let out = match s1 {
-            CpuStorage::F32(_) => {
-                CpuStorage::F32(rms_bwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps))
-            }
-            CpuStorage::F64(_) => {
-                CpuStorage::F64(rms_bwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps))
-            }
-            _ => bail!("{n}: only f32/f64"),
-        };
+        let out = by_dtype!(n, s1, |T| rms_bwd::<T>(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps));
         Ok((out, Shape::from((rows + 1, c))))
     }
 }
@@ -310,15 +286,8 @@ impl CustomOp3 for Rope {
     ) -> Result<(CpuStorage, Shape)> {
         let n = self.name();
         let (_, h, t, d) = l1.shape().dims4()?;
-        let y = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(rope_rows(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, (h, t, d)))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(rope_rows(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, (h, t, d)))
-            }
-            _ => bail!("{n}: only f32/f64, same dtype"),
-        };
+        let y =
+            by_dtype!(n, s1, |T| rope_rows::<T>(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, (h, t, d)));
         Ok((y, l1.shape().clone()))
     }
     fn bwd(
@@ -376,15 +345,7 @@ impl CustomOp2 for SwiGlu {
     }
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let n = self.name();
-        let y = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(swiglu_fwd(slice(s1, l1, n)?, slice(s2, l2, n)?))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(swiglu_fwd(slice(s1, l1, n)?, slice(s2, l2, n)?))
-            }
-            _ => bail!("{n}: only f32/f64, same dtype"),
-        };
+        let y = by_dtype!(n, s1, |T| swiglu_fwd::<T>(slice(s1, l1, n)?, slice(s2, l2, n)?));
         Ok((y, l1.shape().clone()))
     }
     fn bwd(&self, g: &Tensor, u: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -410,11 +371,7 @@ impl CustomOp3 for SwiGluBwd {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let n = self.name();
-        let out = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(swiglu_bwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?)),
-            CpuStorage::F64(_) => CpuStorage::F64(swiglu_bwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?)),
-            _ => bail!("{n}: only f32/f64"),
-        };
+        let out = by_dtype!(n, s1, |T| swiglu_bwd::<T>(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?));
         Ok((out, Shape::from(2 * l1.shape().elem_count())))
     }
 }

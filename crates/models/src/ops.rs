@@ -320,6 +320,26 @@ pub mod fused {
         }
     }
 
+    /// The kernels' one dtype dispatch: `$body` with the type alias `$T` set to the element type
+    /// of `$s` (f32 or f64), its `Vec` wrapped back into a `CpuStorage` of that type. Other
+    /// inputs read with `slice::<$T>` fail with candle's dtype error when they differ.
+    macro_rules! by_dtype {
+        ($op:expr, $s:expr, |$T:ident| $body:expr) => {
+            match $s {
+                CpuStorage::F32(_) => {
+                    type $T = f32;
+                    CpuStorage::F32($body)
+                }
+                CpuStorage::F64(_) => {
+                    type $T = f64;
+                    CpuStorage::F64($body)
+                }
+                _ => candle_core::bail!("{}: only f32/f64", $op),
+            }
+        };
+    }
+    pub(crate) use by_dtype;
+
     /// Rows per rayon task: enough work per task to amortise scheduling.
     pub(crate) fn rows_per_task(n_rows: usize, row: usize) -> usize {
         (16_384 / row.max(1)).clamp(1, n_rows.max(1))
@@ -383,11 +403,7 @@ pub mod fused {
             "fused-gelu"
         }
         fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-            let out = match s {
-                CpuStorage::F32(_) => CpuStorage::F32(map1(slice::<f32>(s, l, self.name())?, gelu_fwd)),
-                CpuStorage::F64(_) => CpuStorage::F64(map1(slice::<f64>(s, l, self.name())?, gelu_fwd)),
-                _ => bail!("fused-gelu: only f32/f64"),
-            };
+            let out = by_dtype!(self.name(), s, |T| map1(slice::<T>(s, l, self.name())?, gelu_fwd));
             Ok((out, l.shape().clone()))
         }
         fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
@@ -400,19 +416,9 @@ pub mod fused {
             "fused-gelu-bwd"
         }
         fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-            let out = match (s1, s2) {
-                (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(map2(
-                    slice::<f32>(s1, l1, self.name())?,
-                    slice::<f32>(s2, l2, self.name())?,
-                    |x, g| g * gelu_grad(x),
-                )),
-                (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(map2(
-                    slice::<f64>(s1, l1, self.name())?,
-                    slice::<f64>(s2, l2, self.name())?,
-                    |x, g| g * gelu_grad(x),
-                )),
-                _ => bail!("fused-gelu-bwd: only f32/f64, same dtype"),
-            };
+            let n = self.name();
+            let out =
+                by_dtype!(n, s1, |T| map2(slice::<T>(s1, l1, n)?, slice::<T>(s2, l2, n)?, |x, g| g * gelu_grad(x)));
             Ok((out, l1.shape().clone()))
         }
     }
@@ -474,15 +480,7 @@ pub mod fused {
             if l3.shape().elem_count() != out || l1.dims().last() != Some(&inp) {
                 bail!("fused-linear: x {:?}, w {:?}, b {:?} do not fit", l1.dims(), l2.dims(), l3.dims());
             }
-            let y = match s1 {
-                CpuStorage::F32(_) => {
-                    CpuStorage::F32(linear_fwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?))
-                }
-                CpuStorage::F64(_) => {
-                    CpuStorage::F64(linear_fwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?))
-                }
-                _ => bail!("fused-linear: only f32/f64"),
-            };
+            let y = by_dtype!(n, s1, |T| linear_fwd::<T>(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?));
             let mut dims = l1.dims().to_vec();
             *dims.last_mut().unwrap() = out;
             Ok((y, Shape::from(dims)))
@@ -536,11 +534,7 @@ pub mod fused {
             l3: &Layout,
         ) -> Result<(CpuStorage, Shape)> {
             let (y, shape) = Linear.cpu_fwd(s1, l1, s2, l2, s3, l3)?;
-            let g = match &y {
-                CpuStorage::F32(a) => CpuStorage::F32(map1(a, gelu_fwd)),
-                CpuStorage::F64(a) => CpuStorage::F64(map1(a, gelu_fwd)),
-                _ => bail!("fused-linear-gelu: only f32/f64"),
-            };
+            let g = by_dtype!(self.name(), &y, |T| map1(y.as_slice::<T>()?, gelu_fwd));
             if self.pre.set(y).is_err() {
                 bail!("fused-linear-gelu: one node ran forward twice");
             }
@@ -574,15 +568,8 @@ pub mod fused {
         ) -> Result<(CpuStorage, Shape)> {
             let n = self.name();
             // dA = dY ⊙ gelu′(A), then the linear's gradients from dA.
-            let da = match (self.pre, s3) {
-                (CpuStorage::F32(a), CpuStorage::F32(_)) => {
-                    CpuStorage::F32(map2(a, slice::<f32>(s3, l3, n)?, |a, g| g * gelu_grad(a)))
-                }
-                (CpuStorage::F64(a), CpuStorage::F64(_)) => {
-                    CpuStorage::F64(map2(a, slice::<f64>(s3, l3, n)?, |a, g| g * gelu_grad(a)))
-                }
-                _ => bail!("fused-linear-gelu-bwd: only f32/f64, same dtype"),
-            };
+            let da =
+                by_dtype!(n, s3, |T| map2(self.pre.as_slice::<T>()?, slice::<T>(s3, l3, n)?, |a, g| g * gelu_grad(a)));
             LinearBwd.cpu_fwd(s1, l1, s2, l2, &da, &Layout::contiguous(l3.shape()))
         }
     }
@@ -677,15 +664,13 @@ pub mod fused {
             if l3.shape().elem_count() != rows * out {
                 bail!("fused-linear-bwd: x {:?}, w {:?}, dy {:?} do not fit", l1.dims(), l2.dims(), l3.dims());
             }
-            let g = match s1 {
-                CpuStorage::F32(_) => {
-                    CpuStorage::F32(linear_bwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, out, inp))
-                }
-                CpuStorage::F64(_) => {
-                    CpuStorage::F64(linear_bwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, out, inp))
-                }
-                _ => bail!("fused-linear-bwd: only f32/f64"),
-            };
+            let g = by_dtype!(n, s1, |T| linear_bwd::<T>(
+                slice(s1, l1, n)?,
+                slice(s2, l2, n)?,
+                slice(s3, l3, n)?,
+                out,
+                inp
+            ));
             Ok((g, Shape::from((rows + out) * inp + out)))
         }
     }
@@ -897,27 +882,16 @@ pub mod fused {
         ) -> Result<(CpuStorage, Shape)> {
             let (b, t, c) = attn_dims(l1, l2, self.n_head)?;
             let n = self.name();
-            let g = match s1 {
-                CpuStorage::F32(_) => CpuStorage::F32(attn_bwd::<f32>(
-                    slice(s1, l1, n)?,
-                    slice(s2, l2, n)?,
-                    slice(s3, l3, n)?,
-                    b,
-                    t,
-                    c,
-                    self.n_head,
-                )),
-                CpuStorage::F64(_) => CpuStorage::F64(attn_bwd::<f64>(
-                    slice(s1, l1, n)?,
-                    slice(s2, l2, n)?,
-                    slice(s3, l3, n)?,
-                    b,
-                    t,
-                    c,
-                    self.n_head,
-                )),
-                _ => bail!("fused-attention-bwd: only f32/f64"),
-            };
+            let h = self.n_head;
+            let g = by_dtype!(n, s1, |T| attn_bwd::<T>(
+                slice(s1, l1, n)?,
+                slice(s2, l2, n)?,
+                slice(s3, l3, n)?,
+                b,
+                t,
+                c,
+                h
+            ));
             Ok((g, l1.shape().clone()))
         }
     }
@@ -932,15 +906,7 @@ pub mod fused {
         t: usize,
         op: &str,
     ) -> Result<CpuStorage> {
-        Ok(match s1 {
-            CpuStorage::F32(_) => {
-                CpuStorage::F32(attn_fwd::<f32>(slice(s1, l1, op)?, slice(s2, l2, op)?, b, cap, c, h, past, t))
-            }
-            CpuStorage::F64(_) => {
-                CpuStorage::F64(attn_fwd::<f64>(slice(s1, l1, op)?, slice(s2, l2, op)?, b, cap, c, h, past, t))
-            }
-            _ => bail!("{op}: only f32/f64"),
-        })
+        Ok(by_dtype!(op, s1, |T| attn_fwd::<T>(slice(s1, l1, op)?, slice(s2, l2, op)?, b, cap, c, h, past, t)))
     }
 
     /// See [`super::attention_cached`]. Inference only: it has no backward pass.
@@ -1066,15 +1032,8 @@ pub mod fused {
             l3: &Layout,
         ) -> Result<(CpuStorage, Shape)> {
             let n = self.name();
-            let out = match s1 {
-                CpuStorage::F32(_) => {
-                    CpuStorage::F32(ln_fwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps))
-                }
-                CpuStorage::F64(_) => {
-                    CpuStorage::F64(ln_fwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps))
-                }
-                _ => bail!("fused-layer-norm: only f32/f64"),
-            };
+            let out =
+                by_dtype!(n, s1, |T| ln_fwd::<T>(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps));
             Ok((out, l1.shape().clone()))
         }
         fn bwd(
@@ -1111,15 +1070,8 @@ pub mod fused {
             let n = self.name();
             let c = l2.shape().elem_count();
             let rows = l1.shape().elem_count() / c;
-            let out = match s1 {
-                CpuStorage::F32(_) => {
-                    CpuStorage::F32(ln_bwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps))
-                }
-                CpuStorage::F64(_) => {
-                    CpuStorage::F64(ln_bwd(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps))
-                }
-                _ => bail!("fused-layer-norm-bwd: only f32/f64"),
-            };
+            let out =
+                by_dtype!(n, s1, |T| ln_bwd::<T>(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps));
             Ok((out, Shape::from((rows + 2, c))))
         }
     }
@@ -1169,11 +1121,7 @@ pub mod fused {
         }
         fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
             let c = l.dims().last().copied().unwrap_or(1);
-            let out = match s {
-                CpuStorage::F32(_) => CpuStorage::F32(softmax_rows(slice::<f32>(s, l, self.name())?, c)),
-                CpuStorage::F64(_) => CpuStorage::F64(softmax_rows(slice::<f64>(s, l, self.name())?, c)),
-                _ => bail!("fused-softmax: only f32/f64"),
-            };
+            let out = by_dtype!(self.name(), s, |T| softmax_rows(slice::<T>(s, l, self.name())?, c));
             Ok((out, l.shape().clone()))
         }
         fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
@@ -1188,11 +1136,7 @@ pub mod fused {
         fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
             let c = l1.dims().last().copied().unwrap_or(1);
             let n = self.name();
-            let out = match s1 {
-                CpuStorage::F32(_) => CpuStorage::F32(softmax_bwd_rows(slice::<f32>(s1, l1, n)?, slice(s2, l2, n)?, c)),
-                CpuStorage::F64(_) => CpuStorage::F64(softmax_bwd_rows(slice::<f64>(s1, l1, n)?, slice(s2, l2, n)?, c)),
-                _ => bail!("fused-softmax-bwd: only f32/f64"),
-            };
+            let out = by_dtype!(n, s1, |T| softmax_bwd_rows(slice::<T>(s1, l1, n)?, slice(s2, l2, n)?, c));
             Ok((out, l1.shape().clone()))
         }
     }
