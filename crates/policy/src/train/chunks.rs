@@ -43,11 +43,10 @@ impl Scored {
                 prompts.len()
             )));
         }
-        let spans = match small(policy.model()) {
+        let mut work = match small(policy.model()) {
             true => spans(group, CHUNK_ROWS),
             false => vec![(0, group.len())],
         };
-        let mut work: Vec<(usize, usize)> = spans;
         let scored = par_map(&mut work, |_, &mut (r0, r1)| {
             let (g0, g1) = match r1 > r0 {
                 true => (group[r0], group[r1 - 1] + 1),
