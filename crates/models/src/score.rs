@@ -30,6 +30,11 @@ impl CompletionLogprobs {
         (&self.logprobs * &self.mask)?.sum(1)
     }
 
+    /// The same values with no graph (π_old, reference log-probs).
+    pub fn detach(&self) -> Self {
+        Self { logprobs: self.logprobs.detach(), mask: self.mask.clone(), hidden: self.hidden.detach() }
+    }
+
     /// Per-row log-probs as vectors, padding removed.
     pub fn to_vecs(&self) -> candle_core::Result<Vec<Vec<f32>>> {
         let lp = self.logprobs.to_dtype(DType::F32)?.to_vec2::<f32>()?;

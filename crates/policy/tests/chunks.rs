@@ -91,4 +91,6 @@ fn rows_of_a_prompt_must_be_contiguous() {
     assert!(err.contains("contiguous"), "{err}");
     let err = Scored::new(&policy, &p, &[0, 1, 2], &c).err().unwrap().to_string();
     assert!(err.contains("below 2"), "{err}");
+    let err = Scored::new(&policy, &p, &[0, 1], &c).err().unwrap().to_string();
+    assert!(err.contains("2 indices, 3 completions"), "{err}");
 }

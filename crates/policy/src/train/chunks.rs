@@ -37,10 +37,16 @@ impl Scored {
     /// in chunks of whole groups when the model is small. A group's rows must be contiguous
     /// (`group` non-decreasing).
     pub fn new(policy: &Policy, prompts: &[Vec<u32>], group: &[usize], completions: &[Vec<u32>]) -> Result<Self> {
-        if group.windows(2).any(|w| w[1] < w[0]) || group.iter().any(|&g| g >= prompts.len()) {
+        if group.len() != completions.len()
+            || group.windows(2).any(|w| w[1] < w[0])
+            || group.iter().any(|&g| g >= prompts.len())
+        {
             return Err(Error::Usage(format!(
-                "scoring in chunks needs one prompt index below {} per row, the rows of each prompt contiguous",
-                prompts.len()
+                "scoring in chunks needs one prompt index below {} per row ({} indices, {} completions), \
+                 the rows of each prompt contiguous",
+                prompts.len(),
+                group.len(),
+                completions.len()
             )));
         }
         let mut work = match small(policy.model()) {
@@ -88,6 +94,12 @@ impl Scored {
             false => vec![],
         };
         Ok(Self { out: CompletionLogprobs { logprobs, mask, hidden }, parts })
+    }
+
+    /// [`Self::new`] with each row after its own prompt (`prompts[i]`).
+    pub fn each(policy: &Policy, prompts: &[Vec<u32>], completions: &[Vec<u32>]) -> Result<Self> {
+        let rows: Vec<usize> = (0..prompts.len()).collect();
+        Self::new(policy, prompts, &rows, completions)
     }
 
     /// The gradients of `loss` (built on [`Self::out`]) with respect to every tracked tensor it

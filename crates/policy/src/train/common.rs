@@ -113,8 +113,7 @@ impl Policy {
 
     /// Log-probs with everything detached (reference policies, old log-probs).
     pub fn logprobs_detached(&self, prompts: &[Vec<u32>], completions: &[Vec<u32>]) -> Result<CompletionLogprobs> {
-        let c = self.logprobs(prompts, completions)?;
-        Ok(CompletionLogprobs { logprobs: c.logprobs.detach(), mask: c.mask, hidden: c.hidden.detach() })
+        Ok(self.logprobs(prompts, completions)?.detach())
     }
 
     /// Writes an HF-layout model directory (weights, config, tokenizer files) at `dir`.

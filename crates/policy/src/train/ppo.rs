@@ -65,18 +65,13 @@ fn ppo_step(
     // π_old, V_old and π_ref on the rollout, without a graph.
     // One forward with a graph: its detached copy is π_old, and with a single minibatch the first
     // update reuses it (the weights have not moved since sampling), saving a forward pass.
-    let each: Vec<usize> = (0..ro.comp_ids.len()).collect();
-    let full = Scored::new(&s.policy, &ro.prompt_ids, &each, &ro.comp_ids)?;
-    let old = mismatch_models::CompletionLogprobs {
-        logprobs: full.out.logprobs.detach(),
-        mask: full.out.mask.clone(),
-        hidden: full.out.hidden.detach(),
-    };
+    let full = Scored::each(&s.policy, &ro.prompt_ids, &ro.comp_ids)?;
+    let old = full.out.detach();
     let mut reuse = (cfg.num_mini_batches == 1).then_some(full);
     let value = s.value.as_ref().expect("PPO session has a value head");
     let old_values = value.forward(&old.hidden)?.detach();
     let reference = s.reference.as_ref().expect("PPO session has a reference");
-    let ref_logp = Scored::new(reference, &ro.prompt_ids, &each, &ro.comp_ids)?.out.logprobs.detach();
+    let ref_logp = Scored::each(reference, &ro.prompt_ids, &ro.comp_ids)?.out.logprobs.detach();
     let entropy = mean_entropy(&s.policy, &old.hidden, &old.mask)?;
     let pc = PpoConfig {
         gamma: cfg.gamma as f32,
@@ -113,7 +108,7 @@ fn ppo_step(
             let c_ids: Vec<Vec<u32>> = chunk.iter().map(|&i| ro.comp_ids[i].clone()).collect();
             let scored = match reuse.take() {
                 Some(f) => f,
-                None => Scored::new(&s.policy, &p_ids, &each[..chunk.len()], &c_ids)?,
+                None => Scored::each(&s.policy, &p_ids, &c_ids)?,
             };
             let cur = &scored.out;
             let c = cur.logprobs.dim(1)?;

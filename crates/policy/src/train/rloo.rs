@@ -47,11 +47,7 @@ fn group_step(s: &mut Session, reward: &dyn Reward, data: &TrainData, step: usiz
     let unique: Vec<Vec<u32>> = ro.prompt_ids.iter().step_by(k).cloned().collect();
     let group: Vec<usize> = (0..ro.comp_ids.len()).map(|i| i / k).collect();
     let full = Scored::new(&s.policy, &unique, &group, &ro.comp_ids)?;
-    let old = mismatch_models::CompletionLogprobs {
-        logprobs: full.out.logprobs.detach(),
-        mask: full.out.mask.clone(),
-        hidden: full.out.hidden.detach(),
-    };
+    let old = full.out.detach();
     let mut reuse = (cfg.num_mini_batches == 1).then_some(full);
     let reference = s.reference.as_ref().expect("session has a reference");
     let ref_logp = Scored::new(reference, &unique, &group, &ro.comp_ids)?.out.logprobs.detach();
@@ -97,7 +93,7 @@ fn group_step(s: &mut Session, reward: &dyn Reward, data: &TrainData, step: usiz
             let a: Vec<f32> = chunk.iter().map(|&i| adv[i]).collect();
             let scored = match reuse.take() {
                 Some(f) => f,
-                None => Scored::new(&s.policy, &p_ids, &(0..chunk.len()).collect::<Vec<_>>(), &c_ids)?,
+                None => Scored::each(&s.policy, &p_ids, &c_ids)?,
             };
             let cur = &scored.out;
             let c = cur.logprobs.dim(1)?;

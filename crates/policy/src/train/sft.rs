@@ -16,8 +16,7 @@ pub fn encode(policy: &Policy, demos: &[Demo]) -> Result<Vec<(Vec<u32>, Vec<u32>
 pub fn sft_update(s: &mut Session, demos: &[(Vec<u32>, Vec<u32>)], ix: &[usize], shown: usize) -> Result<Metrics> {
     let p: Vec<Vec<u32>> = ix.iter().map(|&i| demos[i].0.clone()).collect();
     let c: Vec<Vec<u32>> = ix.iter().map(|&i| demos[i].1.clone()).collect();
-    let rows: Vec<usize> = (0..p.len()).collect();
-    let scored = Scored::new(&s.policy, &p, &rows, &c)?;
+    let scored = Scored::each(&s.policy, &p, &c)?;
     let lp = &scored.out;
     let loss = crate::sft::sft_loss(lp)?;
     let mut m = Metrics::new();
