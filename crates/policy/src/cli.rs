@@ -157,6 +157,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         progress: !a.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         resume: a.resume,
         stop_after: a.stop_after,
+        on_log: None,
     };
     let outcome = train(&cfg, &a.policy, reward.as_deref(), &data, &a.out, &opts)?;
     if let Some((step, dir)) = outcome.checkpoints.last() {

@@ -31,4 +31,4 @@ pub mod train;
 pub use kl::{KlController, KlEstimator};
 pub use mismatch_models::{Error, Result};
 pub use reward::{parse_reward, Reward, RmReward, RuleReward};
-pub use train::{train, Algo, Demo, PolicyConfig, PrefPair, RunOptions, TrainData, TrainOutcome};
+pub use train::{train, Algo, Demo, OnLog, PolicyConfig, PrefPair, RunOptions, TrainData, TrainOutcome};

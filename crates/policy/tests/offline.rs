@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use mismatch_policy::reward::RuleReward;
-use mismatch_policy::train::{train, Algo, Demo, PolicyConfig, PrefPair, RunOptions, TrainData};
+use mismatch_policy::train::{train, Algo, Demo, OnLog, PolicyConfig, PrefPair, RunOptions, TrainData};
 
 #[test]
 fn sft_lowers_the_loss_and_writes_a_loadable_checkpoint() {
@@ -25,7 +25,14 @@ fn sft_lowers_the_loss_and_writes_a_loadable_checkpoint() {
         (0..64).map(|i| Demo { prompt: PROMPTS[i % 4].into(), completion: answers[i % 4].into() }).collect();
     let data = TrainData { demos, ..Default::default() };
     let out = tmp.path().join("sft");
-    let o = train(&cfg, raw.to_str().unwrap(), None, &data, &out, &RunOptions::default()).unwrap();
+    // The on_log hook sees each record as it is written to metrics.jsonl, in order.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log_seen = seen.clone();
+    let hook = OnLog(std::sync::Arc::new(move |rec| {
+        log_seen.lock().unwrap().push(serde_json::Value::Object(rec.clone()).to_string())
+    }));
+    let opts = RunOptions { on_log: Some(hook), ..Default::default() };
+    let o = train(&cfg, raw.to_str().unwrap(), None, &data, &out, &opts).unwrap();
     let loss = col(&o.metrics, "loss");
     // Random init over 48 tokens: ≈ ln 48 = 3.87 nats.
     assert!((loss[0] - 48f64.ln()).abs() < 0.5, "{loss:?}");
@@ -37,6 +44,7 @@ fn sft_lowers_the_loss_and_writes_a_loadable_checkpoint() {
     assert_eq!(lm.tok.eos_ids, vec![2]);
     let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 30);
+    assert_eq!(*seen.lock().unwrap(), lines.lines().collect::<Vec<_>>());
     assert!(out.join("train_config.json").exists());
     for f in ["trainer_state.json", "optimizer.safetensors", "tokenizer.json", "config.json", "model.safetensors"] {
         assert!(o.checkpoints[2].1.join(f).exists(), "{f}");

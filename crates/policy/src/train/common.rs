@@ -411,6 +411,7 @@ pub struct Session {
     metrics_lines: usize,
     pub outcome: TrainOutcome,
     bar: Option<indicatif::ProgressBar>,
+    on_log: Option<super::OnLog>,
 }
 
 /// The newest `out/checkpoint-N` holding a trainer_state.json.
@@ -522,6 +523,7 @@ impl Session {
             metrics_lines,
             outcome: TrainOutcome::default(),
             bar,
+            on_log: opts.on_log.clone(),
         })
     }
 
@@ -559,6 +561,9 @@ impl Session {
             };
             b.set_message(msg);
             b.inc(1);
+        }
+        if let Some(hook) = &self.on_log {
+            (hook.0)(&rec);
         }
         self.outcome.metrics.push(rec);
         Ok(())

@@ -247,6 +247,20 @@ pub struct RunOptions {
     pub resume: bool,
     /// Stop (Ok) after this many steps of this invocation (RS: iterations), checkpoint written.
     pub stop_after: Option<usize>,
+    /// Called with every record right after it is appended to metrics.jsonl (best-of-N writes
+    /// bon.json instead and calls nothing).
+    pub on_log: Option<OnLog>,
+}
+
+/// A hook on each metrics record, as TRL's `TrainerCallback.on_log`: live displays, per-step
+/// timing (`bench-policy` times steps with it), custom stopping rules kept outside the loop.
+#[derive(Clone)]
+pub struct OnLog(pub std::sync::Arc<dyn Fn(&serde_json::Map<String, serde_json::Value>) + Send + Sync>);
+
+impl std::fmt::Debug for OnLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnLog(..)")
+    }
 }
 
 #[derive(Clone, Debug, Default)]
