@@ -57,8 +57,9 @@ pub fn dot<T: WithDType>(a: &[T], b: &[T]) -> T {
     fold_lanes(acc)
 }
 
-/// The largest element (`x[0]` for an empty tail; NaNs are skipped unless first, as a serial
-/// `if v > m { v } else { m }` fold does). `x` must not be empty.
+/// The largest element of a non-empty `x`. Like a serial `if v > m { v } else { m }` fold from
+/// `x[0]`, it skips a NaN unless the NaN is `x[0]`; a softmax still turns any NaN into NaNs
+/// through `exp(x − max)`.
 #[inline(always)]
 pub fn max<T: Copy + PartialOrd>(x: &[T]) -> T {
     let mut acc = [x[0]; LANES];
