@@ -25,7 +25,6 @@ pub mod gguf;
 pub mod llama;
 pub mod llama_ops;
 pub mod tokenizer;
-pub mod vmath;
 
 pub use llama::{Llama, LlamaConfig};
 pub use tokenizer::{ChatMessage, Tok};

@@ -150,7 +150,7 @@ struct RmsNormBwd {
 }
 
 fn rstd<T: Real>(x: &[T], eps: f64) -> T {
-    let ms = crate::vmath::sum_map(x, |v| v * v) / T::from_f64(x.len() as f64);
+    let ms = x.iter().fold(T::zero(), |a, &v| a + v * v) / T::from_f64(x.len() as f64);
     T::from_f64(1.0) / (ms + T::from_f64(eps)).sqrt_()
 }
 
@@ -183,15 +183,15 @@ fn rms_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
         .zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk)))
         .map(|(dx, (x, dy))| {
             let mut dw = vec![T::zero(); c];
-            let (mut g, mut xhat) = (vec![T::zero(); c], vec![T::zero(); c]);
             for ((dx, x), dy) in dx.chunks_mut(c).zip(x.chunks(c)).zip(dy.chunks(c)) {
                 let r = rstd(x, eps);
+                let mut sgx = T::zero();
                 for i in 0..c {
-                    xhat[i] = x[i] * r;
-                    g[i] = dy[i] * w[i];
-                    dw[i] += dy[i] * xhat[i];
+                    let xhat = x[i] * r;
+                    sgx += dy[i] * w[i] * xhat;
+                    dw[i] += dy[i] * xhat;
                 }
-                let m = crate::vmath::dot(&g, &xhat) / n;
+                let m = sgx / n;
                 for i in 0..c {
                     dx[i] = r * (dy[i] * w[i] - x[i] * r * m);
                 }

@@ -249,12 +249,11 @@ pub(crate) fn fused_cpu(x: &Tensor) -> bool {
 /// Fused CPU kernels with hand-written backward passes, used for training on CPU. Each is
 /// checked against its composed counterpart (forward and gradients) in `tests`.
 pub mod fused {
-    use crate::vmath::{self, fast_exp, fast_tanh};
     use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
     use rayon::prelude::*;
 
-    /// Element types of the kernels: f64 uses libm; f32 uses the `tanh` and `exp` of
-    /// [`crate::vmath`], which the compiler vectorises.
+    /// Element types of the kernels: f64 uses libm; f32 uses a rational `tanh` that the
+    /// compiler vectorises.
     pub trait Real: WithDType + Send + Sync {
         fn sqrt_(self) -> Self;
         fn tanh_(self) -> Self;
@@ -278,8 +277,106 @@ pub mod fused {
         fn tanh_(self) -> Self {
             fast_tanh(self)
         }
+        /// libm's `expf`, except below −104, where `expf` is exactly +0 (e^x < 2^-150 rounds to
+        /// zero) but takes its slow underflow path — on every masked attention score (−1e9).
         fn exp_(self) -> Self {
-            fast_exp(self)
+            if self < -104.0 {
+                0.0
+            } else {
+                self.exp()
+            }
+        }
+    }
+
+    /// `tanh` as Eigen's `generic_fast_tanh_float`: a [13/6] rational approximation on
+    /// [−7.905, 7.905] (beyond which f32 `tanh` is ±1), within a few ulp of libm.
+    /// Branch-free apart from the clamp, so loops over it vectorise.
+    #[inline(always)]
+    pub fn fast_tanh(x: f32) -> f32 {
+        const A1: f32 = 4.893_524_6e-3;
+        const A3: f32 = 6.372_619_3e-4;
+        const A5: f32 = 1.485_722_4e-5;
+        const A7: f32 = 5.122_297e-8;
+        const A9: f32 = -8.604_672e-11;
+        const A11: f32 = 2.000_188e-13;
+        const A13: f32 = -2.760_768_5e-16;
+        const B0: f32 = 4.893_525e-3;
+        const B2: f32 = 2.268_434_6e-3;
+        const B4: f32 = 1.185_347e-4;
+        const B6: f32 = 1.198_258_4e-6;
+        let x = x.clamp(-7.905_311, 7.905_311);
+        let x2 = x * x;
+        let p = x2 * A13 + A11;
+        let p = x2 * p + A9;
+        let p = x2 * p + A7;
+        let p = x2 * p + A5;
+        let p = x2 * p + A3;
+        let p = x2 * p + A1;
+        let p = x * p;
+        let q = x2 * B6 + B4;
+        let q = x2 * q + B2;
+        let q = x2 * q + B0;
+        p / q
+    }
+
+    /// Rows that the row-wise kernels reduce together. Each row's sum still runs in index
+    /// order, as a serial fold does (so results are bit for bit those of one row at a time),
+    /// but the rows' chains of dependent adds are independent and overlap in the pipeline: a
+    /// serial 64-wide sum is 64 adds × 4 cycles of latency, and 4 rows cost little more than 1.
+    const ROWS: usize = 4;
+
+    /// `Σ_{j<c} f(r, j)` for each row `r < n ≤ ROWS`, each row's terms added in index order.
+    #[inline(always)]
+    fn row_sums<T: Real>(n: usize, c: usize, f: impl Fn(usize, usize) -> T) -> [T; ROWS] {
+        let mut acc = [T::zero(); ROWS];
+        if n == ROWS {
+            // Spelled out so the four sums stay in registers.
+            let [mut a0, mut a1, mut a2, mut a3] = acc;
+            for j in 0..c {
+                a0 += f(0, j);
+                a1 += f(1, j);
+                a2 += f(2, j);
+                a3 += f(3, j);
+            }
+            return [a0, a1, a2, a3];
+        }
+        for j in 0..c {
+            for (r, a) in acc.iter_mut().enumerate().take(n) {
+                *a += f(r, j);
+            }
+        }
+        acc
+    }
+
+    /// The largest element of a non-empty row, as the serial `if v > m { v } else { m }` fold
+    /// from `x[0]` (max is exact, so eight running maxima give the same value; a NaN is kept
+    /// only if it is `x[0]`, as in the fold).
+    #[inline(always)]
+    fn row_max<T: Real>(x: &[T]) -> T {
+        let mut acc = [x[0]; 8];
+        let mut chunks = x.chunks_exact(8);
+        for ch in &mut chunks {
+            for i in 0..8 {
+                acc[i] = if ch[i] > acc[i] { ch[i] } else { acc[i] };
+            }
+        }
+        for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+            *a = if v > *a { v } else { *a };
+        }
+        acc.iter().fold(acc[0], |m, &v| if v > m { v } else { m })
+    }
+
+    /// `rows ← softmax(rows)` for the `n ≤ ROWS` rows of width `c` in `rows`.
+    #[inline(always)]
+    fn softmax_rows_in_place<T: Real>(rows: &mut [T], c: usize) {
+        for row in rows.chunks_mut(c) {
+            let max = row_max(row);
+            row.iter_mut().for_each(|v| *v = (*v - max).exp_());
+        }
+        let sums = row_sums(rows.len() / c, c, |r, j| rows[r * c + j]);
+        for (row, sum) in rows.chunks_mut(c).zip(sums) {
+            let inv = T::one() / sum;
+            row.iter_mut().for_each(|v| *v *= inv);
         }
     }
 
@@ -722,8 +819,8 @@ pub mod fused {
     ) {
         p.copy_from_slice(bias);
         mm(t, s, d, p.as_mut_ptr(), s, true, q, 3 * c, 1, k, 1, 3 * c, T::one(), scale);
-        for row in p.chunks_mut(s) {
-            softmax_in_place(row);
+        for rows in p.chunks_mut(ROWS * s) {
+            softmax_rows_in_place(rows, s);
         }
     }
 
@@ -786,10 +883,12 @@ pub mod fused {
                     mm(t, d, t, out.add(2 * c), 3 * c, false, p.as_ptr(), 1, t, g, c, 1, T::zero(), T::one());
                     // dP = dY Vᵀ, then dS = P ⊙ (dP − rowsum(dP ⊙ P)) · scale
                     mm(t, t, d, ds.as_mut_ptr(), t, false, g, c, 1, v, 1, 3 * c, T::zero(), T::one());
-                    for (dsr, pr) in ds.chunks_mut(t).zip(p.chunks(t)) {
-                        let dot = vmath::dot(dsr, pr);
-                        for (x, &y) in dsr.iter_mut().zip(pr.iter()) {
-                            *x = y * (*x - dot) * scale;
+                    for (dsg, pg) in ds.chunks_mut(ROWS * t).zip(p.chunks(ROWS * t)) {
+                        let dots = row_sums(pg.len() / t, t, |r, j| dsg[r * t + j] * pg[r * t + j]);
+                        for ((dsr, pr), dot) in dsg.chunks_mut(t).zip(pg.chunks(t)).zip(dots) {
+                            for (x, &y) in dsr.iter_mut().zip(pr) {
+                                *x = y * (*x - dot) * scale;
+                            }
                         }
                     }
                     // dQ = dS K, dK = dSᵀ Q
@@ -907,11 +1006,12 @@ pub mod fused {
         eps: f64,
     }
 
-    fn row_stats<T: Real>(x: &[T], eps: f64) -> (T, T) {
-        let n = T::from_f64(x.len() as f64);
-        let mean = vmath::sum(x) / n;
-        let var = vmath::sum_map(x, |v| (v - mean) * (v - mean)) / n;
-        (mean, T::from_f64(1.0) / (var + T::from_f64(eps)).sqrt_())
+    /// Mean and `1/√(var + eps)` of each of the `≤ ROWS` rows of width `c` in `x`.
+    fn row_stats<T: Real>(x: &[T], c: usize, eps: f64) -> ([T; ROWS], [T; ROWS]) {
+        let (rows, n) = (x.len() / c, T::from_f64(c as f64));
+        let mean = row_sums(rows, c, |r, j| x[r * c + j]).map(|s| s / n);
+        let var = row_sums(rows, c, |r, j| (x[r * c + j] - mean[r]) * (x[r * c + j] - mean[r])).map(|s| s / n);
+        (mean, var.map(|v| T::from_f64(1.0) / (v + T::from_f64(eps)).sqrt_()))
     }
 
     fn ln_fwd<T: Real>(x: &[T], w: &[T], b: &[T], eps: f64) -> Vec<T> {
@@ -920,10 +1020,12 @@ pub mod fused {
         let mut y = vec![T::zero(); x.len()];
         let chunk = rows_per_task(rows, c) * c;
         y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).with_min_len(min_len()).for_each(|(y, x)| {
-            for (y, x) in y.chunks_mut(c).zip(x.chunks(c)) {
-                let (mean, rstd) = row_stats(x, eps);
-                for i in 0..c {
-                    y[i] = (x[i] - mean) * rstd * w[i] + b[i];
+            for (y, x) in y.chunks_mut(ROWS * c).zip(x.chunks(ROWS * c)) {
+                let (mean, rstd) = row_stats(x, c, eps);
+                for (r, (y, x)) in y.chunks_mut(c).zip(x.chunks(c)).enumerate() {
+                    for i in 0..c {
+                        y[i] = (x[i] - mean[r]) * rstd[r] * w[i] + b[i];
+                    }
                 }
             }
         });
@@ -949,20 +1051,31 @@ pub mod fused {
             .map(|(dx, (x, dy))| {
                 let mut dw = vec![T::zero(); c];
                 let mut db = vec![T::zero(); c];
-                let mut xhat = vec![T::zero(); c];
-                let mut g = vec![T::zero(); c];
+                let mut xhat = vec![T::zero(); ROWS * c];
                 let n = T::from_f64(c as f64);
-                for ((dx, x), dy) in dx.chunks_mut(c).zip(x.chunks(c)).zip(dy.chunks(c)) {
-                    let (mean, rstd) = row_stats(x, eps);
+                let groups = dx.chunks_mut(ROWS * c).zip(x.chunks(ROWS * c)).zip(dy.chunks(ROWS * c));
+                for ((dx, x), dy) in groups {
+                    let (mean, rstd) = row_stats(x, c, eps);
+                    let rows = x.len() / c;
+                    let (mut sg, mut sgx) = ([T::zero(); ROWS], [T::zero(); ROWS]);
+                    // Row-major within each column i, so dw[i] and db[i] take the rows in order.
                     for i in 0..c {
-                        xhat[i] = (x[i] - mean) * rstd;
-                        g[i] = dy[i] * w[i];
-                        dw[i] += dy[i] * xhat[i];
-                        db[i] += dy[i];
+                        for r in 0..rows {
+                            let k = r * c + i;
+                            xhat[k] = (x[k] - mean[r]) * rstd[r];
+                            let g = dy[k] * w[i];
+                            sg[r] += g;
+                            sgx[r] += g * xhat[k];
+                            dw[i] += dy[k] * xhat[k];
+                            db[i] += dy[k];
+                        }
                     }
-                    let (mg, mgx) = (vmath::sum(&g) / n, vmath::dot(&g, &xhat) / n);
-                    for i in 0..c {
-                        dx[i] = rstd * (dy[i] * w[i] - mg - xhat[i] * mgx);
+                    for r in 0..rows {
+                        let (mg, mgx) = (sg[r] / n, sgx[r] / n);
+                        for i in 0..c {
+                            let k = r * c + i;
+                            dx[k] = rstd[r] * (dy[k] * w[i] - mg - xhat[k] * mgx);
+                        }
                     }
                 }
                 (dw, db)
@@ -1041,23 +1154,20 @@ pub mod fused {
     pub struct Softmax;
     struct SoftmaxBwd;
 
-    /// `row ← softmax(row)`: max, exp and normaliser in separate passes so each vectorises.
-    #[inline(always)]
-    fn softmax_in_place<T: Real>(row: &mut [T]) {
-        let max = vmath::max(row);
-        row.iter_mut().for_each(|v| *v = (*v - max).exp_());
-        let inv = T::one() / vmath::sum(row);
-        row.iter_mut().for_each(|v| *v *= inv);
-    }
-
     fn softmax_rows<T: Real>(x: &[T], c: usize) -> Vec<T> {
         let rows = x.len() / c;
         let mut y = vec![T::zero(); x.len()];
         let chunk = rows_per_task(rows, c) * c;
         y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).with_min_len(min_len()).for_each(|(y, x)| {
             for (y, x) in y.chunks_mut(c).zip(x.chunks(c)) {
-                y.copy_from_slice(x);
-                softmax_in_place(y);
+                let max = x.iter().copied().fold(x[0], |a, v| if v > a { v } else { a });
+                let mut s = T::zero();
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = (x - max).exp_();
+                    s += *y;
+                }
+                let inv = T::from_f64(1.0) / s;
+                y.iter_mut().for_each(|y| *y *= inv);
             }
         });
         y
@@ -1070,7 +1180,7 @@ pub mod fused {
         let chunks = dx.par_chunks_mut(chunk).zip(y.par_chunks(chunk).zip(dy.par_chunks(chunk)));
         chunks.with_min_len(min_len()).for_each(|(dx, (y, dy))| {
             for ((dx, y), dy) in dx.chunks_mut(c).zip(y.chunks(c)).zip(dy.chunks(c)) {
-                let dot = vmath::dot(y, dy);
+                let dot = y.iter().zip(dy).fold(T::zero(), |a, (&y, &g)| a + y * g);
                 for i in 0..c {
                     dx[i] = y[i] * (dy[i] - dot);
                 }
@@ -1102,6 +1212,106 @@ pub mod fused {
             let n = self.name();
             let out = by_dtype!(n, s1, |T| softmax_bwd_rows(slice::<T>(s1, l1, n)?, slice(s2, l2, n)?, c));
             Ok((out, l1.shape().clone()))
+        }
+    }
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn exp_below_the_underflow_threshold_is_libm_bit_for_bit() {
+            let mut xs: Vec<f32> = (0..=20_000).map(|i| -200.0 + i as f32 * 0.01).collect();
+            xs.extend([-1e9, f32::MIN, f32::NEG_INFINITY, -104.0, -103.97, -103.0]);
+            for x in xs {
+                assert_eq!(Real::exp_(x).to_bits(), x.exp().to_bits(), "x = {x}");
+            }
+            assert!(Real::exp_(f32::NAN).is_nan());
+        }
+
+        /// The serial, one-row-at-a-time kernels the grouped ones replace.
+        fn ln_fwd_serial(x: &[f32], w: &[f32], b: &[f32], eps: f64) -> Vec<f32> {
+            let c = w.len();
+            let mut y = vec![0f32; x.len()];
+            for (y, x) in y.chunks_mut(c).zip(x.chunks(c)) {
+                let n = c as f32;
+                let mean = x.iter().fold(0.0, |a, &v| a + v) / n;
+                let var = x.iter().fold(0.0, |a, &v| a + (v - mean) * (v - mean)) / n;
+                let rstd = 1.0 / (var + eps as f32).sqrt();
+                for i in 0..c {
+                    y[i] = (x[i] - mean) * rstd * w[i] + b[i];
+                }
+            }
+            y
+        }
+
+        fn ln_bwd_serial(x: &[f32], w: &[f32], dy: &[f32], eps: f64) -> Vec<f32> {
+            let c = w.len();
+            let mut out = vec![0f32; x.len() + 2 * c];
+            let (dx, dwb) = out.split_at_mut(x.len());
+            let (dw, db) = dwb.split_at_mut(c);
+            let n = c as f32;
+            for ((dx, x), dy) in dx.chunks_mut(c).zip(x.chunks(c)).zip(dy.chunks(c)) {
+                let mean = x.iter().fold(0.0, |a, &v| a + v) / n;
+                let var = x.iter().fold(0.0, |a, &v| a + (v - mean) * (v - mean)) / n;
+                let rstd = 1.0 / (var + eps as f32).sqrt();
+                let xhat: Vec<f32> = x.iter().map(|&v| (v - mean) * rstd).collect();
+                let (mut sg, mut sgx) = (0f32, 0f32);
+                for i in 0..c {
+                    let g = dy[i] * w[i];
+                    sg += g;
+                    sgx += g * xhat[i];
+                    dw[i] += dy[i] * xhat[i];
+                    db[i] += dy[i];
+                }
+                for i in 0..c {
+                    dx[i] = rstd * (dy[i] * w[i] - sg / n - xhat[i] * (sgx / n));
+                }
+            }
+            out
+        }
+
+        fn softmax_serial(row: &mut [f32]) {
+            let max = row.iter().copied().fold(row[0], |a, v| if v > a { v } else { a });
+            let mut sum = 0f32;
+            for v in row.iter_mut() {
+                *v = (*v - max).exp_();
+                sum += *v;
+            }
+            row.iter_mut().for_each(|v| *v *= 1.0 / sum);
+        }
+
+        fn wave(n: usize, k: f32) -> Vec<f32> {
+            (0..n).map(|i| ((i as f32 * k).sin() * 3.0 + (i % 7) as f32 * 0.1).powi(3)).collect()
+        }
+
+        /// Reducing rows four at a time (with a ragged last group) changes no bit: each row's
+        /// sums still run in index order, and dw/db still take the rows in order.
+        #[test]
+        fn grouped_rows_match_serial_rows_bit_for_bit() {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let c = 48;
+            // 4096 rows: several rayon tasks (a ragged group each); 7: one full group and a ragged one.
+            for rows in [7usize, 4096] {
+                let (x, dy) = (wave(rows * c, 0.37), wave(rows * c, 0.11));
+                let (w, b) = (wave(c, 0.5), wave(c, 0.9));
+                assert_eq!(bits(&ln_fwd(&x, &w, &b, 1e-5)), bits(&ln_fwd_serial(&x, &w, &b, 1e-5)), "{rows} rows");
+                if rows == 7 {
+                    // (With several tasks the dw/db partials are added per task, in task order.)
+                    assert_eq!(bits(&ln_bwd(&x, &w, &dy, 1e-5)), bits(&ln_bwd_serial(&x, &w, &dy, 1e-5)));
+                }
+            }
+            // Rows of 32 scores, a causal mask's −1e9 in the upper triangle, 7 rows (4 + 3).
+            let (s, rows) = (32, 7);
+            let mut p: Vec<f32> = wave(rows * s, 0.23);
+            for (r, row) in p.chunks_mut(s).enumerate() {
+                row[r + 1..].iter_mut().for_each(|v| *v = -1e9);
+            }
+            let mut want = p.clone();
+            want.chunks_mut(s).for_each(softmax_serial);
+            for g in p.chunks_mut(ROWS * s) {
+                softmax_rows_in_place(g, s);
+            }
+            assert_eq!(bits(&p), bits(&want));
         }
     }
 }
@@ -1298,6 +1508,18 @@ mod tests {
             let (fwd, bwd) = compare_grads(&[x], |t| gelu(&t[0]), |t| gelu_composed(&t[0]));
             assert!(fwd < tol && bwd < tol, "{dtype:?}: fwd {fwd}, bwd {bwd}");
         }
+    }
+
+    #[test]
+    fn fast_tanh_is_within_a_few_ulp_of_libm() {
+        let mut worst = 0f32;
+        for i in -200_000..=200_000 {
+            let x = i as f32 * 1e-4;
+            worst = worst.max((fused::fast_tanh(x) - x.tanh()).abs());
+        }
+        assert!(worst < 5e-7, "max abs error {worst}");
+        assert_eq!(fused::fast_tanh(100.0), 1.0);
+        assert_eq!(fused::fast_tanh(-100.0), -1.0);
     }
 
     #[test]
