@@ -1214,6 +1214,7 @@ pub mod fused {
             Ok((out, l1.shape().clone()))
         }
     }
+
     #[cfg(test)]
     mod tests {
         use super::*;

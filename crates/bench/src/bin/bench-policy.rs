@@ -14,7 +14,8 @@
 //! Step boundaries are the instants the loop logs each step's metrics record (the
 //! `RunOptions::on_log` hook), so the timed loop is the library's own, unmodified; the median
 //! step after `--warmup` steps is reported. (A thread polling `metrics.jsonl` read the time
-//! to within 4 ms only — a scheduler tick — while training held both cores.) `tokens_per_s` = completion tokens per step / median step seconds.
+//! to within 4 ms only — a scheduler tick — while training held both cores.)
+//! `tokens_per_s` = completion tokens per step / median step seconds.
 //!
 //! `--model SPEC` (PPO and RLOO only) runs a real checkpoint instead, e.g. the SmolLM2-135M GGUF:
 //! it is loaded as `load_causal_lm` does, saved as an f32 HF directory whose tokenizer has no
