@@ -380,6 +380,20 @@ pub mod fused {
         }
     }
 
+    /// `dp ← p ⊙ (dp − rowsum(dp ⊙ p)) · scale`: the gradient through a row softmax `p` of
+    /// width `c`, written over the gradient `dp` with respect to its output.
+    #[inline(always)]
+    fn softmax_grad_in_place<T: Real>(dp: &mut [T], p: &[T], c: usize, scale: T) {
+        for (dg, pg) in dp.chunks_mut(ROWS * c).zip(p.chunks(ROWS * c)) {
+            let dots = row_sums(pg.len() / c, c, |r, j| dg[r * c + j] * pg[r * c + j]);
+            for ((dr, pr), dot) in dg.chunks_mut(c).zip(pg.chunks(c)).zip(dots) {
+                for (x, &y) in dr.iter_mut().zip(pr) {
+                    *x = y * (*x - dot) * scale;
+                }
+            }
+        }
+    }
+
     pub(crate) fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
         match l.contiguous_offsets() {
             Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
@@ -883,14 +897,7 @@ pub mod fused {
                     mm(t, d, t, out.add(2 * c), 3 * c, false, p.as_ptr(), 1, t, g, c, 1, T::zero(), T::one());
                     // dP = dY Vᵀ, then dS = P ⊙ (dP − rowsum(dP ⊙ P)) · scale
                     mm(t, t, d, ds.as_mut_ptr(), t, false, g, c, 1, v, 1, 3 * c, T::zero(), T::one());
-                    for (dsg, pg) in ds.chunks_mut(ROWS * t).zip(p.chunks(ROWS * t)) {
-                        let dots = row_sums(pg.len() / t, t, |r, j| dsg[r * t + j] * pg[r * t + j]);
-                        for ((dsr, pr), dot) in dsg.chunks_mut(t).zip(pg.chunks(t)).zip(dots) {
-                            for (x, &y) in dsr.iter_mut().zip(pr) {
-                                *x = y * (*x - dot) * scale;
-                            }
-                        }
-                    }
+                    softmax_grad_in_place(ds, p, t, scale);
                     // dQ = dS K, dK = dSᵀ Q
                     mm(t, d, t, out, 3 * c, false, ds.as_ptr(), t, 1, k, 3 * c, 1, T::zero(), T::one());
                     mm(t, d, t, out.add(c), 3 * c, false, ds.as_ptr(), 1, t, q, 3 * c, 1, T::zero(), T::one());
@@ -1159,15 +1166,9 @@ pub mod fused {
         let mut y = vec![T::zero(); x.len()];
         let chunk = rows_per_task(rows, c) * c;
         y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).with_min_len(min_len()).for_each(|(y, x)| {
-            for (y, x) in y.chunks_mut(c).zip(x.chunks(c)) {
-                let max = x.iter().copied().fold(x[0], |a, v| if v > a { v } else { a });
-                let mut s = T::zero();
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = (x - max).exp_();
-                    s += *y;
-                }
-                let inv = T::from_f64(1.0) / s;
-                y.iter_mut().for_each(|y| *y *= inv);
+            y.copy_from_slice(x);
+            for rows in y.chunks_mut(ROWS * c) {
+                softmax_rows_in_place(rows, c);
             }
         });
         y
@@ -1179,12 +1180,9 @@ pub mod fused {
         let chunk = rows_per_task(rows, c) * c;
         let chunks = dx.par_chunks_mut(chunk).zip(y.par_chunks(chunk).zip(dy.par_chunks(chunk)));
         chunks.with_min_len(min_len()).for_each(|(dx, (y, dy))| {
-            for ((dx, y), dy) in dx.chunks_mut(c).zip(y.chunks(c)).zip(dy.chunks(c)) {
-                let dot = y.iter().zip(dy).fold(T::zero(), |a, (&y, &g)| a + y * g);
-                for i in 0..c {
-                    dx[i] = y[i] * (dy[i] - dot);
-                }
-            }
+            // dx = y ⊙ (dy − Σ dy ⊙ y); the scale 1 is exact.
+            dx.copy_from_slice(dy);
+            softmax_grad_in_place(dx, y, c, T::one());
         });
         dx
     }
@@ -1309,10 +1307,21 @@ pub mod fused {
             }
             let mut want = p.clone();
             want.chunks_mut(s).for_each(softmax_serial);
+            assert_eq!(bits(&softmax_rows(&p, s)), bits(&want));
             for g in p.chunks_mut(ROWS * s) {
                 softmax_rows_in_place(g, s);
             }
             assert_eq!(bits(&p), bits(&want));
+            // The gradient through it, as the serial `dx = y ⊙ (dy − Σ y ⊙ dy)` row by row.
+            let dy = wave(rows * s, 0.71);
+            let mut dx_want = vec![0f32; rows * s];
+            for ((dx, y), g) in dx_want.chunks_mut(s).zip(p.chunks(s)).zip(dy.chunks(s)) {
+                let dot = y.iter().zip(g).fold(0f32, |a, (&y, &g)| a + y * g);
+                for i in 0..s {
+                    dx[i] = y[i] * (g[i] - dot);
+                }
+            }
+            assert_eq!(bits(&softmax_bwd_rows(&p, &dy, s)), bits(&dx_want));
         }
     }
 }
