@@ -277,14 +277,47 @@ pub mod fused {
         fn tanh_(self) -> Self {
             fast_tanh(self)
         }
-        /// libm's `expf`, except below −104, where `expf` is exactly +0 (e^x < 2^-150 rounds to
-        /// zero) but takes its slow underflow path — on every masked attention score (−1e9).
         fn exp_(self) -> Self {
-            if self < -104.0 {
-                0.0
-            } else {
-                self.exp()
-            }
+            fast_exp(self)
+        }
+    }
+
+    /// `exp` for f32 as Cephes' `expf`: `x = n ln 2 + r` with `n = round(x / ln 2)` and
+    /// `|r| ≤ ln 2 / 2` (ln 2 split in two so that `r` is exact), `e^r` by a degree-7
+    /// polynomial, `2^n` written into the exponent bits. Within 1 ulp of the exact value over
+    /// the normal range (test); 0 below `ln 2^-126`, where libm returns subnormals under
+    /// 1.2e-38; `+∞` above 88.376 ≈ `ln 2^127.5`; NaN for NaN. Branch-free, so loops over it
+    /// vectorise: libm's `expf` is a scalar call, with a slow path for every result that
+    /// underflows, as every masked attention score's (−1e9) does.
+    #[inline(always)]
+    pub fn fast_exp(x: f32) -> f32 {
+        const LOG2E: f32 = std::f32::consts::LOG2_E;
+        const LN2_HI: f32 = 0.693_359_4; // 355/512: n·LN2_HI is exact for |n| ≤ 2^9
+        const LN2_LO: f32 = -2.121_944_4e-4; // ln 2 − LN2_HI
+        const MIN: f32 = -87.336_55; // ln 2^-126: the smallest normal result
+        const MAX: f32 = 88.376; // ln 2^127.5: above it n rounds to 128, past f32's exponents
+        const SHIFTER: f32 = 12_582_912.0; // 1.5·2^23: adding it rounds to an integer in the low bits
+        let xc = x.clamp(MIN, MAX);
+        let t = xc * LOG2E + SHIFTER;
+        let n = t - SHIFTER;
+        let r = (xc - n * LN2_HI) - n * LN2_LO;
+        let mut p = 1.987_569_1e-4_f32;
+        p = p * r + 1.398_199_9e-3;
+        p = p * r + 8.333_452e-3;
+        p = p * r + 4.166_579_6e-2;
+        p = p * r + 1.666_666_5e-1;
+        p = p * r + 5.000_000_1e-1;
+        let er = p * (r * r) + r + 1.0;
+        let k = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
+        let scale = f32::from_bits(((k + 127) as u32) << 23);
+        // Zero the scale, not the product: `er · 2^-126` is subnormal for er < 1, and a
+        // subnormal result costs a microcode assist (~100 cycles).
+        let scale = if x < MIN { 0.0 } else { scale };
+        let y = er * scale;
+        if x > MAX {
+            f32::INFINITY
+        } else {
+            y
         }
     }
 
@@ -1218,13 +1251,31 @@ pub mod fused {
         use super::*;
 
         #[test]
-        fn exp_below_the_underflow_threshold_is_libm_bit_for_bit() {
-            let mut xs: Vec<f32> = (0..=20_000).map(|i| -200.0 + i as f32 * 0.01).collect();
-            xs.extend([-1e9, f32::MIN, f32::NEG_INFINITY, -104.0, -103.97, -103.0]);
-            for x in xs {
-                assert_eq!(Real::exp_(x).to_bits(), x.exp().to_bits(), "x = {x}");
+        fn fast_exp_is_within_one_ulp_over_the_normal_range() {
+            let ulps = |a: f32, exact: f64| ((a as f64 - exact) / ((exact as f32).abs() * f32::EPSILON) as f64).abs();
+            let (mut worst, mut at) = (0f64, 0f32);
+            // Every 1e-3 over the range, plus each multiple of ln 2 / 2 and its neighbours, where
+            // the reduction switches n.
+            let mut xs: Vec<f32> = (-87_336..=88_376).map(|i| i as f32 * 1e-3).collect();
+            xs.extend((-252..=254).flat_map(|k| {
+                let c = k as f32 * std::f32::consts::LN_2 / 2.0;
+                [c, f32::from_bits(c.to_bits() + 1), f32::from_bits(c.to_bits().wrapping_sub(1))]
+            }));
+            for x in xs.into_iter().filter(|x| (-87.3..=88.3).contains(x)) {
+                let e = ulps(fast_exp(x), (x as f64).exp());
+                if e > worst {
+                    (worst, at) = (e, x);
+                }
             }
-            assert!(Real::exp_(f32::NAN).is_nan());
+            assert!(worst <= 1.0, "worst {worst} ulp at x = {at}");
+            assert_eq!((fast_exp(0.0), fast_exp(1.0)), (1.0, std::f32::consts::E));
+            // Tails: 0 where libm is subnormal or 0 (every masked score), ∞ past the last decade.
+            for x in [f32::NEG_INFINITY, f32::MIN, -1e9, -104.0, -87.4] {
+                assert_eq!(fast_exp(x), 0.0, "x = {x}");
+            }
+            assert_eq!((fast_exp(89.0), fast_exp(f32::INFINITY)), (f32::INFINITY, f32::INFINITY));
+            assert!(fast_exp(f32::NAN).is_nan() && Real::exp_(f32::NAN).is_nan());
+            assert!(fast_exp(-87.3).is_normal() && ulps(fast_exp(-87.3), (-87.3f32 as f64).exp()) <= 2.0);
         }
 
         /// The serial, one-row-at-a-time kernels the grouped ones replace.
