@@ -41,7 +41,7 @@ pub struct Annotators {
 
 impl Default for Annotators {
     fn default() -> Self {
-        Self { length_bias: 0.04, hedge_bias: 0.5, refusal_bias: 1.5, temperature: 0.0, noise: 0.25 }
+        Self { length_bias: 0.04, hedge_bias: 1.0, refusal_bias: 1.5, temperature: 0.0, noise: 0.25 }
     }
 }
 

@@ -78,7 +78,7 @@ pub struct DataConfig {
 
 impl Default for DataConfig {
     fn default() -> Self {
-        Self { pair_sizes: vec![300, 1200], eval_pairs: 400 }
+        Self { pair_sizes: vec![150, 600], eval_pairs: 400 }
     }
 }
 
@@ -127,8 +127,13 @@ pub struct RunConfig {
     pub max_new_tokens: usize,
     /// Held-out prompts every policy is evaluated on.
     pub eval_prompts: usize,
-    /// Seed of the start policy (shared by all seeds, as Gao et al. share one initial policy).
+    /// Seed of the start policy. With `start_per_seed`, seed `seed + i` starts from the policy
+    /// pre-trained with `start_seed + i`.
     pub start_seed: u64,
+    /// Each seed pre-trains its own start policy, so the intervals carry the spread over start
+    /// policies (the world's findings moved with it: README, "What the default run shows").
+    /// `false` shares one start policy across seeds, as Gao et al. share one initial policy.
+    pub start_per_seed: bool,
     pub world: WorldConfig,
     pub start: StartConfig,
     pub data: DataConfig,
@@ -145,12 +150,13 @@ pub struct RunConfig {
 impl Default for RunConfig {
     fn default() -> Self {
         Self {
-            seeds: 3,
+            seeds: 5,
             seed: 0,
-            threads: 3,
+            threads: 5,
             max_new_tokens: 24,
             eval_prompts: 64,
             start_seed: 0,
+            start_per_seed: true,
             world: WorldConfig::default(),
             start: StartConfig::default(),
             data: DataConfig::default(),
@@ -172,6 +178,15 @@ impl RunConfig {
         }
         c.validate(path)?;
         Ok(c)
+    }
+
+    /// The start-policy seed of seed `seed`.
+    pub fn start_seed_of(&self, seed: u64) -> u64 {
+        if self.start_per_seed {
+            self.start_seed + (seed - self.seed)
+        } else {
+            self.start_seed
+        }
     }
 
     pub fn to_toml(&self) -> String {
@@ -233,6 +248,11 @@ mod tests {
         assert!(err.contains("exp.toml") && err.contains("line 3, field rl.stepz"), "{err}");
         let err = parse_toml::<RunConfig>(Path::new("exp.toml"), "seeds = \"three\"\n").unwrap_err().to_string();
         assert!(err.contains("line 1, field seeds") && err.contains("exp.toml"), "{err}");
+        // Each seed its own start policy, or one shared.
+        let c = RunConfig { seed: 5, start_seed: 10, ..RunConfig::default() };
+        assert_eq!((5..8).map(|s| c.start_seed_of(s)).collect::<Vec<_>>(), [10, 11, 12]);
+        let shared = RunConfig { start_per_seed: false, ..c };
+        assert_eq!((5..8).map(|s| shared.start_seed_of(s)).collect::<Vec<_>>(), [10, 10, 10]);
         let bad = RunConfig { seeds: 0, ..RunConfig::default() };
         let err = bad.validate(Path::new("exp.toml")).unwrap_err().to_string();
         assert!(err.contains("seeds") && err.contains("exp.toml"), "{err}");

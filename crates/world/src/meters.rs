@@ -7,6 +7,8 @@
 //! - `hedging`: share of responses with at least one hedge;
 //! - `repetition`: share with a repeated segment or a second answer;
 //! - `filler`: mean filler sentences per response; `length`: mean words;
+//! - `garbage`: mean words per response that the world's grammar cannot parse (degenerate text:
+//!   a proxy that still scores it well is being exploited off its training distribution);
 //! - `distinct1`, `distinct2`: distinct unigrams / bigrams over all unigrams / bigrams of the batch
 //!   (Li et al. 2016, "A Diversity-Promoting Objective Function for Neural Conversation Models").
 
@@ -33,7 +35,7 @@ pub struct Meters {
 }
 
 /// Names and values of the failure-mode meters the report plots (rising = worse).
-pub const FAILURE_METERS: &[&str] = &["length", "benign_refusal", "hedging", "repetition", "filler"];
+pub const FAILURE_METERS: &[&str] = &["length", "benign_refusal", "hedging", "repetition", "filler", "garbage"];
 
 impl Meters {
     pub fn measure(world: &World, prompts: &[&str], completions: &[&str]) -> crate::Result<Self> {
@@ -131,6 +133,7 @@ pub fn per_sample(
                 "hedging" => (f.hedges > 0) as u8 as f64,
                 "repetition" => (f.repeats > 0 || f.extra_answers > 0) as u8 as f64,
                 "filler" => f.fillers as f64,
+                "garbage" => f.garbage as f64,
                 _ => f64::NAN,
             };
             out.get_mut(m).expect("meter").push(v);

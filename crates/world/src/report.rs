@@ -26,10 +26,7 @@ pub fn run_and_report(cfg: &RunConfig, out: &Path, command: &str, progress: bool
         s["gold"] = crate::real::GOLD_DESCRIPTION.into();
         s
     } else {
-        let world = crate::world::World::new(&cfg.world)?;
-        let start_dir =
-            crate::start::start_policy(&world, &cfg.start, cfg.start_seed, &crate::start::home()?, progress)?;
-        let results = crate::run::run_all(cfg, out, &start_dir, progress)?;
+        let results = crate::run::run_all(cfg, out, &crate::start::home()?, progress)?;
         crate::summary::summarise(&results, command, cfg)
     };
     let bytes = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Usage(e.to_string()))?;
@@ -142,8 +139,13 @@ pub fn render(s: &Value) -> String {
         );
     }
     page.code(s["command"].as_str().unwrap_or("mismatch run"));
+    let starts = match (real, s["config"]["start_per_seed"].as_bool()) {
+        (false, Some(true)) => " Each seed optimises from its own pre-trained start policy, so the bands and intervals carry the spread over start policies too.".to_string(),
+        (false, _) => format!(" All seeds share one start policy (start_seed {}): the intervals do not carry the spread over start policies.", s["config"]["start_seed"]),
+        (true, _) => String::new(),
+    };
     page.paragraph(format!(
-        "Seeds: {}. Curves are means over seeds; bands are Student-t 95% intervals across seeds.",
+        "Seeds: {}. Curves are means over seeds; bands are Student-t 95% intervals across seeds.{starts}",
         s["seeds"]
     ));
 
@@ -358,10 +360,45 @@ pub fn render(s: &Value) -> String {
         );
     }
 
+    per_seed_table(&mut page, h);
+
     page.section("Reproduce");
     page.code(s["command"].as_str().unwrap_or("mismatch run"));
     page.paragraph("The full configuration is in summary.json (field config) and config.toml next to this page; raw per-step metrics are under metrics/.");
     page.render()
+}
+
+/// Headline numbers seed by seed: the intervals above say how wide the spread is, this says
+/// whether one seed (in the world, one start policy) carries a result.
+fn per_seed_table(page: &mut Page, h: &Value) {
+    let Some(seeds) = h["per_seed"].as_array().filter(|a| !a.is_empty()) else { return };
+    let kinds: Vec<String> =
+        seeds[0]["gold_vs_single_at_end"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    let world = seeds[0]["start_seed"].is_u64();
+    let mut header = vec!["seed".to_string()];
+    if world {
+        header.push("start policy".into());
+    }
+    header.extend(["gold drop after peak".into(), "proxy rise after peak".into()]);
+    header.extend(kinds.iter().map(|k| format!("{} vs single at end", k.to_uppercase())));
+    let rows: Vec<Vec<String>> = seeds
+        .iter()
+        .map(|r| {
+            let mut row = vec![r["seed"].to_string()];
+            if world {
+                row.push(r["start_seed"].to_string());
+            }
+            row.extend([format!("{:.3}", f(&r["gold_drop"])), format!("{:.3}", f(&r["proxy_rise_after_peak"]))]);
+            row.extend(kinds.iter().map(|k| format!("{:.3}", f(&r["gold_vs_single_at_end"][k]))));
+            row
+        })
+        .collect();
+    page.paragraph(format!(
+        "Per seed (means over the held-out prompts; the single proxy at β = {}, its drop measured from the mean curve's peak){}:",
+        h["single_run"].as_str().and_then(|n| n.rsplit("-kl").next()).unwrap_or("?"),
+        if world { "; each seed optimises from its own pre-trained start policy" } else { "" }
+    ));
+    page.table(&header, &rows);
 }
 
 fn fmt_opt(v: &Value) -> String {

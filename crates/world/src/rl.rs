@@ -41,12 +41,12 @@ pub struct RlConfig {
 impl Default for RlConfig {
     fn default() -> Self {
         Self {
-            steps: 30,
+            steps: 40,
             prompts_per_step: 16,
             samples_per_prompt: 4,
             lr: 1.5e-4,
             kl_coefs: vec![0.01, 0.1],
-            eval_every: 3,
+            eval_every: 4,
             mitigations: vec![crate::proxy::RmKind::Wco, crate::proxy::RmKind::Uwo, crate::proxy::RmKind::Warm],
         }
     }

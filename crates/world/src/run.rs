@@ -1,11 +1,12 @@
 //! `mismatch run`: Gao et al. (2022)'s over-optimisation experiment in the embedded world.
 //!
-//! Per seed: sample pairs from the start policy and label them with the simulated annotators;
-//! train proxy RMs at every data size (K members → single, mean, WCO, UWO, WARM); best-of-n
-//! from one pool per held-out prompt; RLOO against the single proxy at every KL coefficient and
-//! against the mitigations at the first one; DPO on the same pairs. Every policy is evaluated on
-//! the same held-out prompts (proxy, gold, KL to the start policy, meters). Seeds run on a few
-//! threads; each seed's work depends only on its seed, so results do not depend on scheduling.
+//! Per seed: pre-train (or load) its start policy ([`RunConfig::start_seed_of`]); sample pairs
+//! from it and label them with the simulated annotators; train proxy RMs at every data size
+//! (K members → single, mean, WCO, UWO, WARM); best-of-n from one pool per held-out prompt;
+//! RLOO against the single proxy at every KL coefficient and against the mitigations at the
+//! first one; DPO on the same pairs. Every policy is evaluated on the same held-out prompts
+//! (proxy, gold, KL to the start policy, meters). Seeds run on a few threads; each seed's work
+//! depends only on its seed, so results do not depend on scheduling.
 
 use crate::bon::{self, BonCurve};
 use crate::config::RunConfig;
@@ -54,15 +55,15 @@ pub fn run_name_rl(kind: RmKind, beta: f64) -> String {
     format!("rl-{}-kl{}", kind.name(), beta)
 }
 
-/// Runs every seed and returns the results in seed order.
-pub fn run_all(cfg: &RunConfig, out: &Path, start_dir: &Path, progress: bool) -> Result<Vec<SeedResult>> {
+/// Runs every seed (start policies cached under `home`) and returns the results in seed order.
+pub fn run_all(cfg: &RunConfig, out: &Path, home: &Path, progress: bool) -> Result<Vec<SeedResult>> {
     let world = World::new(&cfg.world)?;
     let tok = crate::start::tokenizer()?;
     let multi = indicatif::MultiProgress::new();
     if !progress {
         multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    for_each_seed(cfg, |seed| run_seed(cfg, &world, &tok, start_dir, out, seed, &multi, progress))
+    for_each_seed(cfg, |seed| run_seed(cfg, &world, &tok, home, out, seed, &multi, progress))
 }
 
 /// Runs `work` for seeds `cfg.seed..cfg.seed + cfg.seeds` on `cfg.threads` threads and returns
@@ -98,12 +99,15 @@ fn run_seed(
     cfg: &RunConfig,
     world: &World,
     tok: &tokenizers::Tokenizer,
-    start_dir: &Path,
+    home: &Path,
     out: &Path,
     seed: u64,
     multi: &indicatif::MultiProgress,
     progress: bool,
 ) -> Result<SeedResult> {
+    let start_seed = cfg.start_seed_of(seed);
+    let sbar = multi.add(crate::progress::bar(progress, cfg.start.steps as u64, &format!("start policy {start_seed}")));
+    let start_dir = &crate::start::start_policy(world, &cfg.start, start_seed, home, &sbar)?;
     let bar = multi.add(crate::progress::bar(progress, units(cfg), &format!("seed {seed}")));
     let (start, _) = Gpt::load(start_dir, &candle_core::Device::Cpu, false)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x11);

@@ -9,6 +9,7 @@ use crate::config::{StartConfig, WorldConfig};
 use crate::world::World;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
+use indicatif::ProgressBar;
 use mismatch_models::optim::AdamW;
 use mismatch_models::{Error, Gpt, GptConfig, Result};
 use rand::{Rng, SeedableRng};
@@ -16,8 +17,9 @@ use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-/// Bump when the training procedure changes, so old caches are not reused.
-const VERSION: u32 = 1;
+/// Bump when the training procedure or the kernels' arithmetic changes, so old caches are not
+/// reused (2: the polynomial f32 `exp` of `mismatch_models::ops`).
+const VERSION: u32 = 2;
 
 /// `$MISMATCH_HOME`, else `<user cache>/mismatch`.
 pub fn home() -> Result<PathBuf> {
@@ -33,18 +35,20 @@ pub fn cache_key(world: &WorldConfig, start: &StartConfig, seed: u64) -> String 
     h.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Returns the start-policy directory for (`world`, `cfg`, `seed`), training it if it is not cached.
-pub fn start_policy(world: &World, cfg: &StartConfig, seed: u64, root: &Path, progress: bool) -> Result<PathBuf> {
+/// Returns the start-policy directory for (`world`, `cfg`, `seed`), training it if it is not
+/// cached; `bar` (length `cfg.steps`) shows the training.
+pub fn start_policy(world: &World, cfg: &StartConfig, seed: u64, root: &Path, bar: &ProgressBar) -> Result<PathBuf> {
     let key = cache_key(&world.config, cfg, seed);
     let dir = root.join("worlds").join(&key);
     let policy = dir.join("policy");
     if policy.join("model.safetensors").exists() && policy.join("tokenizer.json").exists() {
+        bar.finish_and_clear();
         return Ok(policy);
     }
     let parent = root.join("worlds");
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     let stage = tempfile::Builder::new().prefix(".world-").tempdir_in(&parent).map_err(|e| Error::io(&parent, e))?;
-    let (gpt, corpus, losses) = train(world, cfg, seed, progress)?;
+    let (gpt, corpus, losses) = train(world, cfg, seed, bar)?;
     let p = stage.path().join("policy");
     gpt.save(&p)?;
     let put = |name: &str, bytes: Vec<u8>| -> Result<()> {
@@ -78,7 +82,7 @@ pub fn train(
     world: &World,
     cfg: &StartConfig,
     seed: u64,
-    progress: bool,
+    bar: &ProgressBar,
 ) -> Result<(Gpt, Vec<(usize, String)>, Vec<f64>)> {
     let dev = Device::Cpu;
     let tok = tokenizer()?;
@@ -104,7 +108,6 @@ pub fn train(
         varmap.data().lock().expect("varmap").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     let mut opt = AdamW::new(vars, cfg.lr, cfg.weight_decay)?;
-    let bar = crate::progress::bar(progress, cfg.steps as u64, "start policy");
     let mut losses = Vec::new();
     for step in 0..cfg.steps {
         let (mut x, mut y): (Vec<u32>, Vec<u32>) =

@@ -147,7 +147,8 @@ pub fn summarise(results: &[SeedResult], command: &str, config: &crate::config::
     let ann = t_ci(&results.iter().map(|s| s.annotator_acc_gold).collect::<Vec<_>>());
 
     let vs_single = versus_single(results, &runs, config);
-    let headline = headline(&runs, &bon, config, &vs_single);
+    let mut headline = headline(&runs, &bon, config, &vs_single);
+    headline["per_seed"] = per_seed(results, &runs, config);
     json!({
         "command": command,
         "seeds": results.iter().map(|s| s.seed).collect::<Vec<_>>(),
@@ -184,6 +185,39 @@ fn versus_single(
         out.insert(name, json!({"gold_vs_single_at_peak": ci(&at_peak), "gold_vs_single_at_end": ci(&at_end)}));
     }
     out
+}
+
+/// The single proxy's gold drop and proxy rise (at the mean curve's peak, as in the headline)
+/// and each mitigation's gold against the single proxy's at the end, per seed (means over
+/// prompts): whether one seed, and in the world its start policy, carries a headline number.
+fn per_seed(results: &[SeedResult], runs: &[Value], cfg: &crate::config::RunConfig) -> Value {
+    let single = crate::run::run_name_rl(crate::proxy::RmKind::Single, cfg.rl.kl_coefs[0]);
+    let idx = |name: &str| results[0].runs.iter().position(|r| r.name == name);
+    let Some(si) = idx(&single) else { return json!([]) };
+    let peak = runs[si]["peak"]["index"].as_u64().unwrap_or(0) as usize;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let rows = results.iter().map(|r| {
+        let ev = &r.runs[si].evals;
+        let last = ev.len() - 1;
+        let mut row = json!({
+            "seed": r.seed,
+            "gold_drop": mean(&ev[peak].golds) - mean(&ev[last].golds),
+            "proxy_rise_after_peak": mean(&ev[last].proxies) - mean(&ev[peak].proxies),
+        });
+        if cfg.real.is_none() {
+            row["start_seed"] = json!(cfg.start_seed_of(r.seed));
+        }
+        let mut at_end = serde_json::Map::new();
+        for &k in &cfg.rl.mitigations {
+            if let Some(mi) = idx(&crate::run::run_name_rl(k, cfg.rl.kl_coefs[0])) {
+                let m = &r.runs[mi].evals;
+                at_end.insert(k.name().into(), json!(mean(&m[m.len() - 1].golds) - mean(&ev[last].golds)));
+            }
+        }
+        row["gold_vs_single_at_end"] = Value::Object(at_end);
+        row
+    });
+    Value::Array(rows.collect())
 }
 
 fn headline(

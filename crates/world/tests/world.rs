@@ -71,13 +71,13 @@ fn tiny() -> StartConfig {
 fn start_policy_is_cached_deterministic_and_samples_parse() {
     let world = World::new(&WorldConfig::default()).unwrap();
     let (h1, h2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let d1 = start::start_policy(&world, &tiny(), 4, h1.path(), false).unwrap();
-    let d2 = start::start_policy(&world, &tiny(), 4, h2.path(), false).unwrap();
+    let d1 = start::start_policy(&world, &tiny(), 4, h1.path(), &indicatif::ProgressBar::hidden()).unwrap();
+    let d2 = start::start_policy(&world, &tiny(), 4, h2.path(), &indicatif::ProgressBar::hidden()).unwrap();
     let bytes = |d: &std::path::Path| std::fs::read(d.join("model.safetensors")).unwrap();
     assert_eq!(bytes(&d1), bytes(&d2), "same seed, same start policy bytes");
     // Cached: a second call returns the same directory without retraining.
     let before = std::fs::metadata(d1.join("model.safetensors")).unwrap().modified().unwrap();
-    assert_eq!(start::start_policy(&world, &tiny(), 4, h1.path(), false).unwrap(), d1);
+    assert_eq!(start::start_policy(&world, &tiny(), 4, h1.path(), &indicatif::ProgressBar::hidden()).unwrap(), d1);
     assert_eq!(std::fs::metadata(d1.join("model.safetensors")).unwrap().modified().unwrap(), before);
     // It is a normal mismatch-gpt checkpoint.
     let lm = mismatch_models::load_causal_lm(d1.to_str().unwrap(), &candle_core::Device::Cpu, false).unwrap();

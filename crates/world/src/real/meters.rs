@@ -200,6 +200,7 @@ pub fn per_sample(kinds: &[PromptKind], completions: &[&str]) -> BTreeMap<&'stat
                 "hedging" => (hedges(c) > 0) as u8 as f64,
                 "repetition" => repeats(c) as u8 as f64,
                 "filler" => fillers(c) as f64,
+                "garbage" => garbage(c) as u8 as f64,
                 _ => f64::NAN,
             };
             out.get_mut(name).expect("meter").push(v);
