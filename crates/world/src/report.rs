@@ -360,7 +360,7 @@ pub fn render(s: &Value) -> String {
         );
     }
 
-    per_seed_table(&mut page, h);
+    per_seed_table(&mut page, s);
 
     page.section("Reproduce");
     page.code(s["command"].as_str().unwrap_or("mismatch run"));
@@ -370,8 +370,8 @@ pub fn render(s: &Value) -> String {
 
 /// Headline numbers seed by seed: the intervals above say how wide the spread is, this says
 /// whether one seed (in the world, one start policy) carries a result.
-fn per_seed_table(page: &mut Page, h: &Value) {
-    let Some(seeds) = h["per_seed"].as_array().filter(|a| !a.is_empty()) else { return };
+fn per_seed_table(page: &mut Page, s: &Value) {
+    let Some(seeds) = s["headline"]["per_seed"].as_array().filter(|a| !a.is_empty()) else { return };
     let kinds: Vec<String> =
         seeds[0]["gold_vs_single_at_end"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
     let world = seeds[0]["start_seed"].is_u64();
@@ -395,7 +395,7 @@ fn per_seed_table(page: &mut Page, h: &Value) {
         .collect();
     page.paragraph(format!(
         "Per seed (means over the held-out prompts; the single proxy at β = {}, its drop measured from the mean curve's peak){}:",
-        h["single_run"].as_str().and_then(|n| n.rsplit("-kl").next()).unwrap_or("?"),
+        s["config"]["rl"]["kl_coefs"][0],
         if world { "; each seed optimises from its own pre-trained start policy" } else { "" }
     ));
     page.table(&header, &rows);
