@@ -252,8 +252,8 @@ pub mod fused {
     use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
     use rayon::prelude::*;
 
-    /// Element types of the kernels: f64 uses libm; f32 uses a rational `tanh` that the
-    /// compiler vectorises.
+    /// Element types of the kernels: f64 uses libm; f32 uses the rational `tanh` and the
+    /// polynomial `exp` below ([`fast_tanh`], [`fast_exp`]), which the compiler vectorises.
     pub trait Real: WithDType + Send + Sync {
         fn sqrt_(self) -> Self;
         fn tanh_(self) -> Self;

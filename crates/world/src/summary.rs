@@ -8,6 +8,7 @@
 //! Mitigations are compared with the single proxy the same way (same seeds, same prompts).
 
 use crate::meters::FAILURE_METERS;
+use crate::proxy::RmKind;
 use crate::run::SeedResult;
 use mismatch_report::fit::{fit_bon, fit_rl, Fit};
 use mismatch_report::stats::{clustered_diff_ci, spearman_ci, t_ci, Ci};
@@ -161,6 +162,17 @@ pub fn summarise(results: &[SeedResult], command: &str, config: &crate::config::
     })
 }
 
+/// The name of the RLOO run against `kind` at the first (small) KL coefficient: the runs the
+/// headline and the mitigation comparisons read.
+fn small_beta_run(kind: RmKind, cfg: &crate::config::RunConfig) -> String {
+    crate::run::run_name_rl(kind, cfg.rl.kl_coefs[0])
+}
+
+/// Index of the run called `name` (every seed runs the same list).
+fn run_index(results: &[SeedResult], name: &str) -> Option<usize> {
+    results[0].runs.iter().position(|r| r.name == name)
+}
+
 /// Each mitigation run against the single proxy at the same KL coefficient, paired by (seed,
 /// prompt): gold at its own peak minus the single run's gold at its peak, and the same at the
 /// last step (positive = the mitigation is better).
@@ -170,13 +182,11 @@ fn versus_single(
     cfg: &crate::config::RunConfig,
 ) -> serde_json::Map<String, Value> {
     let mut out = serde_json::Map::new();
-    let idx = |name: &str| results[0].runs.iter().position(|r| r.name == name);
-    let single = crate::run::run_name_rl(crate::proxy::RmKind::Single, cfg.rl.kl_coefs[0]);
-    let Some(si) = idx(&single) else { return out };
+    let Some(si) = run_index(results, &small_beta_run(RmKind::Single, cfg)) else { return out };
     let peak_of = |i: usize| runs[i]["peak"]["index"].as_u64().unwrap_or(0) as usize;
     for &k in &cfg.rl.mitigations {
-        let name = crate::run::run_name_rl(k, cfg.rl.kl_coefs[0]);
-        let Some(mi) = idx(&name) else { continue };
+        let name = small_beta_run(k, cfg);
+        let Some(mi) = run_index(results, &name) else { continue };
         let golds = |s: usize, run: usize, j: usize| &results[s].runs[run].evals[j].golds;
         let (last_m, last_s) = (results[0].runs[mi].evals.len() - 1, results[0].runs[si].evals.len() - 1);
         let ns = results.len();
@@ -191,11 +201,9 @@ fn versus_single(
 /// and each mitigation's gold against the single proxy's at the end, per seed (means over
 /// prompts): whether one seed, and in the world its start policy, carries a headline number.
 fn per_seed(results: &[SeedResult], runs: &[Value], cfg: &crate::config::RunConfig) -> Value {
-    let single = crate::run::run_name_rl(crate::proxy::RmKind::Single, cfg.rl.kl_coefs[0]);
-    let idx = |name: &str| results[0].runs.iter().position(|r| r.name == name);
-    let Some(si) = idx(&single) else { return json!([]) };
+    let Some(si) = run_index(results, &small_beta_run(RmKind::Single, cfg)) else { return json!([]) };
     let peak = runs[si]["peak"]["index"].as_u64().unwrap_or(0) as usize;
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let mean = |v: &[f64]| crate::meters::mean_ci(v).0;
     let rows = results.iter().map(|r| {
         let ev = &r.runs[si].evals;
         let last = ev.len() - 1;
@@ -209,7 +217,7 @@ fn per_seed(results: &[SeedResult], runs: &[Value], cfg: &crate::config::RunConf
         }
         let mut at_end = serde_json::Map::new();
         for &k in &cfg.rl.mitigations {
-            if let Some(mi) = idx(&crate::run::run_name_rl(k, cfg.rl.kl_coefs[0])) {
+            if let Some(mi) = run_index(results, &small_beta_run(k, cfg)) {
                 let m = &r.runs[mi].evals;
                 at_end.insert(k.name().into(), json!(mean(&m[m.len() - 1].golds) - mean(&ev[last].golds)));
             }
@@ -226,7 +234,7 @@ fn headline(
     cfg: &crate::config::RunConfig,
     vs_single: &serde_json::Map<String, Value>,
 ) -> Value {
-    let small = crate::run::run_name_rl(crate::proxy::RmKind::Single, cfg.rl.kl_coefs[0]);
+    let small = small_beta_run(RmKind::Single, cfg);
     let find = |n: &str| runs.iter().find(|r| r["name"] == n);
     let mut h = serde_json::Map::new();
     if let Some(r) = find(&small) {
@@ -243,15 +251,15 @@ fn headline(
         // Mitigations: gold peak height and position per RM kind at the same KL coefficient.
         let mut best: Option<(Value, f64)> = None;
         let mut per = Vec::new();
-        for k in std::iter::once(crate::proxy::RmKind::Single).chain(cfg.rl.mitigations.iter().copied()) {
-            let name = crate::run::run_name_rl(k, cfg.rl.kl_coefs[0]);
+        for k in std::iter::once(RmKind::Single).chain(cfg.rl.mitigations.iter().copied()) {
+            let name = small_beta_run(k, cfg);
             if let Some(m) = find(&name) {
                 let g = m["peak"]["gold"].as_f64().unwrap_or(f64::NAN);
                 let mut e = json!({"name": name, "rm": k.name(), "peak_gold": g, "peak_step": m["peak"]["step"], "peak_kl": m["peak"]["kl"], "final_gold": m["final"]["gold"]});
                 if let Some(Value::Object(v)) = vs_single.get(&name) {
                     e.as_object_mut().expect("object").extend(v.clone());
                 }
-                if k != crate::proxy::RmKind::Single && best.as_ref().is_none_or(|b| g > b.1) {
+                if k != RmKind::Single && best.as_ref().is_none_or(|b| g > b.1) {
                     best = Some((e.clone(), g));
                 }
                 per.push(e);
