@@ -3,6 +3,7 @@
 //! HF-layout checkpoints and the local model cache.
 
 pub mod attention;
+pub mod backprop;
 pub mod checkpoint;
 pub mod decoder;
 pub mod error;

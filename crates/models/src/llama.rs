@@ -577,7 +577,7 @@ impl CausalLm for Llama {
     fn lm_logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
         match &self.lm_head {
             Some(h) => lin(h, hidden),
-            None => lin(&Linear::new(self.embed.embeddings().clone(), None), hidden),
+            None => lin_with(&Linear::new(self.embed.embeddings().clone(), None), hidden, Grad::Shared),
         }
     }
 }
@@ -588,6 +588,16 @@ impl CausalLm for Llama {
 /// [`SkinnyMatmul`], which streams each weight row once. Everything else (and training) is one
 /// differentiable GEMM over all rows.
 fn lin(l: &Linear, x: &Tensor) -> candle_core::Result<Tensor> {
+    lin_with(l, x, Grad::Own)
+}
+
+/// Whether a weight is used only by its linear map, or also by candle's ops (a tied embedding).
+enum Grad {
+    Own,
+    Shared,
+}
+
+fn lin_with(l: &Linear, x: &Tensor, grad: Grad) -> candle_core::Result<Tensor> {
     let w = l.weight();
     let (rows, k) = (x.elem_count() / x.dim(candle_core::D::Minus1)?, x.dim(candle_core::D::Minus1)?);
     let fast = rows <= SKINNY_MAX_ROWS
@@ -603,7 +613,10 @@ fn lin(l: &Linear, x: &Tensor) -> candle_core::Result<Tensor> {
         // gradient a [batch, in, out] tensor summed afterwards).
         return match l.bias() {
             Some(b) => crate::ops::linear(x, w, b),
-            None => crate::llama_ops::linear_no_bias(x, w),
+            None => match grad {
+                Grad::Own => crate::llama_ops::linear_no_bias(x, w),
+                Grad::Shared => crate::llama_ops::linear_no_bias_shared(x, w),
+            },
         };
     }
     let mut out_shape = x.dims().to_vec();

@@ -9,7 +9,7 @@
 //! composed form in f64.
 
 use crate::ops::fused::{by_dtype, rows_per_task, slice, Real};
-use crate::ops::fused_cpu;
+use crate::ops::{fused_cpu, gemm_split, Strided};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -17,8 +17,19 @@ use rayon::prelude::*;
 /// layout, no bias). On CPU one node: the forward is one GEMM over all rows, the backward
 /// `dx = dy W` and `dW = dyᵀ x`, the latter written straight in W's layout.
 pub fn linear_no_bias(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    linear_no_bias_op(x, w, LinearNoBias { sink: true })
+}
+
+/// [`linear_no_bias`] for a weight that candle's own ops also use (a tied embedding): its
+/// gradient stays in candle's store, where the lookup's gradient is added into it in place, so
+/// the sum keeps candle's order ([`crate::backprop`]).
+pub fn linear_no_bias_shared(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    linear_no_bias_op(x, w, LinearNoBias { sink: false })
+}
+
+fn linear_no_bias_op(x: &Tensor, w: &Tensor, op: LinearNoBias) -> Result<Tensor> {
     if fused_cpu(x) && w.dtype() == x.dtype() {
-        return x.contiguous()?.apply_op2(&w.contiguous()?, LinearNoBias);
+        return x.contiguous()?.apply_op2(&w.contiguous()?, op);
     }
     linear_no_bias_composed(x, w)
 }
@@ -82,39 +93,46 @@ pub fn swiglu_composed(g: &Tensor, u: &Tensor) -> Result<Tensor> {
     g.silu()? * u
 }
 
-/// `y[rows, out] = x[rows, inp] · Wᵀ` with `W` `[out, inp]` row-major, one gemm call.
+/// `y[rows, out] = x[rows, inp] · Wᵀ` with `W` `[out, inp]` row-major.
 fn gemm_xwt<T: Real>(x: &[T], w: &[T], rows: usize, inp: usize, out: usize) -> Vec<T> {
     let mut y = vec![T::zero(); rows * out];
-    let par = crate::ops::gemm_parallelism();
     // SAFETY: y is [rows, out] row-major, x [rows, inp] row-major, and Wᵀ is read from
     // W [out, inp] with swapped strides; all three slices have exactly these sizes.
-    unsafe {
-        gemm::gemm(
-            rows,
-            out,
-            inp,
-            y.as_mut_ptr(),
-            1,
-            out as isize,
-            false,
-            x.as_ptr(),
-            1,
-            inp as isize,
-            w.as_ptr(),
-            inp as isize,
-            1,
-            T::zero(),
-            T::one(),
-            false,
-            false,
-            false,
-            par,
-        );
-    }
+    unsafe { gemm_split(rows, out, inp, y.as_mut_ptr(), out as isize, false, row_major(x, inp), transposed(w, inp)) };
     y
 }
 
-struct LinearNoBias;
+/// `[rows, inp]`: `dx = dy W`, then `[out, inp]`: `dW = dyᵀ x`, two GEMMs into one buffer.
+fn linear_no_bias_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], out: usize, inp: usize) -> Vec<T> {
+    let rows = dy.len() / out.max(1);
+    let (nx, nw) = (rows * inp, out * inp);
+    let mut g: Vec<T> = Vec::with_capacity(nx + nw);
+    // SAFETY: g has capacity for dx [rows, inp] then dW [out, inp]; both GEMMs write every
+    // element of their block without reading it (read_dst = false) before the length covers
+    // them. dy is [rows, out], x [rows, inp] and W [out, inp], row-major; dyᵀ reads dy with
+    // swapped strides.
+    unsafe {
+        let (dx, dw) = (g.as_mut_ptr(), g.as_mut_ptr().add(nx));
+        gemm_split(rows, inp, out, dx, inp as isize, false, row_major(dy, out), row_major(w, inp));
+        gemm_split(out, inp, rows, dw, inp as isize, false, transposed(dy, out), row_major(x, inp));
+        g.set_len(nx + nw);
+    }
+    g
+}
+
+fn row_major<T>(a: &[T], cols: usize) -> Strided<T> {
+    Strided { ptr: a.as_ptr(), rs: cols as isize, cs: 1 }
+}
+
+/// The transpose of row-major `a` with `cols` columns.
+fn transposed<T>(a: &[T], cols: usize) -> Strided<T> {
+    Strided { ptr: a.as_ptr(), rs: 1, cs: cols as isize }
+}
+
+/// `sink`: give the weight's gradient to [`crate::backprop`]'s sink.
+struct LinearNoBias {
+    sink: bool,
+}
 
 impl CustomOp2 for LinearNoBias {
     fn name(&self) -> &'static str {
@@ -134,11 +152,44 @@ impl CustomOp2 for LinearNoBias {
     }
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (out, inp) = w.dims2()?;
-        let rows = x.elem_count() / inp;
-        let dy = dy.detach().reshape((rows, out))?;
-        let dx = dy.matmul(&w.detach())?.reshape(x.shape())?;
-        let dw = dy.t()?.matmul(&x.detach().reshape((rows, inp))?)?;
-        Ok((Some(dx), Some(dw)))
+        let g = dy.contiguous()?.apply_op3_no_bwd(&x.detach(), &w.detach(), &LinearNoBiasBwd)?;
+        let rows = x.elem_count() / inp.max(1);
+        let dx = g.narrow(0, 0, rows * inp)?.reshape(x.shape())?;
+        let dw = g.narrow(0, rows * inp, out * inp)?.reshape((out, inp))?;
+        Ok((Some(dx), if self.sink { crate::backprop::sink_weight_grad(w, dw) } else { Some(dw) }))
+    }
+}
+
+/// The gradients of [`LinearNoBias`] from (dy, x, w), as one flat buffer `[dx | dW]`.
+struct LinearNoBiasBwd;
+
+impl CustomOp3 for LinearNoBiasBwd {
+    fn name(&self) -> &'static str {
+        "linear-no-bias-bwd"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let n = self.name();
+        let (out, inp) = l3.shape().dims2()?;
+        let rows = l2.shape().elem_count() / inp.max(1);
+        if l1.shape().elem_count() != rows * out {
+            bail!("{n}: dy {:?}, x {:?} and w {:?} do not fit", l1.dims(), l2.dims(), l3.dims());
+        }
+        let g = by_dtype!(n, s1, |T| linear_no_bias_bwd::<T>(
+            slice(s2, l2, n)?,
+            slice(s3, l3, n)?,
+            slice(s1, l1, n)?,
+            out,
+            inp
+        ));
+        Ok((g, Shape::from(rows * inp + out * inp)))
     }
 }
 
@@ -224,7 +275,7 @@ impl CustomOp2 for RmsNorm {
         let packed = x.apply_op3_no_bwd(w, &dy.contiguous()?, &RmsNormBwd { eps: self.eps })?;
         let dx = packed.narrow(0, 0, rows)?.reshape(x.shape())?;
         let dw = packed.narrow(0, rows, 1)?.reshape(w.shape())?;
-        Ok((Some(dx), Some(dw)))
+        Ok((Some(dx), crate::backprop::sink_weight_grad(w, dw)))
     }
 }
 

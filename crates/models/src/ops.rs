@@ -7,6 +7,7 @@
 //! primitives. Both paths compute the same function; `tests` checks they agree.
 
 use candle_core::{DType, Result, Tensor, D};
+use rayon::prelude::*;
 
 /// RMSNorm (Zhang & Sennrich 2019): `y = x / sqrt(mean(x²) + eps) * w`.
 /// Inference takes candle's kernel; training on CPU the fused [`crate::llama_ops::rms_norm`].
@@ -230,14 +231,105 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     picked.mean_all()?.neg()
 }
 
-/// Threads for one of the fused kernels' GEMMs: candle's thread count, but one when the call
-/// is already inside a parallel task (a chunk of rows decoded beside others), where nested
-/// splitting only adds synchronisation.
-pub(crate) fn gemm_parallelism() -> gemm::Parallelism {
-    let threads = candle_core::utils::get_num_threads();
-    match threads > 1 && rayon::current_thread_index().is_none() {
-        true => gemm::Parallelism::Rayon(threads),
-        false => gemm::Parallelism::None,
+/// An operand of [`gemm_split`]: element (i, j) at `ptr + i·rs + j·cs`.
+#[derive(Clone, Copy)]
+pub(crate) struct Strided<T> {
+    pub ptr: *const T,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+/// `dst[m×n] = (dst if read_dst) + lhs[m×k] · rhs[k×n]`, `dst` row-major with row stride
+/// `dst_rs`. With several threads the larger of m and n is cut into one block per thread
+/// (multiples of 16), each a single-threaded GEMM. gemm's own `Rayon(2)` split left the second
+/// core idle on SmolLM2's shapes: `[232, 1536] · [1536, 576]` took 4.6 ms with it, 5.2 ms on one
+/// thread and 3.1 ms cut in two; the tied head's weight gradient `[49152, 128] · [128, 576]`
+/// 63, 111 and 51 ms (2 threads; docs/benchmarks.md, session 9). The blocks keep the bits of
+/// one call (see [`gemm_blocks`]).
+///
+/// # Safety
+/// `dst`, `lhs` and `rhs` must address valid `m×n`, `m×k` and `k×n` matrices with these
+/// strides, and `dst` must not overlap the operands.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_split<T: fused::Real>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    dst_rs: isize,
+    read_dst: bool,
+    lhs: Strided<T>,
+    rhs: Strided<T>,
+) {
+    // One block when already inside a parallel task (a chunk of rows beside others), where
+    // nested splitting only adds synchronisation.
+    let threads = match rayon::current_thread_index() {
+        None => candle_core::utils::get_num_threads(),
+        Some(_) => 1,
+    };
+    gemm_blocks(threads, m, n, k, dst, dst_rs, read_dst, lhs, rhs)
+}
+
+/// [`gemm_split`] with `threads` blocks.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_blocks<T: fused::Real>(
+    threads: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    dst_rs: isize,
+    read_dst: bool,
+    lhs: Strided<T>,
+    rhs: Strided<T>,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let along_m = m >= n;
+    let (len, other) = if along_m { (m, n) } else { (n, m) };
+    let part = len.div_ceil(threads.max(1)).next_multiple_of(16);
+    let smallest = len - (len.div_ceil(part) - 1) * part;
+    // gemm picks its k blocking and kernel from the shape: a dot-product kernel when m·n ≤ 256,
+    // a fixed 512-deep blocking when m and n are both ≤ 64, a GEMV when one is 1. Blocks that
+    // stay clear of all three take the whole product's path, hence its bits.
+    let general = |len: usize| other > 1 && len > 1 && len * other > 256 && (len > 64 || other > 64);
+    let part = if general(len) && general(smallest) { part } else { len };
+    // Pointers cross to the pool as addresses; each block writes its own rows or columns.
+    let (dst, lhs_at, rhs_at) = (dst as usize, lhs.ptr as usize, rhs.ptr as usize);
+    let block = |start: usize| {
+        let size = part.min(len - start);
+        let (bm, bn) = if along_m { (size, n) } else { (m, size) };
+        let (i, j) = if along_m { (start as isize, 0) } else { (0, start as isize) };
+        // SAFETY: the block lies inside the caller's matrices (start + size ≤ len).
+        unsafe {
+            gemm::gemm(
+                bm,
+                bn,
+                k,
+                (dst as *mut T).offset(i * dst_rs + j),
+                1,
+                dst_rs,
+                read_dst,
+                (lhs_at as *const T).offset(i * lhs.rs),
+                lhs.cs,
+                lhs.rs,
+                (rhs_at as *const T).offset(j * rhs.cs),
+                rhs.cs,
+                rhs.rs,
+                T::one(),
+                T::one(),
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+    };
+    if part >= len {
+        block(0);
+    } else {
+        (0..len).step_by(part).collect::<Vec<_>>().into_par_iter().for_each(block);
     }
 }
 
@@ -249,6 +341,8 @@ pub(crate) fn fused_cpu(x: &Tensor) -> bool {
 /// Fused CPU kernels with hand-written backward passes, used for training on CPU. Each is
 /// checked against its composed counterpart (forward and gradients) in `tests`.
 pub mod fused {
+    use super::Strided;
+    use crate::backprop::sink_weight_grad;
     use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
     use rayon::prelude::*;
 
@@ -547,31 +641,15 @@ pub mod fused {
         for _ in 0..rows {
             y.extend_from_slice(b);
         }
-        let par = super::gemm_parallelism();
         // SAFETY: y is [rows, out] row-major, x [rows, inp] row-major, and Wᵀ is read from
         // W [out, inp] with swapped strides; all three slices have exactly these sizes.
         unsafe {
-            gemm::gemm(
-                rows,
-                out,
-                inp,
-                y.as_mut_ptr(),
-                1,
-                out as isize,
-                true, // y = 1·y + 1·(x Wᵀ): accumulate onto the bias rows
-                x.as_ptr(),
-                1,
-                inp as isize,
-                w.as_ptr(),
-                inp as isize,
-                1,
-                T::one(),
-                T::one(),
-                false,
-                false,
-                false,
-                par,
+            let (x, wt) = (
+                Strided { ptr: x.as_ptr(), rs: inp as isize, cs: 1 },
+                Strided { ptr: w.as_ptr(), rs: 1, cs: inp as isize },
             );
+            // y = y + x Wᵀ: accumulate onto the bias rows.
+            super::gemm_split(rows, out, inp, y.as_mut_ptr(), out as isize, true, x, wt);
         }
         y
     }
@@ -603,23 +681,23 @@ pub mod fused {
             &self,
             x: &Tensor,
             w: &Tensor,
-            _b: &Tensor,
+            b: &Tensor,
             _y: &Tensor,
             dy: &Tensor,
         ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-            unpack_linear_grads(&x.apply_op3_no_bwd(w, &dy.contiguous()?, &LinearBwd)?, x, w)
+            unpack_linear_grads(&x.apply_op3_no_bwd(w, &dy.contiguous()?, &LinearBwd)?, x, w, b)
         }
     }
 
     /// `(dx, dW, db)` from the `[dx | dW | db]` buffer of [`LinearBwd`] / [`LinearGeluBwd`].
     type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
-    fn unpack_linear_grads(packed: &Tensor, x: &Tensor, w: &Tensor) -> Result<Grads3> {
+    fn unpack_linear_grads(packed: &Tensor, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Grads3> {
         let (out, inp) = w.dims2()?;
         let rows = x.elem_count() / inp;
         let dx = packed.narrow(0, 0, rows * inp)?.reshape(x.shape())?;
         let dw = packed.narrow(0, rows * inp, out * inp)?.reshape((out, inp))?;
         let db = packed.narrow(0, (rows + out) * inp, out)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        Ok((Some(dx), sink_weight_grad(w, dw), sink_weight_grad(b, db)))
     }
 
     /// `gelu(x Wᵀ + b)`; see [`super::linear_gelu_fused`]. `pre` keeps `x Wᵀ + b` from the
@@ -658,12 +736,12 @@ pub mod fused {
             &self,
             x: &Tensor,
             w: &Tensor,
-            _b: &Tensor,
+            b: &Tensor,
             _y: &Tensor,
             dy: &Tensor,
         ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
             let Some(pre) = self.pre.get() else { bail!("fused-linear-gelu: backward before forward") };
-            unpack_linear_grads(&x.apply_op3_no_bwd(w, &dy.contiguous()?, &LinearGeluBwd { pre })?, x, w)
+            unpack_linear_grads(&x.apply_op3_no_bwd(w, &dy.contiguous()?, &LinearGeluBwd { pre })?, x, w, b)
         }
     }
 
@@ -698,57 +776,17 @@ pub mod fused {
         let rows = dy.len() / out.max(1);
         let (nx, nw) = (rows * inp, out * inp);
         let mut g: Vec<T> = Vec::with_capacity(nx + nw + out);
-        let par = super::gemm_parallelism();
         // SAFETY: `g` has capacity for dx [rows, inp] followed by dW [out, inp]; both GEMMs
         // write every element of their block without reading it (read_dst = false) before the
         // length covers them. dy is [rows, out], x [rows, inp] and W [out, inp], row-major.
         unsafe {
             let (dx, dw) = (g.as_mut_ptr(), g.as_mut_ptr().add(nx));
             let (inp_s, out_s) = (inp as isize, out as isize);
-            let (zero, one) = (T::zero(), T::one());
-            gemm::gemm(
-                rows,
-                inp,
-                out,
-                dx,
-                1,
-                inp_s,
-                false,
-                dy.as_ptr(),
-                1,
-                out_s,
-                w.as_ptr(),
-                1,
-                inp_s,
-                zero,
-                one,
-                false,
-                false,
-                false,
-                par,
-            );
+            let dy_rows = Strided { ptr: dy.as_ptr(), rs: out_s, cs: 1 };
+            super::gemm_split(rows, inp, out, dx, inp_s, false, dy_rows, Strided { ptr: w.as_ptr(), rs: inp_s, cs: 1 });
             // dyᵀ [out, rows]: element (o, r) is dy[r·out + o].
-            gemm::gemm(
-                out,
-                inp,
-                rows,
-                dw,
-                1,
-                inp_s,
-                false,
-                dy.as_ptr(),
-                out_s,
-                1,
-                x.as_ptr(),
-                1,
-                inp_s,
-                zero,
-                one,
-                false,
-                false,
-                false,
-                par,
-            );
+            let dy_t = Strided { ptr: dy.as_ptr(), rs: 1, cs: out_s };
+            super::gemm_split(out, inp, rows, dw, inp_s, false, dy_t, Strided { ptr: x.as_ptr(), rs: inp_s, cs: 1 });
             g.set_len(nx + nw);
         }
         let mut db = vec![T::zero(); out];
@@ -1154,7 +1192,7 @@ pub mod fused {
             &self,
             x: &Tensor,
             w: &Tensor,
-            _b: &Tensor,
+            b: &Tensor,
             _y: &Tensor,
             dy: &Tensor,
         ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -1164,7 +1202,7 @@ pub mod fused {
             let dx = packed.narrow(0, 0, rows)?.reshape(x.shape())?;
             let dw = packed.narrow(0, rows, 1)?.reshape(w.shape())?;
             let db = packed.narrow(0, rows + 1, 1)?.reshape(w.shape())?;
-            Ok((Some(dx), Some(dw), Some(db)))
+            Ok((Some(dx), sink_weight_grad(w, dw), sink_weight_grad(b, db)))
         }
     }
 
@@ -1386,6 +1424,60 @@ mod tests {
         let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
         let d = d.to_scalar::<f32>().unwrap();
         assert!(d <= tol, "max abs diff {d} > {tol}");
+    }
+
+    /// Cutting m or n into per-thread blocks gives the bits of one single-threaded call, for
+    /// row-major and transposed operands, with and without accumulation, with blocks that do
+    /// not divide the dimension, and where a block would fall on another of gemm's kernels
+    /// (`2×200`: a `2×88` block is a dot-product kernel's shape).
+    #[test]
+    fn gemm_blocks_match_one_call_bit_for_bit() {
+        let val = |i: usize| ((i * 7919 % 1009) as f32 - 504.0) / 97.0;
+        for (m, n, k) in [(70, 33, 41), (200, 70, 700), (3, 600, 600), (2, 200, 50), (20, 90, 17), (130, 130, 1)] {
+            let a: Vec<f32> = (0..m * k).map(val).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| val(i + 13)).collect();
+            let init: Vec<f32> = (0..m * n).map(|i| val(i + 29)).collect();
+            // lhs row-major [m, k] or the transpose of a row-major [k, m]; rhs likewise.
+            for (lt, rt) in [(false, false), (true, false), (false, true), (true, true)] {
+                let lhs = match lt {
+                    false => Strided { ptr: a.as_ptr(), rs: k as isize, cs: 1 },
+                    true => Strided { ptr: a.as_ptr(), rs: 1, cs: m as isize },
+                };
+                let rhs = match rt {
+                    false => Strided { ptr: b.as_ptr(), rs: n as isize, cs: 1 },
+                    true => Strided { ptr: b.as_ptr(), rs: 1, cs: k as isize },
+                };
+                for read_dst in [false, true] {
+                    let run = |threads: usize| {
+                        let mut c = init.clone();
+                        unsafe { gemm_blocks(threads, m, n, k, c.as_mut_ptr(), n as isize, read_dst, lhs, rhs) };
+                        c
+                    };
+                    let one = run(1);
+                    // The plain product, to make sure the blocks computed something.
+                    let (i, j) = (m - 1, n / 2);
+                    let mut want = if read_dst { init[i * n + j] } else { 0.0 };
+                    let dot: f32 = (0..k)
+                        .map(|p| unsafe {
+                            *lhs.ptr.offset(i as isize * lhs.rs + p as isize * lhs.cs)
+                                * *rhs.ptr.offset(p as isize * rhs.rs + j as isize * rhs.cs)
+                        })
+                        .sum();
+                    want += dot;
+                    assert!(
+                        (one[i * n + j] - want).abs() <= 1e-3 * (1.0 + want.abs()),
+                        "{m}x{n}x{k}: {} vs {want}",
+                        one[i * n + j]
+                    );
+                    for threads in [2, 3, 8] {
+                        assert!(
+                            run(threads) == one,
+                            "{m}x{n}x{k} lt {lt} rt {rt} read {read_dst}: {threads} blocks differ"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -105,7 +105,7 @@ impl Scored {
     /// The gradients of `loss` (built on [`Self::out`]) with respect to every tracked tensor it
     /// depends on, through the chunks' graphs.
     pub fn backward(&self, loss: &Tensor) -> Result<GradStore> {
-        let mut grads = loss.backward()?;
+        let mut grads = mismatch_models::backprop::backward(loss)?;
         if self.parts.is_empty() {
             return Ok(grads);
         }
@@ -124,7 +124,7 @@ impl Scored {
                 }
             }
             match surrogate {
-                Some(s) => Ok(s.backward()?),
+                Some(s) => Ok(mismatch_models::backprop::backward(&s)?),
                 None => Ok(GradStore::default()),
             }
         })?;
