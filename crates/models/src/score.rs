@@ -22,6 +22,10 @@ pub struct CompletionLogprobs {
     /// `[b, c, hidden]` hidden states at the positions that predict each completion token
     /// (for value heads: the value of the state before emitting `y_j`).
     pub hidden: Tensor,
+    /// `[b, c, vocab]` log π(· | x, y_<j) over the whole vocabulary, detached: the forward's
+    /// log-softmax, kept so that the policy's entropy needs no second pass through the output
+    /// head. `None` where rows were assembled from parts.
+    pub vocab_logprobs: Option<Tensor>,
 }
 
 impl CompletionLogprobs {
@@ -32,7 +36,12 @@ impl CompletionLogprobs {
 
     /// The same values with no graph (π_old, reference log-probs).
     pub fn detach(&self) -> Self {
-        Self { logprobs: self.logprobs.detach(), mask: self.mask.clone(), hidden: self.hidden.detach() }
+        Self {
+            logprobs: self.logprobs.detach(),
+            mask: self.mask.clone(),
+            hidden: self.hidden.detach(),
+            vocab_logprobs: self.vocab_logprobs.clone(),
+        }
     }
 
     /// Per-row log-probs as vectors, padding removed.
@@ -111,8 +120,10 @@ fn read_off(model: &dyn CausalLm, hidden: Tensor, targets: Vec<u32>, cmask: Vec<
     let dev = model.device();
     let logits = model.lm_logits(&hidden)?.to_dtype(DType::F32)?;
     let targets = Tensor::from_vec(targets, (b, c), dev)?;
-    let logprobs = gather_last(&log_softmax_last_dim(&logits)?, &targets)?;
-    Ok(CompletionLogprobs { logprobs, mask: Tensor::from_vec(cmask, (b, c), dev)?, hidden })
+    let vocab = log_softmax_last_dim(&logits)?;
+    let logprobs = gather_last(&vocab, &targets)?;
+    let mask = Tensor::from_vec(cmask, (b, c), dev)?;
+    Ok(CompletionLogprobs { logprobs, mask, hidden, vocab_logprobs: Some(vocab.detach()) })
 }
 
 /// [`completion_logprobs`] for rows that share prompts: row `i` continues `prompts[group[i]]`
@@ -190,6 +201,28 @@ mod tests {
         }))
         .unwrap();
         Llama::random(&cfg, &Device::Cpu).unwrap()
+    }
+
+    /// The kept vocabulary log-probs are the forward's: the completion log-probs are read off
+    /// them, each position's distribution sums to 1, and they equal a second pass through the
+    /// output head from the returned hidden states (what the entropy did before they were kept).
+    #[test]
+    fn vocab_logprobs_are_the_forwards_log_softmax() {
+        let m = llama();
+        let prompts = vec![vec![1u32, 5, 9], vec![1, 7]];
+        let comps = vec![vec![3u32, 4, 5], vec![8]];
+        let out = completion_logprobs(&m, &prompts, &comps, 0).unwrap();
+        let vocab = out.vocab_logprobs.as_ref().expect("kept");
+        assert!(!vocab.track_op());
+        assert_eq!(vocab.dims(), &[2, 3, 40]);
+        let picked = crate::ops::gather_last(vocab, &Tensor::new(&[[3u32, 4, 5], [8, 0, 0]], &Device::Cpu).unwrap());
+        assert_eq!(picked.unwrap().to_vec2::<f32>().unwrap(), out.logprobs.to_vec2::<f32>().unwrap());
+        for row in vocab.exp().unwrap().sum(2).unwrap().to_vec2::<f32>().unwrap() {
+            assert!(row.iter().all(|s| (s - 1.0).abs() < 1e-5), "{row:?}");
+        }
+        let again = log_softmax_last_dim(&m.lm_logits(&out.hidden).unwrap()).unwrap();
+        assert_eq!(again.to_vec3::<f32>().unwrap(), vocab.to_vec3::<f32>().unwrap());
+        assert!(out.detach().vocab_logprobs.is_some());
     }
 
     /// Shared-prompt scoring equals scoring the expanded rows: log-probs, mask, hidden states and

@@ -240,8 +240,12 @@ pub fn value_loss(
 /// `[b, c]` entropy of the policy's next-token distribution, H = −Σ_v p_v log p_v, from logits
 /// `[b, c, vocab]`.
 pub fn entropy_from_logits(logits: &Tensor) -> Result<Tensor> {
-    let logp = mismatch_models::ops::log_softmax_last_dim(&logits.to_dtype(DType::F32)?)?;
-    Ok((logp.exp()? * &logp)?.sum(D::Minus1)?.neg()?)
+    entropy_from_logprobs(&mismatch_models::ops::log_softmax_last_dim(&logits.to_dtype(DType::F32)?)?)
+}
+
+/// [`entropy_from_logits`] from the log-probabilities `[b, c, vocab]` (f32).
+pub fn entropy_from_logprobs(logp: &Tensor) -> Result<Tensor> {
+    Ok((logp.exp()? * logp)?.sum(D::Minus1)?.neg()?)
 }
 
 /// The `objective/*` metrics of a rollout, TRL names: per-sequence sums averaged over the batch.

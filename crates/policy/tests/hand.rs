@@ -306,6 +306,7 @@ fn sft_by_hand() {
         logprobs: lp,
         mask: m,
         hidden: Tensor::zeros((2, 2, 1), candle_core::DType::F32, &CPU).unwrap(),
+        vocab_logprobs: None,
     };
     assert_close("sft", s(&sft::sft_loss(&c).unwrap()), 2.0, 1e-6);
     assert!(sft::sft_loss_from(&t(&[&[-1.0]]), &t(&[&[0.0]])).is_err(), "no tokens is an error, not NaN");

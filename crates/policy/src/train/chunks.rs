@@ -93,7 +93,7 @@ impl Scored {
             true => first.zip(scored).collect(),
             false => vec![],
         };
-        Ok(Self { out: CompletionLogprobs { logprobs, mask, hidden }, parts })
+        Ok(Self { out: CompletionLogprobs { logprobs, mask, hidden, vocab_logprobs: None }, parts })
     }
 
     /// [`Self::new`] with each row after its own prompt (`prompts[i]`).

@@ -315,11 +315,14 @@ pub fn mean_std(x: &[f32]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Σ_t H_t per row from detached hidden states, averaged over rows (`objective/entropy`).
-pub fn mean_entropy(policy: &Policy, hidden: &Tensor, mask: &Tensor) -> Result<f64> {
-    let logits = policy.model().lm_logits(hidden)?;
-    let h = crate::ppo::entropy_from_logits(&logits)?;
-    scalar(&crate::masked::sum_rows(&h, mask)?.mean_all()?)
+/// Σ_t H_t per row, averaged over rows (`objective/entropy`): from the forward's log-softmax
+/// when `out` kept it, else through the output head again from the hidden states.
+pub fn mean_entropy(policy: &Policy, out: &CompletionLogprobs) -> Result<f64> {
+    let h = match &out.vocab_logprobs {
+        Some(lp) => crate::ppo::entropy_from_logprobs(lp)?,
+        None => crate::ppo::entropy_from_logits(&policy.model().lm_logits(&out.hidden)?)?,
+    };
+    scalar(&crate::masked::sum_rows(&h, &out.mask)?.mean_all()?)
 }
 
 /// Rows `ix` of a `[b, c]` tensor, cut to the first `c` columns.

@@ -72,7 +72,7 @@ fn ppo_step(
     let old_values = value.forward(&old.hidden)?.detach();
     let reference = s.reference.as_ref().expect("PPO session has a reference");
     let ref_logp = Scored::each(reference, &ro.prompt_ids, &ro.comp_ids)?.out.logprobs.detach();
-    let entropy = mean_entropy(&s.policy, &old.hidden, &old.mask)?;
+    let entropy = mean_entropy(&s.policy, &old)?;
     let pc = PpoConfig {
         gamma: cfg.gamma as f32,
         lam: cfg.lam as f32,

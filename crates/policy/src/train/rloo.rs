@@ -72,7 +72,7 @@ fn group_step(s: &mut Session, reward: &dyn Reward, data: &TrainData, step: usiz
     check_finite(mean_kl, "objective/kl", shown)?;
     put(&mut m, "objective/scores", mean_score);
     put(&mut m, "objective/kl", mean_kl);
-    put(&mut m, "objective/entropy", mean_entropy(&s.policy, &old.hidden, &old.mask)?);
+    put(&mut m, "objective/entropy", mean_entropy(&s.policy, &old)?);
     put(&mut m, "objective/non_score_reward", -beta * mean_kl);
     put(&mut m, "objective/rlhf_reward", mean_std(&scores).0 - beta * mean_kl);
     put(&mut m, "reward", mean_score);
