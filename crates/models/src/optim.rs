@@ -78,7 +78,6 @@ impl AdamW {
     pub fn step_clipped_grads(&mut self, grads: &GradStore, max_norm: f64) -> Result<f64> {
         // Each tensor's Σ g² is one serial chain, so tensors run side by side and their sums
         // are added in parameter order: the same bits as one loop over the parameters.
-        let t0 = std::time::Instant::now();
         let present: Vec<&Tensor> = self.params.iter().filter_map(|(_, p)| grads.get(p)).collect();
         let sums = present.par_iter().with_min_len(crate::ops::fused::min_len()).map(|g| sum_of_squares(g));
         let sums = sums.collect::<Result<Vec<f64>>>()?;
@@ -87,9 +86,7 @@ impl AdamW {
             return Err(Error::Usage(format!("gradient norm is {norm}")));
         }
         let scale = if max_norm > 0.0 { (max_norm / (norm + 1e-6)).min(1.0) } else { 1.0 };
-        let t1 = std::time::Instant::now();
         self.apply(grads, scale)?;
-        eprintln!("PHASE norm {:?} apply {:?}", t1 - t0, t1.elapsed());
         Ok(norm)
     }
 
