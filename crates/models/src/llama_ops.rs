@@ -8,7 +8,7 @@
 //! forward. Here each function is one node; `tests` checks values and gradients against the
 //! composed form in f64.
 
-use crate::ops::fused::{by_dtype, rows_per_task, slice, Real};
+use crate::ops::fused::{by_dtype, row_sums, rows_per_task, slice, Real, ROWS};
 use crate::ops::{fused_cpu, gemm_split, Strided};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -200,9 +200,11 @@ struct RmsNormBwd {
     eps: f64,
 }
 
-fn rstd<T: Real>(x: &[T], eps: f64) -> T {
-    let ms = x.iter().fold(T::zero(), |a, &v| a + v * v) / T::from_f64(x.len() as f64);
-    T::from_f64(1.0) / (ms + T::from_f64(eps)).sqrt_()
+/// `1/√(mean(x²) + eps)` of each row of `x` (at most [`ROWS`] rows of `c`), each row's sum of
+/// squares in index order: the bits of a serial fold, with the rows' chains overlapping.
+fn rstd_rows<T: Real>(x: &[T], c: usize, eps: f64) -> [T; ROWS] {
+    let ss = row_sums(x.len() / c, c, |r, j| x[r * c + j] * x[r * c + j]);
+    ss.map(|s| T::from_f64(1.0) / (s / T::from_f64(c as f64) + T::from_f64(eps)).sqrt_())
 }
 
 fn rms_fwd<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
@@ -211,10 +213,12 @@ fn rms_fwd<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
     let mut y = vec![T::zero(); x.len()];
     let chunk = rows_per_task(rows, c) * c;
     y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(y, x)| {
-        for (y, x) in y.chunks_mut(c).zip(x.chunks(c)) {
-            let r = rstd(x, eps);
-            for i in 0..c {
-                y[i] = x[i] * r * w[i];
+        for (y, x) in y.chunks_mut(ROWS * c).zip(x.chunks(ROWS * c)) {
+            let r = rstd_rows(x, c, eps);
+            for (k, (y, x)) in y.chunks_mut(c).zip(x.chunks(c)).enumerate() {
+                for i in 0..c {
+                    y[i] = x[i] * r[k] * w[i];
+                }
             }
         }
     });
@@ -222,7 +226,7 @@ fn rms_fwd<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
 }
 
 /// `[rows + 1, c]`: dx, then dw. Partial dw sums per fixed chunk, added in order, so that the
-/// result does not depend on rayon's work stealing.
+/// result does not depend on rayon's work stealing; within a chunk dw adds its rows in order.
 fn rms_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
     let c = w.len();
     let rows = x.len() / c;
@@ -234,17 +238,15 @@ fn rms_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
         .zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk)))
         .map(|(dx, (x, dy))| {
             let mut dw = vec![T::zero(); c];
-            for ((dx, x), dy) in dx.chunks_mut(c).zip(x.chunks(c)).zip(dy.chunks(c)) {
-                let r = rstd(x, eps);
-                let mut sgx = T::zero();
-                for i in 0..c {
-                    let xhat = x[i] * r;
-                    sgx += dy[i] * w[i] * xhat;
-                    dw[i] += dy[i] * xhat;
-                }
-                let m = sgx / n;
-                for i in 0..c {
-                    dx[i] = r * (dy[i] * w[i] - x[i] * r * m);
+            for ((dx, x), dy) in dx.chunks_mut(ROWS * c).zip(x.chunks(ROWS * c)).zip(dy.chunks(ROWS * c)) {
+                let r = rstd_rows(x, c, eps);
+                let sgx = row_sums(x.len() / c, c, |k, i| dy[k * c + i] * w[i] * (x[k * c + i] * r[k]));
+                for (k, ((dx, x), dy)) in dx.chunks_mut(c).zip(x.chunks(c)).zip(dy.chunks(c)).enumerate() {
+                    let m = sgx[k] / n;
+                    for i in 0..c {
+                        dw[i] += dy[i] * (x[i] * r[k]);
+                        dx[i] = r[k] * (dy[i] * w[i] - x[i] * r[k] * m);
+                    }
                 }
             }
             dw
@@ -431,6 +433,43 @@ impl CustomOp3 for SwiGluBwd {
 mod tests {
     use super::*;
     use candle_core::{DType, Device, Var};
+
+    /// The RMSNorm kernels one row at a time with serial folds (as before rows were grouped):
+    /// `y`, and `[dx | dw]` with dw summed over rows in order.
+    fn rms_serial(x: &[f32], w: &[f32], dy: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>) {
+        let c = w.len();
+        let rstd = |x: &[f32]| 1.0 / (x.iter().fold(0f32, |a, &v| a + v * v) / c as f32 + eps as f32).sqrt();
+        let (mut y, mut dx, mut dw) = (vec![0f32; x.len()], vec![0f32; x.len()], vec![0f32; c]);
+        for (row, (x, dy)) in x.chunks(c).zip(dy.chunks(c)).enumerate() {
+            let r = rstd(x);
+            let mut sgx = 0f32;
+            for i in 0..c {
+                y[row * c + i] = x[i] * r * w[i];
+                let xhat = x[i] * r;
+                sgx += dy[i] * w[i] * xhat;
+                dw[i] += dy[i] * xhat;
+            }
+            let m = sgx / c as f32;
+            for i in 0..c {
+                dx[row * c + i] = r * (dy[i] * w[i] - x[i] * r * m);
+            }
+        }
+        dx.extend(dw);
+        (y, dx)
+    }
+
+    /// Grouping rows for their sums keeps the bits of the serial kernels (7 rows: a full group
+    /// and a ragged one, in one task).
+    #[test]
+    fn rms_norm_rows_match_serial_bit_for_bit() {
+        let wave = |n: usize, f: f32| (0..n).map(|i| (i as f32 * f).sin() * 1.7).collect::<Vec<f32>>();
+        let c = 48;
+        let (x, dy, w) = (wave(7 * c, 0.37), wave(7 * c, 0.11), wave(c, 0.5));
+        let (y, g) = rms_serial(&x, &w, &dy, 1e-5);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&rms_fwd(&x, &w, 1e-5)), bits(&y));
+        assert_eq!(bits(&rms_bwd(&x, &w, &dy, 1e-5)), bits(&g));
+    }
 
     /// Values and gradients (of a fixed, non-uniform linear functional of the output) of
     /// `fused` and `composed` on the same inputs; returns the max abs differences. Inputs past

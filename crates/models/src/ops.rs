@@ -450,11 +450,11 @@ pub mod fused {
     /// order, as a serial fold does (so results are bit for bit those of one row at a time),
     /// but the rows' chains of dependent adds are independent and overlap in the pipeline: a
     /// serial 64-wide sum is 64 adds × 4 cycles of latency, and 4 rows cost little more than 1.
-    const ROWS: usize = 4;
+    pub(crate) const ROWS: usize = 4;
 
     /// `Σ_{j<c} f(r, j)` for each row `r < n ≤ ROWS`, each row's terms added in index order.
     #[inline(always)]
-    fn row_sums<T: Real>(n: usize, c: usize, f: impl Fn(usize, usize) -> T) -> [T; ROWS] {
+    pub(crate) fn row_sums<T: Real>(n: usize, c: usize, f: impl Fn(usize, usize) -> T) -> [T; ROWS] {
         let mut acc = [T::zero(); ROWS];
         if n == ROWS {
             // Spelled out so the four sums stay in registers.
