@@ -8,7 +8,7 @@
 //! forward. Here each function is one node; `tests` checks values and gradients against the
 //! composed form in f64.
 
-use crate::ops::fused::{by_dtype, row_sums, rows_per_task, slice, Real, ROWS};
+use crate::ops::fused::{by_dtype, linear_weight_grads, row_sums, rows_per_task, slice, Real, ROWS};
 use crate::ops::{fused_cpu, gemm_split, Strided};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -98,35 +98,19 @@ fn gemm_xwt<T: Real>(x: &[T], w: &[T], rows: usize, inp: usize, out: usize) -> V
     let mut y = vec![T::zero(); rows * out];
     // SAFETY: y is [rows, out] row-major, x [rows, inp] row-major, and Wᵀ is read from
     // W [out, inp] with swapped strides; all three slices have exactly these sizes.
-    unsafe { gemm_split(rows, out, inp, y.as_mut_ptr(), out as isize, false, row_major(x, inp), transposed(w, inp)) };
-    y
-}
-
-/// `[rows, inp]`: `dx = dy W`, then `[out, inp]`: `dW = dyᵀ x`, two GEMMs into one buffer.
-fn linear_no_bias_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], out: usize, inp: usize) -> Vec<T> {
-    let rows = dy.len() / out.max(1);
-    let (nx, nw) = (rows * inp, out * inp);
-    let mut g: Vec<T> = Vec::with_capacity(nx + nw);
-    // SAFETY: g has capacity for dx [rows, inp] then dW [out, inp]; both GEMMs write every
-    // element of their block without reading it (read_dst = false) before the length covers
-    // them. dy is [rows, out], x [rows, inp] and W [out, inp], row-major; dyᵀ reads dy with
-    // swapped strides.
     unsafe {
-        let (dx, dw) = (g.as_mut_ptr(), g.as_mut_ptr().add(nx));
-        gemm_split(rows, inp, out, dx, inp as isize, false, row_major(dy, out), row_major(w, inp));
-        gemm_split(out, inp, rows, dw, inp as isize, false, transposed(dy, out), row_major(x, inp));
-        g.set_len(nx + nw);
-    }
-    g
-}
-
-fn row_major<T>(a: &[T], cols: usize) -> Strided<T> {
-    Strided { ptr: a.as_ptr(), rs: cols as isize, cs: 1 }
-}
-
-/// The transpose of row-major `a` with `cols` columns.
-fn transposed<T>(a: &[T], cols: usize) -> Strided<T> {
-    Strided { ptr: a.as_ptr(), rs: 1, cs: cols as isize }
+        gemm_split(
+            rows,
+            out,
+            inp,
+            y.as_mut_ptr(),
+            out as isize,
+            false,
+            Strided::rows(x, inp),
+            Strided::transposed(w, inp),
+        )
+    };
+    y
 }
 
 /// `sink`: give the weight's gradient to [`crate::backprop`]'s sink.
@@ -182,12 +166,13 @@ impl CustomOp3 for LinearNoBiasBwd {
         if l1.shape().elem_count() != rows * out {
             bail!("{n}: dy {:?}, x {:?} and w {:?} do not fit", l1.dims(), l2.dims(), l3.dims());
         }
-        let g = by_dtype!(n, s1, |T| linear_no_bias_bwd::<T>(
+        let g = by_dtype!(n, s1, |T| linear_weight_grads::<T>(
             slice(s2, l2, n)?,
             slice(s3, l3, n)?,
             slice(s1, l1, n)?,
             out,
-            inp
+            inp,
+            0
         ));
         Ok((g, Shape::from(rows * inp + out * inp)))
     }

@@ -239,6 +239,18 @@ pub(crate) struct Strided<T> {
     pub cs: isize,
 }
 
+impl<T> Strided<T> {
+    /// Row-major `a` with `cols` columns.
+    pub(crate) fn rows(a: &[T], cols: usize) -> Self {
+        Self { ptr: a.as_ptr(), rs: cols as isize, cs: 1 }
+    }
+
+    /// The transpose of row-major `a` with `cols` columns.
+    pub(crate) fn transposed(a: &[T], cols: usize) -> Self {
+        Self { ptr: a.as_ptr(), rs: 1, cs: cols as isize }
+    }
+}
+
 /// `dst[m×n] = (dst if read_dst) + lhs[m×k] · rhs[k×n]`, `dst` row-major with row stride
 /// `dst_rs`. With several threads the larger of m and n is cut into one block per thread
 /// (multiples of 16), each a single-threaded GEMM. gemm's own `Rayon(2)` split left the second
@@ -644,11 +656,8 @@ pub mod fused {
         // SAFETY: y is [rows, out] row-major, x [rows, inp] row-major, and Wᵀ is read from
         // W [out, inp] with swapped strides; all three slices have exactly these sizes.
         unsafe {
-            let (x, wt) = (
-                Strided { ptr: x.as_ptr(), rs: inp as isize, cs: 1 },
-                Strided { ptr: w.as_ptr(), rs: 1, cs: inp as isize },
-            );
             // y = y + x Wᵀ: accumulate onto the bias rows.
+            let (x, wt) = (Strided::rows(x, inp), Strided::transposed(w, inp));
             super::gemm_split(rows, out, inp, y.as_mut_ptr(), out as isize, true, x, wt);
         }
         y
@@ -770,30 +779,42 @@ pub mod fused {
     struct LinearBwd;
 
     /// `dx = dy W` `[rows, inp]`, `dW = dyᵀ x` `[out, inp]` and `db = Σ_rows dy` `[out]` of
-    /// `y = x Wᵀ + b`, packed in that order: two GEMMs straight into one buffer, with no
-    /// zero-fill and no intermediate tensors.
+    /// `y = x Wᵀ + b`, packed in that order.
     fn linear_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], out: usize, inp: usize) -> Vec<T> {
-        let rows = dy.len() / out.max(1);
-        let (nx, nw) = (rows * inp, out * inp);
-        let mut g: Vec<T> = Vec::with_capacity(nx + nw + out);
-        // SAFETY: `g` has capacity for dx [rows, inp] followed by dW [out, inp]; both GEMMs
-        // write every element of their block without reading it (read_dst = false) before the
-        // length covers them. dy is [rows, out], x [rows, inp] and W [out, inp], row-major.
-        unsafe {
-            let (dx, dw) = (g.as_mut_ptr(), g.as_mut_ptr().add(nx));
-            let (inp_s, out_s) = (inp as isize, out as isize);
-            let dy_rows = Strided { ptr: dy.as_ptr(), rs: out_s, cs: 1 };
-            super::gemm_split(rows, inp, out, dx, inp_s, false, dy_rows, Strided { ptr: w.as_ptr(), rs: inp_s, cs: 1 });
-            // dyᵀ [out, rows]: element (o, r) is dy[r·out + o].
-            let dy_t = Strided { ptr: dy.as_ptr(), rs: 1, cs: out_s };
-            super::gemm_split(out, inp, rows, dw, inp_s, false, dy_t, Strided { ptr: x.as_ptr(), rs: inp_s, cs: 1 });
-            g.set_len(nx + nw);
-        }
+        let mut g = linear_weight_grads(x, w, dy, out, inp, out);
         let mut db = vec![T::zero(); out];
         for r in dy.chunks(out.max(1)) {
             db.iter_mut().zip(r).for_each(|(a, &v)| *a += v);
         }
         g.extend_from_slice(&db);
+        g
+    }
+
+    /// `[dx | dW]` of `y = x Wᵀ (+ b)`: `dx = dy W` `[rows, inp]` and `dW = dyᵀ x` `[out, inp]`,
+    /// two GEMMs straight into one buffer (with room for `spare` more elements), no zero-fill
+    /// and no intermediate tensors.
+    pub(crate) fn linear_weight_grads<T: Real>(
+        x: &[T],
+        w: &[T],
+        dy: &[T],
+        out: usize,
+        inp: usize,
+        spare: usize,
+    ) -> Vec<T> {
+        let rows = dy.len() / out.max(1);
+        let (nx, nw) = (rows * inp, out * inp);
+        let mut g: Vec<T> = Vec::with_capacity(nx + nw + spare);
+        // SAFETY: `g` has capacity for dx [rows, inp] followed by dW [out, inp]; both GEMMs
+        // write every element of their block without reading it (read_dst = false) before the
+        // length covers them. dy is [rows, out], x [rows, inp] and W [out, inp], row-major.
+        unsafe {
+            let (dx, dw) = (g.as_mut_ptr(), g.as_mut_ptr().add(nx));
+            let inp_s = inp as isize;
+            super::gemm_split(rows, inp, out, dx, inp_s, false, Strided::rows(dy, out), Strided::rows(w, inp));
+            // dyᵀ [out, rows]: element (o, r) is dy[r·out + o].
+            super::gemm_split(out, inp, rows, dw, inp_s, false, Strided::transposed(dy, out), Strided::rows(x, inp));
+            g.set_len(nx + nw);
+        }
         g
     }
 
