@@ -8,7 +8,7 @@
 //! forward. Here each function is one node; `tests` checks values and gradients against the
 //! composed form in f64.
 
-use crate::ops::fused::{by_dtype, linear_weight_grads, row_sums, rows_per_task, slice, Real, ROWS};
+use crate::ops::fused::{by_dtype, row_sums, rows_per_task, slice, LinearBwd, Real, ROWS};
 use crate::ops::{fused_cpu, gemm_split, Strided};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -136,45 +136,11 @@ impl CustomOp2 for LinearNoBias {
     }
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (out, inp) = w.dims2()?;
-        let g = dy.contiguous()?.apply_op3_no_bwd(&x.detach(), &w.detach(), &LinearNoBiasBwd)?;
+        let g = x.apply_op3_no_bwd(w, &dy.contiguous()?, &LinearBwd { bias: false })?;
         let rows = x.elem_count() / inp.max(1);
         let dx = g.narrow(0, 0, rows * inp)?.reshape(x.shape())?;
         let dw = g.narrow(0, rows * inp, out * inp)?.reshape((out, inp))?;
         Ok((Some(dx), if self.sink { crate::backprop::sink_weight_grad(w, dw) } else { Some(dw) }))
-    }
-}
-
-/// The gradients of [`LinearNoBias`] from (dy, x, w), as one flat buffer `[dx | dW]`.
-struct LinearNoBiasBwd;
-
-impl CustomOp3 for LinearNoBiasBwd {
-    fn name(&self) -> &'static str {
-        "linear-no-bias-bwd"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let n = self.name();
-        let (out, inp) = l3.shape().dims2()?;
-        let rows = l2.shape().elem_count() / inp.max(1);
-        if l1.shape().elem_count() != rows * out {
-            bail!("{n}: dy {:?}, x {:?} and w {:?} do not fit", l1.dims(), l2.dims(), l3.dims());
-        }
-        let g = by_dtype!(n, s1, |T| linear_weight_grads::<T>(
-            slice(s2, l2, n)?,
-            slice(s3, l3, n)?,
-            slice(s1, l1, n)?,
-            out,
-            inp,
-            0
-        ));
-        Ok((g, Shape::from(rows * inp + out * inp)))
     }
 }
 

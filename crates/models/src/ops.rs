@@ -694,7 +694,7 @@ pub mod fused {
             _y: &Tensor,
             dy: &Tensor,
         ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-            unpack_linear_grads(&x.apply_op3_no_bwd(w, &dy.contiguous()?, &LinearBwd)?, x, w, b)
+            unpack_linear_grads(&x.apply_op3_no_bwd(w, &dy.contiguous()?, &LinearBwd { bias: true })?, x, w, b)
         }
     }
 
@@ -771,39 +771,23 @@ pub mod fused {
             // dA = dY ⊙ gelu′(A), then the linear's gradients from dA.
             let da =
                 by_dtype!(n, s3, |T| map2(self.pre.as_slice::<T>()?, slice::<T>(s3, l3, n)?, |a, g| g * gelu_grad(a)));
-            LinearBwd.cpu_fwd(s1, l1, s2, l2, &da, &Layout::contiguous(l3.shape()))
+            LinearBwd { bias: true }.cpu_fwd(s1, l1, s2, l2, &da, &Layout::contiguous(l3.shape()))
         }
     }
 
-    /// The gradients of [`Linear`] as one buffer `[dx | dW | db]`.
-    struct LinearBwd;
-
-    /// `dx = dy W` `[rows, inp]`, `dW = dyᵀ x` `[out, inp]` and `db = Σ_rows dy` `[out]` of
-    /// `y = x Wᵀ + b`, packed in that order.
-    fn linear_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], out: usize, inp: usize) -> Vec<T> {
-        let mut g = linear_weight_grads(x, w, dy, out, inp, out);
-        let mut db = vec![T::zero(); out];
-        for r in dy.chunks(out.max(1)) {
-            db.iter_mut().zip(r).for_each(|(a, &v)| *a += v);
-        }
-        g.extend_from_slice(&db);
-        g
+    /// The gradients of `y = x Wᵀ (+ b)` from (x, W, dy) as one buffer: `[dx | dW | db]`, or
+    /// `[dx | dW]` without a bias.
+    pub(crate) struct LinearBwd {
+        pub(crate) bias: bool,
     }
 
-    /// `[dx | dW]` of `y = x Wᵀ (+ b)`: `dx = dy W` `[rows, inp]` and `dW = dyᵀ x` `[out, inp]`,
-    /// two GEMMs straight into one buffer (with room for `spare` more elements), no zero-fill
-    /// and no intermediate tensors.
-    pub(crate) fn linear_weight_grads<T: Real>(
-        x: &[T],
-        w: &[T],
-        dy: &[T],
-        out: usize,
-        inp: usize,
-        spare: usize,
-    ) -> Vec<T> {
+    /// `dx = dy W` `[rows, inp]`, `dW = dyᵀ x` `[out, inp]` and, with `bias`, `db = Σ_rows dy`
+    /// `[out]`, packed in that order: two GEMMs straight into one buffer, with no zero-fill and
+    /// no intermediate tensors.
+    fn linear_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], out: usize, inp: usize, bias: bool) -> Vec<T> {
         let rows = dy.len() / out.max(1);
         let (nx, nw) = (rows * inp, out * inp);
-        let mut g: Vec<T> = Vec::with_capacity(nx + nw + spare);
+        let mut g: Vec<T> = Vec::with_capacity(nx + nw + out);
         // SAFETY: `g` has capacity for dx [rows, inp] followed by dW [out, inp]; both GEMMs
         // write every element of their block without reading it (read_dst = false) before the
         // length covers them. dy is [rows, out], x [rows, inp] and W [out, inp], row-major.
@@ -814,6 +798,13 @@ pub mod fused {
             // dyᵀ [out, rows]: element (o, r) is dy[r·out + o].
             super::gemm_split(out, inp, rows, dw, inp_s, false, Strided::transposed(dy, out), Strided::rows(x, inp));
             g.set_len(nx + nw);
+        }
+        if bias {
+            let mut db = vec![T::zero(); out];
+            for r in dy.chunks(out.max(1)) {
+                db.iter_mut().zip(r).for_each(|(a, &v)| *a += v);
+            }
+            g.extend_from_slice(&db);
         }
         g
     }
@@ -842,9 +833,10 @@ pub mod fused {
                 slice(s2, l2, n)?,
                 slice(s3, l3, n)?,
                 out,
-                inp
+                inp,
+                self.bias
             ));
-            Ok((g, Shape::from((rows + out) * inp + out)))
+            Ok((g, Shape::from((rows + out) * inp + if self.bias { out } else { 0 })))
         }
     }
 
