@@ -257,17 +257,20 @@ impl InplaceOp2 for FusedStep<'_> {
         let chunks = theta.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK)).zip(m.par_chunks_mut(CHUNK));
         chunks.zip(v.par_chunks_mut(CHUNK)).with_min_len(crate::ops::fused::min_len()).for_each(
             |(((theta, grad), m), v)| {
-                for (((t, &g), m), v) in theta.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut()) {
-                    let g = match scale {
-                        Some(s) => g * s,
-                        None => g,
-                    };
-                    let mi = *m * b1 + g * one_minus_b1;
-                    let vi = *v * b2 + (g * g) * one_minus_b2;
-                    *m = mi;
-                    *v = vi;
+                // Multiplying by 1 changes no bit, and one loop with no branch in it is one LLVM
+                // vectorises: 8-wide sqrt and division are as exact as the scalar ones, and the
+                // scalar loop was bound by them (0.27 s a step for SmolLM2's 135 M parameters).
+                let s = scale.unwrap_or(1.0);
+                let n = theta.len();
+                let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
+                for j in 0..n {
+                    let g = grad[j] * s;
+                    let mi = m[j] * b1 + g * one_minus_b1;
+                    let vi = v[j] * b2 + (g * g) * one_minus_b2;
+                    m[j] = mi;
+                    v[j] = vi;
                     let u = (mi * inv_c1) / ((vi * inv_c2).sqrt() + eps);
-                    *t = (*t - *t * lr_wd) - u * lr;
+                    theta[j] = (theta[j] - theta[j] * lr_wd) - u * lr;
                 }
             },
         );
