@@ -631,8 +631,9 @@ fn lin_with(l: &Linear, x: &Tensor, grad: Grad) -> candle_core::Result<Tensor> {
 const SKINNY_MAX_ROWS: usize = 16;
 
 /// Whether [`SkinnyMatmul`] takes its AVX-512 kernel (twice the lanes, half the passes over
-/// the weights for 8 rows, prefetching): on CPUs with avx512f. SmolLM2-135M, 8 rows, greedy:
-/// 115–119 against 98–100 generated tokens/s with the AVX2 kernel.
+/// the weights for 8 rows): on CPUs with avx512f. SmolLM2-135M, 8 rows, greedy, on an Intel
+/// Xeon: 115–119 against 98–100 generated tokens/s with the AVX2 kernel as it was before it
+/// prefetched too (on an AMD EPYC, AVX2 only, the prefetch took 131–137 to 146–153).
 fn skinny_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
