@@ -8,8 +8,8 @@
 //! forward. Here each function is one node; `tests` checks values and gradients against the
 //! composed form in f64.
 
-use crate::ops::fused::{by_dtype, row_sums, rows_per_task, slice, LinearBwd, Real, ROWS};
-use crate::ops::{fused_cpu, gemm_split, Strided};
+use crate::ops::fused::{by_dtype, linear_fwd, row_sums, rows_per_task, slice, LinearBwd, Real, ROWS};
+use crate::ops::fused_cpu;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -93,26 +93,6 @@ pub fn swiglu_composed(g: &Tensor, u: &Tensor) -> Result<Tensor> {
     g.silu()? * u
 }
 
-/// `y[rows, out] = x[rows, inp] · Wᵀ` with `W` `[out, inp]` row-major.
-fn gemm_xwt<T: Real>(x: &[T], w: &[T], rows: usize, inp: usize, out: usize) -> Vec<T> {
-    let mut y = vec![T::zero(); rows * out];
-    // SAFETY: y is [rows, out] row-major, x [rows, inp] row-major, and Wᵀ is read from
-    // W [out, inp] with swapped strides; all three slices have exactly these sizes.
-    unsafe {
-        gemm_split(
-            rows,
-            out,
-            inp,
-            y.as_mut_ptr(),
-            out as isize,
-            false,
-            Strided::rows(x, inp),
-            Strided::transposed(w, inp),
-        )
-    };
-    y
-}
-
 /// `sink`: give the weight's gradient to [`crate::backprop`]'s sink.
 struct LinearNoBias {
     sink: bool,
@@ -129,7 +109,7 @@ impl CustomOp2 for LinearNoBias {
             bail!("{n}: x {:?} and w {:?} do not fit", l1.dims(), l2.dims());
         }
         let rows = l1.shape().elem_count() / inp.max(1);
-        let y = by_dtype!(n, s1, |T| gemm_xwt::<T>(slice(s1, l1, n)?, slice(s2, l2, n)?, rows, inp, out));
+        let y = by_dtype!(n, s1, |T| linear_fwd::<T>(slice(s1, l1, n)?, slice(s2, l2, n)?, None, rows, inp, out));
         let mut dims = l1.dims().to_vec();
         *dims.last_mut().expect("rank ≥ 1") = out;
         Ok((y, Shape::from(dims)))

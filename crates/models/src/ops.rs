@@ -646,19 +646,31 @@ pub mod fused {
     /// `y = x Wᵀ + b`; see [`super::linear`].
     pub struct Linear;
 
-    fn linear_fwd<T: Real>(x: &[T], w: &[T], b: &[T]) -> Vec<T> {
-        let (out, inp) = (b.len(), w.len() / b.len().max(1));
-        let rows = x.len() / inp.max(1);
+    /// `y[rows, out] = x[rows, inp] · Wᵀ (+ b)` with `W` `[out, inp]` row-major: one GEMM,
+    /// accumulating onto the bias rows, or without a bias written straight into an unfilled
+    /// buffer (no zero-fill). Serves [`Linear`] and the Llama's no-bias linear.
+    pub(crate) fn linear_fwd<T: Real>(
+        x: &[T],
+        w: &[T],
+        b: Option<&[T]>,
+        rows: usize,
+        inp: usize,
+        out: usize,
+    ) -> Vec<T> {
         let mut y = Vec::with_capacity(rows * out);
-        for _ in 0..rows {
-            y.extend_from_slice(b);
+        if let Some(b) = b {
+            for _ in 0..rows {
+                y.extend_from_slice(b);
+            }
         }
-        // SAFETY: y is [rows, out] row-major, x [rows, inp] row-major, and Wᵀ is read from
-        // W [out, inp] with swapped strides; all three slices have exactly these sizes.
+        // SAFETY: y has capacity for [rows, out] row-major (filled with the bias rows when there
+        // is one, which the GEMM then reads); without one the GEMM writes every element without
+        // reading it (read_dst = false, also when inp = 0) before the length covers them. x is
+        // [rows, inp] row-major, and Wᵀ is read from W [out, inp] with swapped strides.
         unsafe {
-            // y = y + x Wᵀ: accumulate onto the bias rows.
             let (x, wt) = (Strided::rows(x, inp), Strided::transposed(w, inp));
-            super::gemm_split(rows, out, inp, y.as_mut_ptr(), out as isize, true, x, wt);
+            super::gemm_split(rows, out, inp, y.as_mut_ptr(), out as isize, b.is_some(), x, wt);
+            y.set_len(rows * out);
         }
         y
     }
@@ -681,7 +693,15 @@ pub mod fused {
             if l3.shape().elem_count() != out || l1.dims().last() != Some(&inp) {
                 bail!("fused-linear: x {:?}, w {:?}, b {:?} do not fit", l1.dims(), l2.dims(), l3.dims());
             }
-            let y = by_dtype!(n, s1, |T| linear_fwd::<T>(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?));
+            let rows = l1.shape().elem_count() / inp.max(1);
+            let y = by_dtype!(n, s1, |T| linear_fwd::<T>(
+                slice(s1, l1, n)?,
+                slice(s2, l2, n)?,
+                Some(slice(s3, l3, n)?),
+                rows,
+                inp,
+                out
+            ));
             let mut dims = l1.dims().to_vec();
             *dims.last_mut().unwrap() = out;
             Ok((y, Shape::from(dims)))
