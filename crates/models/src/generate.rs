@@ -11,6 +11,7 @@
 use crate::attention::{KvCache, Positions};
 use crate::decoder::CausalLm;
 use crate::error::{Error, Result};
+use crate::pool::{on_pool, par_map};
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -96,10 +97,11 @@ fn decode(
         .chunks(chunk)
         .map(|rows| Part::new(model, rows, plen, params.max_new_tokens, pad_id))
         .collect::<Result<_>>()?;
-    match parts.len() > 1 && rayon::current_num_threads() > 1 {
-        // On a pool thread, each step's fork and join stay inside the pool instead of waking
-        // the calling thread every token.
-        true => rayon::scope(|_| steps(model, &mut parts, b, chunk, params, pad_id)),
+    // Chunks side by side, or a large model's stream of parallel kernels: forked from a pool
+    // thread, each step's (or kernel's) fork and join stay inside the pool instead of waking the
+    // calling thread (`pool`).
+    match parts.len() > 1 || !small(model) {
+        true => on_pool(|| steps(model, &mut parts, b, chunk, params, pad_id)),
         false => steps(model, &mut parts, b, chunk, params, pad_id),
     }
 }
@@ -156,17 +158,6 @@ pub const CHUNK_ROWS: usize = 32;
 pub fn small(model: &dyn CausalLm) -> bool {
     let d = model.hidden_size();
     12 * d * d * model.num_layers() + model.vocab_size() * d <= 2_000_000
-}
-
-/// `f(i, item)` for every item, in order of the items: on rayon's pool when there are several
-/// items and the pool has several threads, one after another on the calling thread otherwise
-/// (a one-thread pool shared by callers on their own threads, as the world's seeds are, would
-/// run their chunks one caller at a time).
-pub fn par_map<T: Send, R: Send>(items: &mut [T], f: impl Fn(usize, &mut T) -> Result<R> + Sync) -> Result<Vec<R>> {
-    match items.len() > 1 && rayon::current_num_threads() > 1 {
-        true => items.par_iter_mut().enumerate().map(|(i, x)| f(i, x)).collect(),
-        false => items.iter_mut().enumerate().map(|(i, x)| f(i, x)).collect(),
-    }
 }
 
 /// The rows of one chunk as they are decoded: attention mask, KV cache and next input.

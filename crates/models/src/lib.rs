@@ -31,4 +31,5 @@ pub use llama::{Llama, LlamaConfig};
 pub use tokenizer::{ChatMessage, Tok};
 pub mod load;
 pub mod optim;
+pub mod pool;
 pub use load::{load_causal_lm, AnyLm, LoadedLm};

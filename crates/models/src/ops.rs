@@ -273,11 +273,11 @@ pub(crate) unsafe fn gemm_split<T: fused::Real>(
     lhs: Strided<T>,
     rhs: Strided<T>,
 ) {
-    // One block when already inside a parallel task (a chunk of rows beside others), where
-    // nested splitting only adds synchronisation.
-    let threads = match rayon::current_thread_index() {
-        None => candle_core::utils::get_num_threads(),
-        Some(_) => 1,
+    // One block inside a chunk of rows that runs beside others, where nested splitting only
+    // adds synchronisation.
+    let threads = match crate::pool::in_chunk() {
+        false => candle_core::utils::get_num_threads(),
+        true => 1,
     };
     gemm_blocks(threads, m, n, k, dst, dst_rs, read_dst, lhs, rhs)
 }
@@ -565,14 +565,14 @@ pub mod fused {
         (16_384 / row.max(1)).clamp(1, n_rows.max(1))
     }
 
-    /// `with_min_len` of the kernels' parallel loops: inside a pool task (a chunk of rows that
-    /// already runs beside others) one task takes every item, in order, since splitting further
+    /// `with_min_len` of the kernels' parallel loops: inside a chunk of rows that already runs
+    /// beside others ([`crate::pool::in_chunk`]) one task takes every item, in order, since splitting further
     /// only adds synchronisation; elsewhere rayon splits freely. The items — fixed chunks — and
     /// so the results are the same either way.
     pub(crate) fn min_len() -> usize {
-        match rayon::current_thread_index() {
-            Some(_) => usize::MAX,
-            None => 1,
+        match crate::pool::in_chunk() {
+            true => usize::MAX,
+            false => 1,
         }
     }
 

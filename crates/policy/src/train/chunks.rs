@@ -20,7 +20,8 @@ use super::common::Policy;
 use crate::{Error, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
-use mismatch_models::generate::{par_map, small, CHUNK_ROWS};
+use mismatch_models::generate::{small, CHUNK_ROWS};
+use mismatch_models::pool::par_map;
 use mismatch_models::CompletionLogprobs;
 
 /// A batch's completion log-probs, scored in one or several chunks.

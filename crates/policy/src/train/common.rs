@@ -9,7 +9,9 @@ use crate::{Error, Result};
 use candle_core::{DType, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use mismatch_models::checkpoint::{load_safetensors, read_json, replace_dir, safetensors_bytes, write_atomic};
+use mismatch_models::generate::small;
 use mismatch_models::optim::AdamW;
+use mismatch_models::pool::on_pool;
 use mismatch_models::{
     completion_logprobs, generate, load_causal_lm, shared_prompt_logprobs, AnyLm, CausalLm, ChatMessage,
     CompletionLogprobs, LoadedLm, SamplingParams, ScalarHead,
@@ -615,12 +617,18 @@ impl Session {
         mut self,
         opts: &RunOptions,
         rows_per_step: u64,
-        mut step_fn: impl FnMut(&mut Session, usize) -> Result<Metrics>,
+        mut step_fn: impl FnMut(&mut Session, usize) -> Result<Metrics> + Send,
     ) -> Result<TrainOutcome> {
         let total = self.cfg.steps;
         let mut done = 0usize;
+        // A large model's step is a stream of parallel kernels, cheapest forked from a pool
+        // thread; a small one's runs in chunks side by side (`mismatch_models::pool`).
+        let large = !small(self.policy.model());
         for step in self.start_step..total {
-            let m = step_fn(&mut self, step)?;
+            let m = match large {
+                true => on_pool(|| step_fn(&mut self, step))?,
+                false => step_fn(&mut self, step)?,
+            };
             self.log(step + 1, rows_per_step, m)?;
             done += 1;
             let stop = opts.stop_after == Some(done);
