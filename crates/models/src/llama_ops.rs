@@ -8,7 +8,7 @@
 //! forward. Here each function is one node; `tests` checks values and gradients against the
 //! composed form in f64.
 
-use crate::ops::fused::{by_dtype, linear_fwd, row_sums, rows_per_task, slice, LinearBwd, Real, ROWS};
+use crate::ops::fused::{by_dtype, linear_fwd, row_sums, rows_per_task, slice, uninit, LinearBwd, Real, ROWS};
 use crate::ops::fused_cpu;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -141,7 +141,8 @@ fn rstd_rows<T: Real>(x: &[T], c: usize, eps: f64) -> [T; ROWS] {
 fn rms_fwd<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
     let c = w.len();
     let rows = x.len() / c;
-    let mut y = vec![T::zero(); x.len()];
+    // SAFETY: the chunks cover y, and every element of every row is written.
+    let mut y = unsafe { uninit(x.len()) };
     let chunk = rows_per_task(rows, c) * c;
     y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(y, x)| {
         for (y, x) in y.chunks_mut(ROWS * c).zip(x.chunks(ROWS * c)) {
@@ -161,7 +162,8 @@ fn rms_fwd<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
 fn rms_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
     let c = w.len();
     let rows = x.len() / c;
-    let mut out = vec![T::zero(); x.len() + c];
+    // SAFETY: the chunks cover dx, every element of which is written; dw is zeroed after.
+    let mut out = unsafe { uninit(x.len() + c) };
     let chunk = rows_per_task(rows, c) * c;
     let n = T::from_f64(c as f64);
     let partials: Vec<Vec<T>> = out[..x.len()]
@@ -184,6 +186,7 @@ fn rms_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
         })
         .collect();
     let dw = &mut out[x.len()..];
+    dw.fill(T::zero());
     for p in partials {
         dw.iter_mut().zip(p).for_each(|(a, v)| *a += v);
     }
@@ -238,7 +241,9 @@ struct Rope;
 /// Rotates each `d`-row of `x` (`[b, h, t, d]`) by its (row, position)'s angles.
 fn rope_rows<T: Real>(x: &[T], cos: &[T], sin: &[T], (h, t, d): (usize, usize, usize)) -> Vec<T> {
     let half = d / 2;
-    let mut y = vec![T::zero(); x.len()];
+    // SAFETY: one task per (batch, head) covers y, writing both halves of every row (d is
+    // even: checked by the op).
+    let mut y = unsafe { uninit(x.len()) };
     // One task per (batch, head): t rows of d.
     y.par_chunks_mut(t * d).zip(x.par_chunks(t * d)).enumerate().for_each(|(bh, (y, x))| {
         let bi = bh / h;
@@ -270,6 +275,9 @@ impl CustomOp3 for Rope {
     ) -> Result<(CpuStorage, Shape)> {
         let n = self.name();
         let (_, h, t, d) = l1.shape().dims4()?;
+        if !d.is_multiple_of(2) {
+            bail!("rope: head dimension {d} is odd");
+        }
         let y =
             by_dtype!(n, s1, |T| rope_rows::<T>(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, (h, t, d)));
         Ok((y, l1.shape().clone()))
@@ -295,7 +303,8 @@ fn sigmoid<T: Real>(g: T) -> T {
 }
 
 fn swiglu_fwd<T: Real>(g: &[T], u: &[T]) -> Vec<T> {
-    let mut y = vec![T::zero(); g.len()];
+    // SAFETY: the chunks cover y, and every element is written.
+    let mut y = unsafe { uninit(g.len()) };
     y.par_chunks_mut(16_384).zip(g.par_chunks(16_384).zip(u.par_chunks(16_384))).for_each(|(y, (g, u))| {
         for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
             *y = g * sigmoid(g) * u;
@@ -307,7 +316,8 @@ fn swiglu_fwd<T: Real>(g: &[T], u: &[T]) -> Vec<T> {
 /// `[2, n]`: dg, then du.
 fn swiglu_bwd<T: Real>(g: &[T], u: &[T], dy: &[T]) -> Vec<T> {
     let n = g.len();
-    let mut out = vec![T::zero(); 2 * n];
+    // SAFETY: the chunks cover dg and du, every element of both written.
+    let mut out = unsafe { uninit(2 * n) };
     let (dg, du) = out.split_at_mut(n);
     let one = T::from_f64(1.0);
     dg.par_chunks_mut(16_384)
