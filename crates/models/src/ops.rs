@@ -579,9 +579,9 @@ pub mod fused {
     }
 
     /// `with_min_len` of the kernels' parallel loops: inside a chunk of rows that already runs
-    /// beside others ([`crate::pool::in_chunk`]) one task takes every item, in order, since splitting further
-    /// only adds synchronisation; elsewhere rayon splits freely. The items — fixed chunks — and
-    /// so the results are the same either way.
+    /// beside others ([`crate::pool::in_chunk`]) one task takes every item, in order, since
+    /// splitting further only adds synchronisation; elsewhere rayon splits freely. The items —
+    /// fixed chunks — and so the results are the same either way.
     pub(crate) fn min_len() -> usize {
         match crate::pool::in_chunk() {
             true => usize::MAX,
