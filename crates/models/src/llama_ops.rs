@@ -8,10 +8,11 @@
 //! forward. Here each function is one node; `tests` checks values and gradients against the
 //! composed form in f64.
 
-use crate::ops::fused::{by_dtype, linear_fwd, row_sums, rows_per_task, slice, uninit, LinearBwd, Real, ROWS};
+use crate::ops::fused::{by_dtype, linear_fwd, row_sums, rows_per_task, slice, written, LinearBwd, Real, ROWS};
 use crate::ops::fused_cpu;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// `y = x Wᵀ` over the last dimension: `x` `[..., in]`, `w` `[out, in]` (PyTorch `nn.Linear`
 /// layout, no bias). On CPU one node: the forward is one GEMM over all rows, the backward
@@ -141,20 +142,21 @@ fn rstd_rows<T: Real>(x: &[T], c: usize, eps: f64) -> [T; ROWS] {
 fn rms_fwd<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
     let c = w.len();
     let rows = x.len() / c;
-    // SAFETY: the chunks cover y, and every element of every row is written.
-    let mut y = unsafe { uninit(x.len()) };
     let chunk = rows_per_task(rows, c) * c;
-    y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(y, x)| {
-        for (y, x) in y.chunks_mut(ROWS * c).zip(x.chunks(ROWS * c)) {
-            let r = rstd_rows(x, c, eps);
-            for (k, (y, x)) in y.chunks_mut(c).zip(x.chunks(c)).enumerate() {
-                for i in 0..c {
-                    y[i] = x[i] * r[k] * w[i];
+    let fill = |y: &mut [MaybeUninit<T>]| {
+        y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(y, x)| {
+            for (y, x) in y.chunks_mut(ROWS * c).zip(x.chunks(ROWS * c)) {
+                let r = rstd_rows(x, c, eps);
+                for (k, (y, x)) in y.chunks_mut(c).zip(x.chunks(c)).enumerate() {
+                    for i in 0..c {
+                        y[i].write(x[i] * r[k] * w[i]);
+                    }
                 }
             }
-        }
-    });
-    y
+        })
+    };
+    // SAFETY: the chunks cover y, and every element of every row is written.
+    unsafe { written(x.len(), fill) }
 }
 
 /// `[rows + 1, c]`: dx, then dw. Partial dw sums per fixed chunk, added in order, so that the
@@ -162,8 +164,7 @@ fn rms_fwd<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
 fn rms_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
     let c = w.len();
     let rows = x.len() / c;
-    // SAFETY: the chunks cover dx, every element of which is written; dw is zeroed after.
-    let mut out = unsafe { uninit(x.len() + c) };
+    let mut out = vec![T::zero(); x.len() + c];
     let chunk = rows_per_task(rows, c) * c;
     let n = T::from_f64(c as f64);
     let partials: Vec<Vec<T>> = out[..x.len()]
@@ -186,7 +187,6 @@ fn rms_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
         })
         .collect();
     let dw = &mut out[x.len()..];
-    dw.fill(T::zero());
     for p in partials {
         dw.iter_mut().zip(p).for_each(|(a, v)| *a += v);
     }
@@ -241,23 +241,24 @@ struct Rope;
 /// Rotates each `d`-row of `x` (`[b, h, t, d]`) by its (row, position)'s angles.
 fn rope_rows<T: Real>(x: &[T], cos: &[T], sin: &[T], (h, t, d): (usize, usize, usize)) -> Vec<T> {
     let half = d / 2;
+    // One task per (batch, head): t rows of d.
+    let fill = |y: &mut [MaybeUninit<T>]| {
+        y.par_chunks_mut(t * d).zip(x.par_chunks(t * d)).enumerate().for_each(|(bh, (y, x))| {
+            let bi = bh / h;
+            for ti in 0..t {
+                let (c, s) = (&cos[(bi * t + ti) * half..][..half], &sin[(bi * t + ti) * half..][..half]);
+                let (x, y) = (&x[ti * d..][..d], &mut y[ti * d..][..d]);
+                for i in 0..half {
+                    let (a, b) = (x[i], x[i + half]);
+                    y[i].write(a * c[i] - b * s[i]);
+                    y[i + half].write(b * c[i] + a * s[i]);
+                }
+            }
+        })
+    };
     // SAFETY: one task per (batch, head) covers y, writing both halves of every row (d is
     // even: checked by the op).
-    let mut y = unsafe { uninit(x.len()) };
-    // One task per (batch, head): t rows of d.
-    y.par_chunks_mut(t * d).zip(x.par_chunks(t * d)).enumerate().for_each(|(bh, (y, x))| {
-        let bi = bh / h;
-        for ti in 0..t {
-            let (c, s) = (&cos[(bi * t + ti) * half..][..half], &sin[(bi * t + ti) * half..][..half]);
-            let (x, y) = (&x[ti * d..][..d], &mut y[ti * d..][..d]);
-            for i in 0..half {
-                let (a, b) = (x[i], x[i + half]);
-                y[i] = a * c[i] - b * s[i];
-                y[i + half] = b * c[i] + a * s[i];
-            }
-        }
-    });
-    y
+    unsafe { written(x.len(), fill) }
 }
 
 impl CustomOp3 for Rope {
@@ -303,34 +304,36 @@ fn sigmoid<T: Real>(g: T) -> T {
 }
 
 fn swiglu_fwd<T: Real>(g: &[T], u: &[T]) -> Vec<T> {
+    let fill = |y: &mut [MaybeUninit<T>]| {
+        y.par_chunks_mut(16_384).zip(g.par_chunks(16_384).zip(u.par_chunks(16_384))).for_each(|(y, (g, u))| {
+            for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
+                y.write(g * sigmoid(g) * u);
+            }
+        })
+    };
     // SAFETY: the chunks cover y, and every element is written.
-    let mut y = unsafe { uninit(g.len()) };
-    y.par_chunks_mut(16_384).zip(g.par_chunks(16_384).zip(u.par_chunks(16_384))).for_each(|(y, (g, u))| {
-        for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
-            *y = g * sigmoid(g) * u;
-        }
-    });
-    y
+    unsafe { written(g.len(), fill) }
 }
 
 /// `[2, n]`: dg, then du.
 fn swiglu_bwd<T: Real>(g: &[T], u: &[T], dy: &[T]) -> Vec<T> {
     let n = g.len();
-    // SAFETY: the chunks cover dg and du, every element of both written.
-    let mut out = unsafe { uninit(2 * n) };
-    let (dg, du) = out.split_at_mut(n);
     let one = T::from_f64(1.0);
-    dg.par_chunks_mut(16_384)
-        .zip(du.par_chunks_mut(16_384))
-        .zip(g.par_chunks(16_384).zip(u.par_chunks(16_384)).zip(dy.par_chunks(16_384)))
-        .for_each(|((dg, du), ((g, u), dy))| {
-            for i in 0..g.len() {
-                let s = sigmoid(g[i]);
-                dg[i] = dy[i] * u[i] * s * (one + g[i] * (one - s));
-                du[i] = dy[i] * g[i] * s;
-            }
-        });
-    out
+    let fill = |out: &mut [MaybeUninit<T>]| {
+        let (dg, du) = out.split_at_mut(n);
+        dg.par_chunks_mut(16_384)
+            .zip(du.par_chunks_mut(16_384))
+            .zip(g.par_chunks(16_384).zip(u.par_chunks(16_384)).zip(dy.par_chunks(16_384)))
+            .for_each(|((dg, du), ((g, u), dy))| {
+                for i in 0..g.len() {
+                    let s = sigmoid(g[i]);
+                    dg[i].write(dy[i] * u[i] * s * (one + g[i] * (one - s)));
+                    du[i].write(dy[i] * g[i] * s);
+                }
+            })
+    };
+    // SAFETY: the chunks cover dg and du, every element of both written.
+    unsafe { written(2 * n, fill) }
 }
 
 impl CustomOp2 for SwiGlu {

@@ -357,6 +357,7 @@ pub mod fused {
     use crate::backprop::sink_weight_grad;
     use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
     use rayon::prelude::*;
+    use std::mem::MaybeUninit;
 
     /// Element types of the kernels: f64 uses libm; f32 uses the rational `tanh` and the
     /// polynomial `exp` below ([`fast_tanh`], [`fast_exp`]), which the compiler vectorises.
@@ -560,15 +561,16 @@ pub mod fused {
     }
     pub(crate) use by_dtype;
 
-    /// A buffer of `n` elements for a kernel that writes every one of them before anything
-    /// reads it (as candle's `alloc_uninit` does): a zero-filled one would cost a pass over
-    /// memory the kernel overwrites (memsets were 6 % of a tiny-GPT DPO step).
+    /// A vector of `n` elements that `fill` writes into its spare capacity: a kernel that
+    /// overwrites its whole output skips the zero fill, a pass over memory for nothing
+    /// (memsets were 6 % of a tiny-GPT DPO step).
     ///
     /// # Safety
-    /// Every element must be written before it is read, and before the vector is returned.
-    pub(crate) unsafe fn uninit<T: Copy>(n: usize) -> Vec<T> {
+    /// `fill` must initialise all `n` elements.
+    pub(crate) unsafe fn written<T>(n: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
         let mut v = Vec::with_capacity(n);
-        // SAFETY: the capacity is n; the caller writes every element before reading it.
+        fill(&mut v.spare_capacity_mut()[..n]);
+        // SAFETY: the caller's `fill` initialised the n elements.
         unsafe { v.set_len(n) };
         v
     }
@@ -608,26 +610,28 @@ pub mod fused {
     }
 
     fn map1<T: Real>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+        let fill = |y: &mut [MaybeUninit<T>]| {
+            y.par_chunks_mut(16_384).zip(x.par_chunks(16_384)).with_min_len(min_len()).for_each(|(y, x)| {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    y.write(f(x));
+                }
+            })
+        };
         // SAFETY: the chunks cover y, and every element is written.
-        let mut y = unsafe { uninit(x.len()) };
-        y.par_chunks_mut(16_384).zip(x.par_chunks(16_384)).with_min_len(min_len()).for_each(|(y, x)| {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = f(x);
-            }
-        });
-        y
+        unsafe { written(x.len(), fill) }
     }
 
     fn map2<T: Real>(x: &[T], g: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+        let fill = |y: &mut [MaybeUninit<T>]| {
+            let chunks = y.par_chunks_mut(16_384).zip(x.par_chunks(16_384).zip(g.par_chunks(16_384)));
+            chunks.with_min_len(min_len()).for_each(|(y, (x, g))| {
+                for ((y, &x), &g) in y.iter_mut().zip(x).zip(g) {
+                    y.write(f(x, g));
+                }
+            })
+        };
         // SAFETY: the chunks cover y, and every element is written.
-        let mut y = unsafe { uninit(x.len()) };
-        let chunks = y.par_chunks_mut(16_384).zip(x.par_chunks(16_384).zip(g.par_chunks(16_384)));
-        chunks.with_min_len(min_len()).for_each(|(y, (x, g))| {
-            for ((y, &x), &g) in y.iter_mut().zip(x).zip(g) {
-                *y = f(x, g);
-            }
-        });
-        y
+        unsafe { written(x.len(), fill) }
     }
 
     pub struct Gelu;
@@ -973,60 +977,62 @@ pub mod fused {
     ) -> Vec<T> {
         let (d, s) = (c / h, past + t);
         let scale = T::from_f64(1.0 / (d as f64).sqrt());
+        let fill = |y: &mut [MaybeUninit<T>]| {
+            let yp = SendPtr(y.as_mut_ptr().cast::<T>());
+            // A decoding step's (batch, head) tasks are tiny: group them so a rayon task is worth it.
+            let per_task = rows_per_task(b * h, t * s * d);
+            (0..b * h).into_par_iter().with_min_len(per_task.max(min_len())).for_each_init(
+                || vec![T::zero(); t * s],
+                |p, job| {
+                    let (bi, hi) = (job / h, job % h);
+                    // SAFETY: offsets stay inside qkv [b,cap,3c] (past + t ≤ cap) and y [b,t,c]; task
+                    // (bi, hi) writes only columns hi·d..(hi+1)·d of batch bi's rows of y.
+                    unsafe {
+                        let base = qkv.as_ptr().add(bi * cap * 3 * c + hi * d);
+                        let q = base.add(past * 3 * c);
+                        attn_probs(q, base.add(c), &bias[bi * t * s..(bi + 1) * t * s], p, t, s, c, d, scale);
+                        let yo = yp.get().add(bi * t * c + hi * d);
+                        mm(t, d, s, yo, c, false, p.as_ptr(), s, 1, base.add(2 * c), 3 * c, 1, T::zero(), T::one());
+                    }
+                },
+            );
+        };
         // SAFETY: the (batch, head) tasks write every column of every row (read_dst = false).
-        let mut y: Vec<T> = unsafe { uninit(b * t * c) };
-        let yp = SendPtr(y.as_mut_ptr());
-        // A decoding step's (batch, head) tasks are tiny: group them so a rayon task is worth it.
-        let per_task = rows_per_task(b * h, t * s * d);
-        (0..b * h).into_par_iter().with_min_len(per_task.max(min_len())).for_each_init(
-            || vec![T::zero(); t * s],
-            |p, job| {
-                let (bi, hi) = (job / h, job % h);
-                // SAFETY: offsets stay inside qkv [b,cap,3c] (past + t ≤ cap) and y [b,t,c]; task
-                // (bi, hi) writes only columns hi·d..(hi+1)·d of batch bi's rows of y.
-                unsafe {
-                    let base = qkv.as_ptr().add(bi * cap * 3 * c + hi * d);
-                    let q = base.add(past * 3 * c);
-                    attn_probs(q, base.add(c), &bias[bi * t * s..(bi + 1) * t * s], p, t, s, c, d, scale);
-                    let yo = yp.get().add(bi * t * c + hi * d);
-                    mm(t, d, s, yo, c, false, p.as_ptr(), s, 1, base.add(2 * c), 3 * c, 1, T::zero(), T::one());
-                }
-            },
-        );
-        y
+        unsafe { written(b * t * c, fill) }
     }
 
     fn attn_bwd<T: Real>(qkv: &[T], bias: &[T], dy: &[T], b: usize, t: usize, c: usize, h: usize) -> Vec<T> {
         let d = c / h;
         let scale = T::from_f64(1.0 / (d as f64).sqrt());
+        let fill = |dqkv: &mut [MaybeUninit<T>]| {
+            let gp = SendPtr(dqkv.as_mut_ptr().cast::<T>());
+            (0..b * h).into_par_iter().with_min_len(min_len()).for_each_init(
+                || (vec![T::zero(); t * t], vec![T::zero(); t * t]),
+                |(p, ds), job| {
+                    let (bi, hi) = (job / h, job % h);
+                    // SAFETY: as in attn_fwd; task (bi, hi) writes head hi's q, k and v columns of
+                    // batch bi's rows of dqkv only.
+                    unsafe {
+                        let base = qkv.as_ptr().add(bi * t * 3 * c + hi * d);
+                        let (q, k, v) = (base, base.add(c), base.add(2 * c));
+                        let g = dy.as_ptr().add(bi * t * c + hi * d);
+                        let out = gp.get().add(bi * t * 3 * c + hi * d);
+                        attn_probs(q, k, &bias[bi * t * t..(bi + 1) * t * t], p, t, t, c, d, scale);
+                        // dV = Pᵀ dY
+                        mm(t, d, t, out.add(2 * c), 3 * c, false, p.as_ptr(), 1, t, g, c, 1, T::zero(), T::one());
+                        // dP = dY Vᵀ, then dS = P ⊙ (dP − rowsum(dP ⊙ P)) · scale
+                        mm(t, t, d, ds.as_mut_ptr(), t, false, g, c, 1, v, 1, 3 * c, T::zero(), T::one());
+                        softmax_grad_in_place(ds, p, t, scale);
+                        // dQ = dS K, dK = dSᵀ Q
+                        mm(t, d, t, out, 3 * c, false, ds.as_ptr(), t, 1, k, 3 * c, 1, T::zero(), T::one());
+                        mm(t, d, t, out.add(c), 3 * c, false, ds.as_ptr(), 1, t, q, 3 * c, 1, T::zero(), T::one());
+                    }
+                },
+            );
+        };
         // SAFETY: each (batch, head) task writes its head's q, k and v columns of every row
         // (read_dst = false), so together they write every element.
-        let mut dqkv: Vec<T> = unsafe { uninit(b * t * 3 * c) };
-        let gp = SendPtr(dqkv.as_mut_ptr());
-        (0..b * h).into_par_iter().with_min_len(min_len()).for_each_init(
-            || (vec![T::zero(); t * t], vec![T::zero(); t * t]),
-            |(p, ds), job| {
-                let (bi, hi) = (job / h, job % h);
-                // SAFETY: as in attn_fwd; task (bi, hi) writes head hi's q, k and v columns of
-                // batch bi's rows of dqkv only.
-                unsafe {
-                    let base = qkv.as_ptr().add(bi * t * 3 * c + hi * d);
-                    let (q, k, v) = (base, base.add(c), base.add(2 * c));
-                    let g = dy.as_ptr().add(bi * t * c + hi * d);
-                    let out = gp.get().add(bi * t * 3 * c + hi * d);
-                    attn_probs(q, k, &bias[bi * t * t..(bi + 1) * t * t], p, t, t, c, d, scale);
-                    // dV = Pᵀ dY
-                    mm(t, d, t, out.add(2 * c), 3 * c, false, p.as_ptr(), 1, t, g, c, 1, T::zero(), T::one());
-                    // dP = dY Vᵀ, then dS = P ⊙ (dP − rowsum(dP ⊙ P)) · scale
-                    mm(t, t, d, ds.as_mut_ptr(), t, false, g, c, 1, v, 1, 3 * c, T::zero(), T::one());
-                    softmax_grad_in_place(ds, p, t, scale);
-                    // dQ = dS K, dK = dSᵀ Q
-                    mm(t, d, t, out, 3 * c, false, ds.as_ptr(), t, 1, k, 3 * c, 1, T::zero(), T::one());
-                    mm(t, d, t, out.add(c), 3 * c, false, ds.as_ptr(), 1, t, q, 3 * c, 1, T::zero(), T::one());
-                }
-            },
-        );
-        dqkv
+        unsafe { written(b * t * 3 * c, fill) }
     }
 
     fn attn_dims(l1: &Layout, l2: &Layout, h: usize) -> Result<(usize, usize, usize)> {
@@ -1146,20 +1152,21 @@ pub mod fused {
     fn ln_fwd<T: Real>(x: &[T], w: &[T], b: &[T], eps: f64) -> Vec<T> {
         let c = w.len();
         let rows = x.len() / c;
-        // SAFETY: the chunks cover y, and every element of every row is written.
-        let mut y = unsafe { uninit(x.len()) };
         let chunk = rows_per_task(rows, c) * c;
-        y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).with_min_len(min_len()).for_each(|(y, x)| {
-            for (y, x) in y.chunks_mut(ROWS * c).zip(x.chunks(ROWS * c)) {
-                let (mean, rstd) = row_stats(x, c, eps);
-                for (r, (y, x)) in y.chunks_mut(c).zip(x.chunks(c)).enumerate() {
-                    for i in 0..c {
-                        y[i] = (x[i] - mean[r]) * rstd[r] * w[i] + b[i];
+        let fill = |y: &mut [MaybeUninit<T>]| {
+            y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).with_min_len(min_len()).for_each(|(y, x)| {
+                for (y, x) in y.chunks_mut(ROWS * c).zip(x.chunks(ROWS * c)) {
+                    let (mean, rstd) = row_stats(x, c, eps);
+                    for (r, (y, x)) in y.chunks_mut(c).zip(x.chunks(c)).enumerate() {
+                        for i in 0..c {
+                            y[i].write((x[i] - mean[r]) * rstd[r] * w[i] + b[i]);
+                        }
                     }
                 }
-            }
-        });
-        y
+            })
+        };
+        // SAFETY: the chunks cover y, and every element of every row is written.
+        unsafe { written(x.len(), fill) }
     }
 
     /// Returns `[rows + 2, c]`: `dx` rows, then `dw`, then `db`, from one pass over the data.
@@ -1168,9 +1175,7 @@ pub mod fused {
     fn ln_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
         let c = w.len();
         let rows = x.len() / c;
-        // SAFETY: the chunks cover dx, every element of which is written; dw and db are copied
-        // in after.
-        let mut out = unsafe { uninit(x.len() + 2 * c) };
+        let mut out = vec![T::zero(); x.len() + 2 * c];
         let (dx, _) = out.split_at_mut(x.len());
         let chunk = rows_per_task(rows, c) * c;
         // Partial sums per fixed chunk, collected in order and added sequentially: rayon's
@@ -1288,8 +1293,7 @@ pub mod fused {
 
     fn softmax_rows<T: Real>(x: &[T], c: usize) -> Vec<T> {
         let rows = x.len() / c;
-        // SAFETY: the chunks cover y, and each is first overwritten with x.
-        let mut y = unsafe { uninit(x.len()) };
+        let mut y = vec![T::zero(); x.len()];
         let chunk = rows_per_task(rows, c) * c;
         y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).with_min_len(min_len()).for_each(|(y, x)| {
             y.copy_from_slice(x);
@@ -1302,8 +1306,7 @@ pub mod fused {
 
     fn softmax_bwd_rows<T: Real>(y: &[T], dy: &[T], c: usize) -> Vec<T> {
         let rows = y.len() / c;
-        // SAFETY: the chunks cover dx, and each is first overwritten with dy.
-        let mut dx = unsafe { uninit(y.len()) };
+        let mut dx = vec![T::zero(); y.len()];
         let chunk = rows_per_task(rows, c) * c;
         let chunks = dx.par_chunks_mut(chunk).zip(y.par_chunks(chunk).zip(dy.par_chunks(chunk)));
         chunks.with_min_len(min_len()).for_each(|(dx, (y, dy))| {
