@@ -676,22 +676,24 @@ pub mod fused {
         inp: usize,
         out: usize,
     ) -> Vec<T> {
-        let mut y = Vec::with_capacity(rows * out);
-        if let Some(b) = b {
-            for _ in 0..rows {
-                y.extend_from_slice(b);
+        // x is [rows, inp] row-major, and Wᵀ is read from W [out, inp] with swapped strides;
+        // y is [rows, out] row-major.
+        let (x, wt) = (Strided::rows(x, inp), Strided::transposed(w, inp));
+        match b {
+            Some(b) => {
+                let mut y = b.repeat(rows);
+                // SAFETY: as above; the GEMM accumulates onto the bias rows.
+                unsafe { super::gemm_split(rows, out, inp, y.as_mut_ptr(), out as isize, true, x, wt) };
+                y
             }
+            // SAFETY: as above; the GEMM writes every element without reading it (read_dst =
+            // false, also when inp = 0).
+            None => unsafe {
+                written(rows * out, |y| {
+                    super::gemm_split(rows, out, inp, y.as_mut_ptr().cast(), out as isize, false, x, wt)
+                })
+            },
         }
-        // SAFETY: y has capacity for [rows, out] row-major (filled with the bias rows when there
-        // is one, which the GEMM then reads); without one the GEMM writes every element without
-        // reading it (read_dst = false, also when inp = 0) before the length covers them. x is
-        // [rows, inp] row-major, and Wᵀ is read from W [out, inp] with swapped strides.
-        unsafe {
-            let (x, wt) = (Strided::rows(x, inp), Strided::transposed(w, inp));
-            super::gemm_split(rows, out, inp, y.as_mut_ptr(), out as isize, b.is_some(), x, wt);
-            y.set_len(rows * out);
-        }
-        y
     }
 
     impl CustomOp3 for Linear {

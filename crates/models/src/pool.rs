@@ -36,13 +36,17 @@ pub fn par_map<T: Send, R: Send>(items: &mut [T], f: impl Fn(usize, &mut T) -> R
     }
 }
 
-/// Runs `f` marked as a chunk, restoring the mark afterwards (a thread waiting on its own
-/// fork-join may run another job meanwhile).
+/// Runs `f` marked as a chunk, restoring the mark afterwards, also when `f` panics (a thread
+/// waiting on its own fork-join may run another job meanwhile, and pool threads outlive a run).
 fn chunk<R>(f: impl FnOnce() -> R) -> R {
-    let was = IN_CHUNK.with(|c| c.replace(true));
-    let r = f();
-    IN_CHUNK.with(|c| c.set(was));
-    r
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            IN_CHUNK.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(IN_CHUNK.with(|c| c.replace(true)));
+    f()
 }
 
 /// Runs `f` on a pool thread, the calling thread waiting once for all of it: at once when
