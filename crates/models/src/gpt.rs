@@ -178,6 +178,28 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, bias: &Tensor, cache: Option<(&mut KvCache, usize)>) -> candle_core::Result<Tensor> {
+        let params = self.params();
+        // Training on CPU: the block is one node of the graph (its own backward), with the
+        // values and gradients of the op-by-op path below.
+        if cache.is_none() && x.track_op() && ops::fused_cpu(x) && params.iter().all(|p| p.dtype() == x.dtype()) {
+            return crate::gpt_block::block(x, bias, &params, self.n_head, LN_EPS);
+        }
+        self.forward_ops(x, bias, cache)
+    }
+
+    /// The parameters in [`GptConfig`]'s order.
+    fn params(&self) -> [&Tensor; 12] {
+        let (l1, a, p, l2, f, m) = (&self.ln_1, &self.c_attn, &self.attn_proj, &self.ln_2, &self.c_fc, &self.mlp_proj);
+        [&l1.w, &l1.b, &a.w, &a.b, &p.w, &p.b, &l2.w, &l2.b, &f.w, &f.b, &m.w, &m.b]
+    }
+
+    /// The block op by op: inference, with or without a cache, and scoring through a cache.
+    fn forward_ops(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> candle_core::Result<Tensor> {
         let h = self.n_head;
         let qkv = self.c_attn.forward(&self.ln_1.forward(x)?)?;
         let y = match cache {
@@ -385,5 +407,60 @@ impl CausalLm for Gpt {
     fn lm_logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, c) = hidden.dims3()?;
         hidden.reshape((b * t, c))?.matmul(&self.wte.t()?)?.reshape((b, t, self.cfg.vocab_size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attention::Positions;
+
+    /// The block as one node (`forward` on a tracked input) computes the values and gradients
+    /// of the op-by-op graph (`forward_ops`) bit for bit: with the attention probabilities kept
+    /// (t ≤ 3·head size) and recomputed, with rows that leave a partial group of four and, in
+    /// the long case, two LayerNorm tasks.
+    #[test]
+    fn fused_block_equals_the_op_by_op_graph_bit_for_bit() {
+        let dev = Device::Cpu;
+        for (b, t, dtype) in [(3usize, 7usize, DType::F32), (3, 7, DType::F64), (2, 531, DType::F32)] {
+            let cfg = GptConfig::new(11, 1, 2, 16, t);
+            let varmap = VarMap::new();
+            let model = Gpt::init(&cfg, &varmap, 5, dtype, &dev).unwrap();
+            // Non-trivial gains and biases: the init's ones and zeros would hide a swapped slot.
+            for (i, v) in varmap.all_vars().iter().enumerate() {
+                let noise = (v.as_tensor().randn_like(0.0, 0.3).unwrap() + (i as f64 * 0.01)).unwrap();
+                v.set(&(v.as_tensor() + noise).unwrap()).unwrap();
+            }
+            let block = &model.blocks[0];
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, t, 16), &dev).unwrap().to_dtype(dtype).unwrap())
+                .unwrap();
+            let mask: Vec<Vec<u8>> = (0..b).map(|i| (0..t).map(|j| u8::from(j >= i)).collect()).collect();
+            let bias = Positions::from_mask(&mask, t, &dev).unwrap().bias.to_dtype(dtype).unwrap();
+            let dy = Tensor::randn(0f32, 1.0, (b, t, 16), &dev).unwrap().to_dtype(dtype).unwrap();
+            let run = |fused: bool| {
+                let y = match fused {
+                    true => block.forward(x.as_tensor(), &bias, None).unwrap(),
+                    false => block.forward_ops(x.as_tensor(), &bias, None).unwrap(),
+                };
+                let grads = (&y * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+                let mut all = vec![y];
+                all.push(grads.get(x.as_tensor()).unwrap().clone());
+                for p in block.params() {
+                    all.push(grads.get(p).expect("every parameter has a gradient").clone());
+                }
+                all.iter()
+                    .map(|t| t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap())
+                    .collect::<Vec<_>>()
+            };
+            let (fused, ops) = (run(true), run(false));
+            for (i, (f, o)) in fused.iter().zip(&ops).enumerate() {
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(f),
+                    bits(o),
+                    "b {b}, t {t}, {dtype:?}: output {i} (0 = y, 1 = dx, then the parameters)"
+                );
+            }
+        }
     }
 }

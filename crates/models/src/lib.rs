@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod decoder;
 pub mod error;
 pub mod gpt;
+mod gpt_block;
 pub use gpt::{Gpt, GptConfig};
 pub mod hub;
 pub mod ops;

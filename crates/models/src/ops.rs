@@ -594,19 +594,36 @@ pub mod fused {
     const K: f64 = 0.797_884_560_802_865_4; // √(2/π)
     const C: f64 = 0.044_715;
 
+    /// `tanh u` with `u = √(2/π) (x + 0.044715 x³)`: the one transcendental of GELU and of its
+    /// derivative, which a caller that has it already passes to [`gelu_from`] / [`gelu_grad_from`].
+    #[inline(always)]
+    pub(crate) fn gelu_tanh<T: Real>(x: T) -> T {
+        let u = T::from_f64(K) * (x + T::from_f64(C) * x * x * x);
+        u.tanh_()
+    }
+
+    /// `½ x (1 + tanh u)`, given `th = tanh u` ([`gelu_tanh`]).
+    #[inline(always)]
+    pub(crate) fn gelu_from<T: Real>(x: T, th: T) -> T {
+        let (half, one) = (T::from_f64(0.5), T::from_f64(1.0));
+        half * x * (one + th)
+    }
+
+    /// `½ (1 + tanh u) + ½ x (1 − tanh² u) √(2/π) (1 + 3·0.044715 x²)`, given `th = tanh u`.
+    #[inline(always)]
+    pub(crate) fn gelu_grad_from<T: Real>(x: T, th: T) -> T {
+        let (half, one) = (T::from_f64(0.5), T::from_f64(1.0));
+        half * (one + th) + half * x * (one - th * th) * T::from_f64(K) * (one + T::from_f64(3.0 * C) * x * x)
+    }
+
     #[inline(always)]
     fn gelu_fwd<T: Real>(x: T) -> T {
-        let (half, one) = (T::from_f64(0.5), T::from_f64(1.0));
-        let u = T::from_f64(K) * (x + T::from_f64(C) * x * x * x);
-        half * x * (one + u.tanh_())
+        gelu_from(x, gelu_tanh(x))
     }
 
     #[inline(always)]
     fn gelu_grad<T: Real>(x: T) -> T {
-        let (half, one) = (T::from_f64(0.5), T::from_f64(1.0));
-        let u = T::from_f64(K) * (x + T::from_f64(C) * x * x * x);
-        let th = u.tanh_();
-        half * (one + th) + half * x * (one - th * th) * T::from_f64(K) * (one + T::from_f64(3.0 * C) * x * x)
+        gelu_grad_from(x, gelu_tanh(x))
     }
 
     fn map1<T: Real>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
@@ -621,7 +638,7 @@ pub mod fused {
         unsafe { written(x.len(), fill) }
     }
 
-    fn map2<T: Real>(x: &[T], g: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    pub(crate) fn map2<T: Real>(x: &[T], g: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
         let fill = |y: &mut [MaybeUninit<T>]| {
             let chunks = y.par_chunks_mut(16_384).zip(x.par_chunks(16_384).zip(g.par_chunks(16_384)));
             chunks.with_min_len(min_len()).for_each(|(y, (x, g))| {
@@ -825,7 +842,7 @@ pub mod fused {
     /// `dx = dy W` `[rows, inp]`, `dW = dyᵀ x` `[out, inp]` and, with `bias`, `db = Σ_rows dy`
     /// `[out]`, packed in that order: two GEMMs straight into one buffer, with no zero-fill and
     /// no intermediate tensors.
-    fn linear_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], out: usize, inp: usize, bias: bool) -> Vec<T> {
+    pub(crate) fn linear_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], out: usize, inp: usize, bias: bool) -> Vec<T> {
         let rows = dy.len() / out.max(1);
         let (nx, nw) = (rows * inp, out * inp);
         let mut g: Vec<T> = Vec::with_capacity(nx + nw + out);
@@ -966,8 +983,9 @@ pub mod fused {
     /// Attention of the `t` rows after the first `past` of each batch's packed `[cap, 3c]` block
     /// of `qkv` over its first `past + t` rows; `bias` `[b, t, past + t]`. Training is `past = 0`,
     /// `cap = t`; KV-cached decoding attends from the newest rows of a preallocated cache.
+    /// `keep`, `[b, h, t, past + t]`, receives the probabilities for [`attn_bwd`].
     #[allow(clippy::too_many_arguments)]
-    fn attn_fwd<T: Real>(
+    pub(crate) fn attn_fwd<T: Real>(
         qkv: &[T],
         bias: &[T],
         b: usize,
@@ -976,17 +994,25 @@ pub mod fused {
         h: usize,
         past: usize,
         t: usize,
+        keep: Option<&mut [T]>,
     ) -> Vec<T> {
         let (d, s) = (c / h, past + t);
         let scale = T::from_f64(1.0 / (d as f64).sqrt());
+        assert!(keep.as_ref().is_none_or(|k| k.len() == b * h * t * s), "attention probabilities: wrong length");
+        let kept = keep.map(|k| SendPtr(k.as_mut_ptr()));
         let fill = |y: &mut [MaybeUninit<T>]| {
             let yp = SendPtr(y.as_mut_ptr().cast::<T>());
             // A decoding step's (batch, head) tasks are tiny: group them so a rayon task is worth it.
             let per_task = rows_per_task(b * h, t * s * d);
             (0..b * h).into_par_iter().with_min_len(per_task.max(min_len())).for_each_init(
-                || vec![T::zero(); t * s],
-                |p, job| {
+                || vec![T::zero(); if kept.is_some() { 0 } else { t * s }],
+                |scratch, job| {
                     let (bi, hi) = (job / h, job % h);
+                    let p = match kept {
+                        // SAFETY: job's t·s probabilities lie inside keep and no other task's.
+                        Some(k) => unsafe { std::slice::from_raw_parts_mut(k.get().add(job * t * s), t * s) },
+                        None => &mut scratch[..],
+                    };
                     // SAFETY: offsets stay inside qkv [b,cap,3c] (past + t ≤ cap) and y [b,t,c]; task
                     // (bi, hi) writes only columns hi·d..(hi+1)·d of batch bi's rows of y.
                     unsafe {
@@ -1003,14 +1029,28 @@ pub mod fused {
         unsafe { written(b * t * c, fill) }
     }
 
-    fn attn_bwd<T: Real>(qkv: &[T], bias: &[T], dy: &[T], b: usize, t: usize, c: usize, h: usize) -> Vec<T> {
+    /// The gradient of [`attn_fwd`] (training: `past = 0`, `cap = t`) with respect to `qkv`, from
+    /// `dy` `[b, t, c]`. The probabilities are recomputed, or read from `kept` ([`attn_fwd`]'s
+    /// `keep`): the same values.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attn_bwd<T: Real>(
+        qkv: &[T],
+        bias: &[T],
+        kept: Option<&[T]>,
+        dy: &[T],
+        b: usize,
+        t: usize,
+        c: usize,
+        h: usize,
+    ) -> Vec<T> {
         let d = c / h;
         let scale = T::from_f64(1.0 / (d as f64).sqrt());
+        assert!(kept.is_none_or(|k| k.len() == b * h * t * t), "attention probabilities: wrong length");
         let fill = |dqkv: &mut [MaybeUninit<T>]| {
             let gp = SendPtr(dqkv.as_mut_ptr().cast::<T>());
             (0..b * h).into_par_iter().with_min_len(min_len()).for_each_init(
-                || (vec![T::zero(); t * t], vec![T::zero(); t * t]),
-                |(p, ds), job| {
+                || (vec![T::zero(); if kept.is_some() { 0 } else { t * t }], vec![T::zero(); t * t]),
+                |(scratch, ds), job| {
                     let (bi, hi) = (job / h, job % h);
                     // SAFETY: as in attn_fwd; task (bi, hi) writes head hi's q, k and v columns of
                     // batch bi's rows of dqkv only.
@@ -1019,7 +1059,13 @@ pub mod fused {
                         let (q, k, v) = (base, base.add(c), base.add(2 * c));
                         let g = dy.as_ptr().add(bi * t * c + hi * d);
                         let out = gp.get().add(bi * t * 3 * c + hi * d);
-                        attn_probs(q, k, &bias[bi * t * t..(bi + 1) * t * t], p, t, t, c, d, scale);
+                        let p: &[T] = match kept {
+                            Some(all) => &all[job * t * t..(job + 1) * t * t],
+                            None => {
+                                attn_probs(q, k, &bias[bi * t * t..(bi + 1) * t * t], scratch, t, t, c, d, scale);
+                                scratch
+                            }
+                        };
                         // dV = Pᵀ dY
                         mm(t, d, t, out.add(2 * c), 3 * c, false, p.as_ptr(), 1, t, g, c, 1, T::zero(), T::one());
                         // dP = dY Vᵀ, then dS = P ⊙ (dP − rowsum(dP ⊙ P)) · scale
@@ -1085,6 +1131,7 @@ pub mod fused {
             let g = by_dtype!(n, s1, |T| attn_bwd::<T>(
                 slice(s1, l1, n)?,
                 slice(s2, l2, n)?,
+                None,
                 slice(s3, l3, n)?,
                 b,
                 t,
@@ -1105,7 +1152,7 @@ pub mod fused {
         t: usize,
         op: &str,
     ) -> Result<CpuStorage> {
-        Ok(by_dtype!(op, s1, |T| attn_fwd::<T>(slice(s1, l1, op)?, slice(s2, l2, op)?, b, cap, c, h, past, t)))
+        Ok(by_dtype!(op, s1, |T| attn_fwd::<T>(slice(s1, l1, op)?, slice(s2, l2, op)?, b, cap, c, h, past, t, None)))
     }
 
     /// See [`super::attention_cached`]. Inference only: it has no backward pass.
@@ -1151,14 +1198,27 @@ pub mod fused {
         (mean, var.map(|v| T::from_f64(1.0) / (v + T::from_f64(eps)).sqrt_()))
     }
 
-    fn ln_fwd<T: Real>(x: &[T], w: &[T], b: &[T], eps: f64) -> Vec<T> {
+    /// LayerNorm of the rows of `x`; `keep` (`[rows, 2]`) receives each row's mean and `1/√(var +
+    /// eps)` for [`ln_bwd`].
+    pub(crate) fn ln_fwd<T: Real>(x: &[T], w: &[T], b: &[T], eps: f64, keep: Option<&mut [T]>) -> Vec<T> {
         let c = w.len();
         let rows = x.len() / c;
-        let chunk = rows_per_task(rows, c) * c;
+        let per_task = rows_per_task(rows, c);
+        assert!(keep.as_ref().is_none_or(|k| k.len() == 2 * rows), "LayerNorm statistics: wrong length");
+        let kept = keep.map(|k| SendPtr(k.as_mut_ptr()));
         let fill = |y: &mut [MaybeUninit<T>]| {
-            y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).with_min_len(min_len()).for_each(|(y, x)| {
-                for (y, x) in y.chunks_mut(ROWS * c).zip(x.chunks(ROWS * c)) {
+            let tasks = y.par_chunks_mut(per_task * c).zip(x.par_chunks(per_task * c)).enumerate();
+            tasks.with_min_len(min_len()).for_each(|(task, (y, x))| {
+                for (group, (y, x)) in y.chunks_mut(ROWS * c).zip(x.chunks(ROWS * c)).enumerate() {
                     let (mean, rstd) = row_stats(x, c, eps);
+                    if let Some(k) = kept {
+                        let row0 = task * per_task + group * ROWS;
+                        for r in 0..x.len() / c {
+                            // SAFETY: row0 + r < rows; each row's two statistics belong to one task.
+                            unsafe { *k.get().add(2 * (row0 + r)) = mean[r] };
+                            unsafe { *k.get().add(2 * (row0 + r) + 1) = rstd[r] };
+                        }
+                    }
                     for (r, (y, x)) in y.chunks_mut(c).zip(x.chunks(c)).enumerate() {
                         for i in 0..c {
                             y[i].write((x[i] - mean[r]) * rstd[r] * w[i] + b[i]);
@@ -1174,61 +1234,76 @@ pub mod fused {
     /// Returns `[rows + 2, c]`: `dx` rows, then `dw`, then `db`, from one pass over the data.
     /// `dx = rstd (ĝ − mean(ĝ) − x̂ mean(ĝ x̂))` with `ĝ = dy ⊙ w`, `x̂ = (x − μ) rstd`;
     /// `dw = Σ_rows dy ⊙ x̂`, `db = Σ_rows dy`.
-    fn ln_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
+    pub(crate) fn ln_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64, kept: Option<&[T]>) -> Vec<T> {
         let c = w.len();
         let rows = x.len() / c;
-        let mut out = vec![T::zero(); x.len() + 2 * c];
-        let (dx, _) = out.split_at_mut(x.len());
-        let chunk = rows_per_task(rows, c) * c;
-        // Partial sums per fixed chunk, collected in order and added sequentially: rayon's
-        // `reduce` tree depends on work stealing, which would make dw/db (and so a seeded
-        // training run) vary in the last bits from run to run.
-        let partials: Vec<(Vec<T>, Vec<T>)> = dx
-            .par_chunks_mut(chunk)
-            .zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk)))
-            .with_min_len(min_len())
-            .map(|(dx, (x, dy))| {
-                let mut dw = vec![T::zero(); c];
-                let mut db = vec![T::zero(); c];
-                let mut xhat = vec![T::zero(); ROWS * c];
-                let n = T::from_f64(c as f64);
-                let groups = dx.chunks_mut(ROWS * c).zip(x.chunks(ROWS * c)).zip(dy.chunks(ROWS * c));
-                for ((dx, x), dy) in groups {
-                    let (mean, rstd) = row_stats(x, c, eps);
-                    let rows = x.len() / c;
-                    let (mut sg, mut sgx) = ([T::zero(); ROWS], [T::zero(); ROWS]);
-                    // Row-major within each column i, so dw[i] and db[i] take the rows in order.
-                    for i in 0..c {
-                        for r in 0..rows {
-                            let k = r * c + i;
-                            xhat[k] = (x[k] - mean[r]) * rstd[r];
-                            let g = dy[k] * w[i];
-                            sg[r] += g;
-                            sgx[r] += g * xhat[k];
-                            dw[i] += dy[k] * xhat[k];
-                            db[i] += dy[k];
-                        }
-                    }
-                    for r in 0..rows {
-                        let (mg, mgx) = (sg[r] / n, sgx[r] / n);
+        let per_task = rows_per_task(rows, c);
+        assert!(kept.is_none_or(|k| k.len() == 2 * rows), "LayerNorm statistics: wrong length");
+        let fill = |out: &mut [MaybeUninit<T>]| {
+            let (dx, tail) = out.split_at_mut(x.len());
+            // Partial sums per fixed chunk, collected in order and added sequentially: rayon's
+            // `reduce` tree depends on work stealing, which would make dw/db (and so a seeded
+            // training run) vary in the last bits from run to run.
+            let tasks =
+                dx.par_chunks_mut(per_task * c).zip(x.par_chunks(per_task * c).zip(dy.par_chunks(per_task * c)));
+            let partials: Vec<(Vec<T>, Vec<T>)> = tasks
+                .enumerate()
+                .with_min_len(min_len())
+                .map(|(task, (dx, (x, dy)))| {
+                    let mut dw = vec![T::zero(); c];
+                    let mut db = vec![T::zero(); c];
+                    let mut xhat = vec![T::zero(); ROWS * c];
+                    let n = T::from_f64(c as f64);
+                    let groups = dx.chunks_mut(ROWS * c).zip(x.chunks(ROWS * c)).zip(dy.chunks(ROWS * c));
+                    for (group, ((dx, x), dy)) in groups.enumerate() {
+                        let rows = x.len() / c;
+                        let (mean, rstd) = match kept {
+                            Some(k) => {
+                                let row0 = task * per_task + group * ROWS;
+                                let (mut mean, mut rstd) = ([T::zero(); ROWS], [T::zero(); ROWS]);
+                                for r in 0..rows {
+                                    (mean[r], rstd[r]) = (k[2 * (row0 + r)], k[2 * (row0 + r) + 1]);
+                                }
+                                (mean, rstd)
+                            }
+                            None => row_stats(x, c, eps),
+                        };
+                        let (mut sg, mut sgx) = ([T::zero(); ROWS], [T::zero(); ROWS]);
+                        // Row-major within each column i, so dw[i] and db[i] take the rows in order.
                         for i in 0..c {
-                            let k = r * c + i;
-                            dx[k] = rstd[r] * (dy[k] * w[i] - mg - xhat[k] * mgx);
+                            for r in 0..rows {
+                                let k = r * c + i;
+                                xhat[k] = (x[k] - mean[r]) * rstd[r];
+                                let g = dy[k] * w[i];
+                                sg[r] += g;
+                                sgx[r] += g * xhat[k];
+                                dw[i] += dy[k] * xhat[k];
+                                db[i] += dy[k];
+                            }
+                        }
+                        for r in 0..rows {
+                            let (mg, mgx) = (sg[r] / n, sgx[r] / n);
+                            for i in 0..c {
+                                let k = r * c + i;
+                                dx[k].write(rstd[r] * (dy[k] * w[i] - mg - xhat[k] * mgx));
+                            }
                         }
                     }
-                }
-                (dw, db)
-            })
-            .collect();
-        let (mut dw, mut db) = (vec![T::zero(); c], vec![T::zero(); c]);
-        for (pw, pb) in partials {
-            dw.iter_mut().zip(pw).for_each(|(a, v)| *a += v);
-            db.iter_mut().zip(pb).for_each(|(a, v)| *a += v);
-        }
-        let n = x.len();
-        out[n..n + c].copy_from_slice(&dw);
-        out[n + c..].copy_from_slice(&db);
-        out
+                    (dw, db)
+                })
+                .collect();
+            let (mut dw, mut db) = (vec![T::zero(); c], vec![T::zero(); c]);
+            for (pw, pb) in partials {
+                dw.iter_mut().zip(pw).for_each(|(a, v)| *a += v);
+                db.iter_mut().zip(pb).for_each(|(a, v)| *a += v);
+            }
+            for (o, &v) in tail.iter_mut().zip(dw.iter().chain(&db)) {
+                o.write(v);
+            }
+        };
+        // SAFETY: the tasks write every element of dx (each row of each group), and the tail's
+        // 2c elements are dw and db.
+        unsafe { written(x.len() + 2 * c, fill) }
     }
 
     impl CustomOp3 for LayerNorm {
@@ -1245,8 +1320,13 @@ pub mod fused {
             l3: &Layout,
         ) -> Result<(CpuStorage, Shape)> {
             let n = self.name();
-            let out =
-                by_dtype!(n, s1, |T| ln_fwd::<T>(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps));
+            let out = by_dtype!(n, s1, |T| ln_fwd::<T>(
+                slice(s1, l1, n)?,
+                slice(s2, l2, n)?,
+                slice(s3, l3, n)?,
+                self.eps,
+                None
+            ));
             Ok((out, l1.shape().clone()))
         }
         fn bwd(
@@ -1283,8 +1363,13 @@ pub mod fused {
             let n = self.name();
             let c = l2.shape().elem_count();
             let rows = l1.shape().elem_count() / c;
-            let out =
-                by_dtype!(n, s1, |T| ln_bwd::<T>(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps));
+            let out = by_dtype!(n, s1, |T| ln_bwd::<T>(
+                slice(s1, l1, n)?,
+                slice(s2, l2, n)?,
+                slice(s3, l3, n)?,
+                self.eps,
+                None
+            ));
             Ok((out, Shape::from((rows + 2, c))))
         }
     }
@@ -1443,10 +1528,14 @@ pub mod fused {
             for rows in [7usize, 4096] {
                 let (x, dy) = (wave(rows * c, 0.37), wave(rows * c, 0.11));
                 let (w, b) = (wave(c, 0.5), wave(c, 0.9));
-                assert_eq!(bits(&ln_fwd(&x, &w, &b, 1e-5)), bits(&ln_fwd_serial(&x, &w, &b, 1e-5)), "{rows} rows");
+                assert_eq!(
+                    bits(&ln_fwd(&x, &w, &b, 1e-5, None)),
+                    bits(&ln_fwd_serial(&x, &w, &b, 1e-5)),
+                    "{rows} rows"
+                );
                 if rows == 7 {
                     // (With several tasks the dw/db partials are added per task, in task order.)
-                    assert_eq!(bits(&ln_bwd(&x, &w, &dy, 1e-5)), bits(&ln_bwd_serial(&x, &w, &dy, 1e-5)));
+                    assert_eq!(bits(&ln_bwd(&x, &w, &dy, 1e-5, None)), bits(&ln_bwd_serial(&x, &w, &dy, 1e-5)));
                 }
             }
             // Rows of 32 scores, a causal mask's −1e9 in the upper triangle, 7 rows (4 + 3).
