@@ -426,23 +426,34 @@ mod tests {
             let cfg = GptConfig::new(11, 1, 2, 16, t);
             let varmap = VarMap::new();
             let model = Gpt::init(&cfg, &varmap, 5, dtype, &dev).unwrap();
+            // Fixed, irregular values: sin(k·i + φ).
+            let wave = |shape: &[usize], k: f64, phase: f64| {
+                let n: usize = shape.iter().product();
+                let v: Vec<f64> = (0..n).map(|i| (k * i as f64 + phase).sin()).collect();
+                Tensor::from_vec(v, shape, &dev).unwrap().to_dtype(dtype).unwrap()
+            };
             // Non-trivial gains and biases: the init's ones and zeros would hide a swapped slot.
-            for (i, v) in varmap.all_vars().iter().enumerate() {
-                let noise = (v.as_tensor().randn_like(0.0, 0.3).unwrap() + (i as f64 * 0.01)).unwrap();
+            let vars = varmap.data().lock().unwrap();
+            for (i, (name, _, _)) in cfg.param_specs().iter().skip(2).take(12).enumerate() {
+                let v = &vars[name];
+                let noise = (wave(v.dims(), 0.731, i as f64) * 0.3).unwrap();
                 v.set(&(v.as_tensor() + noise).unwrap()).unwrap();
             }
+            drop(vars);
             let block = &model.blocks[0];
-            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, t, 16), &dev).unwrap().to_dtype(dtype).unwrap())
-                .unwrap();
+            let x = Var::from_tensor(&wave(&[b, t, 16], 0.377, 0.5)).unwrap();
             let mask: Vec<Vec<u8>> = (0..b).map(|i| (0..t).map(|j| u8::from(j >= i)).collect()).collect();
             let bias = Positions::from_mask(&mask, t, &dev).unwrap().bias.to_dtype(dtype).unwrap();
-            let dy = Tensor::randn(0f32, 1.0, (b, t, 16), &dev).unwrap().to_dtype(dtype).unwrap();
-            let run = |fused: bool| {
+            let dy = wave(&[b, t, 16], 0.913, 1.5);
+            // `sink`: through `backprop::backward`, which takes the op-by-op graph's weight
+            // gradients out of candle's store.
+            let run = |fused: bool, sink: bool| {
                 let y = match fused {
                     true => block.forward(x.as_tensor(), &bias, None).unwrap(),
                     false => block.forward_ops(x.as_tensor(), &bias, None).unwrap(),
                 };
-                let grads = (&y * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+                let loss = (&y * &dy).unwrap().sum_all().unwrap();
+                let grads = if sink { crate::backprop::backward(&loss) } else { loss.backward() }.unwrap();
                 let mut all = vec![y];
                 all.push(grads.get(x.as_tensor()).unwrap().clone());
                 for p in block.params() {
@@ -452,14 +463,16 @@ mod tests {
                     .map(|t| t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap())
                     .collect::<Vec<_>>()
             };
-            let (fused, ops) = (run(true), run(false));
-            for (i, (f, o)) in fused.iter().zip(&ops).enumerate() {
-                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(
-                    bits(f),
-                    bits(o),
-                    "b {b}, t {t}, {dtype:?}: output {i} (0 = y, 1 = dx, then the parameters)"
-                );
+            let ops = run(false, false);
+            for (fused, sink) in [(true, false), (true, true), (false, true)] {
+                for (i, (f, o)) in run(fused, sink).iter().zip(&ops).enumerate() {
+                    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(f),
+                        bits(o),
+                        "b {b}, t {t}, {dtype:?}, fused {fused}, sink {sink}: output {i} (0 = y, 1 = dx, then the parameters)"
+                    );
+                }
             }
         }
     }

@@ -638,7 +638,7 @@ pub mod fused {
         unsafe { written(x.len(), fill) }
     }
 
-    pub(crate) fn map2<T: Real>(x: &[T], g: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    fn map2<T: Real>(x: &[T], g: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
         let fill = |y: &mut [MaybeUninit<T>]| {
             let chunks = y.par_chunks_mut(16_384).zip(x.par_chunks(16_384).zip(g.par_chunks(16_384)));
             chunks.with_min_len(min_len()).for_each(|(y, (x, g))| {
@@ -1233,7 +1233,8 @@ pub mod fused {
 
     /// Returns `[rows + 2, c]`: `dx` rows, then `dw`, then `db`, from one pass over the data.
     /// `dx = rstd (ĝ − mean(ĝ) − x̂ mean(ĝ x̂))` with `ĝ = dy ⊙ w`, `x̂ = (x − μ) rstd`;
-    /// `dw = Σ_rows dy ⊙ x̂`, `db = Σ_rows dy`.
+    /// `dw = Σ_rows dy ⊙ x̂`, `db = Σ_rows dy`. Each row's `μ` and `rstd` are recomputed, or read
+    /// from `kept` ([`ln_fwd`]'s `keep`): the same values.
     pub(crate) fn ln_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64, kept: Option<&[T]>) -> Vec<T> {
         let c = w.len();
         let rows = x.len() / c;
@@ -1537,6 +1538,10 @@ pub mod fused {
                     // (With several tasks the dw/db partials are added per task, in task order.)
                     assert_eq!(bits(&ln_bwd(&x, &w, &dy, 1e-5, None)), bits(&ln_bwd_serial(&x, &w, &dy, 1e-5)));
                 }
+                // The statistics kept by the forward are those the backward computes.
+                let mut stats = vec![0f32; 2 * rows];
+                ln_fwd(&x, &w, &b, 1e-5, Some(&mut stats));
+                assert_eq!(bits(&ln_bwd(&x, &w, &dy, 1e-5, Some(&stats))), bits(&ln_bwd(&x, &w, &dy, 1e-5, None)));
             }
             // Rows of 32 scores, a causal mask's −1e9 in the upper triangle, 7 rows (4 + 3).
             let (s, rows) = (32, 7);
