@@ -2,11 +2,11 @@
 //!
 //! All three statistics come with a percentile bootstrap 95% CI over items (Efron & Tibshirani 1993, §13.3):
 //! resample the N items with replacement B times (ChaCha8 seeded), recompute, take the 2.5% and 97.5%
-//! quantiles (linear interpolation between order statistics).
+//! quantiles (linear interpolation between order statistics; [`mismatch_eval::stats`]).
 
 use crate::error::{DataError, Result};
 use crate::types::*;
-use rand::{Rng, SeedableRng};
+use mismatch_eval::stats::{percentile_ci, Resampler};
 use std::fmt;
 
 /// A point estimate with its bootstrap 95% interval.
@@ -156,20 +156,16 @@ pub fn agreement(ds: &Dataset, bootstrap: usize, seed: u64) -> Result<Agreement>
         [pairwise, kappa_from_sums(&totals, pairs, m, n), ceiling]
     };
     let point = stats(&mut (0..items.len()));
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut resampler = Resampler::new(items.len(), seed);
     let mut samples: [Vec<f64>; 3] = Default::default();
     for _ in 0..bootstrap {
-        let mut draw = (0..items.len()).map(|_| rng.random_range(0..items.len())).collect::<Vec<_>>().into_iter();
-        for (s, v) in samples.iter_mut().zip(stats(&mut draw)) {
-            if v.is_finite() {
-                s.push(v);
-            }
+        for (s, v) in samples.iter_mut().zip(stats(&mut resampler.draw().iter().copied())) {
+            s.push(v);
         }
     }
-    let mut est = |k: usize| {
-        let s = &mut samples[k];
-        s.sort_by(f64::total_cmp);
-        Estimate { value: point[k], lo: quantile(s, 0.025), hi: quantile(s, 0.975) }
+    let est = |k: usize| {
+        let c = percentile_ci(point[k], items.len(), samples[k].clone());
+        Estimate { value: c.mean, lo: c.lo, hi: c.hi }
     };
     let mut per_pair = Vec::new();
     for a in 0..n {
@@ -195,16 +191,6 @@ pub fn agreement(ds: &Dataset, bootstrap: usize, seed: u64) -> Result<Agreement>
         bootstrap,
         seed,
     })
-}
-
-/// Quantile of sorted data, linear interpolation between order statistics (R's type 7, numpy's default).
-pub fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let h = (sorted.len() - 1) as f64 * q;
-    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
-    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
 }
 
 impl fmt::Display for Agreement {

@@ -2,9 +2,10 @@
 
 mod common;
 use common::*;
-use mismatch_data::agreement::{agreement, fleiss_kappa, quantile};
+use mismatch_data::agreement::{agreement, fleiss_kappa};
 use mismatch_data::cli::{run_to_string, DataCmd, InputArgs};
 use mismatch_data::*;
+use mismatch_eval::stats::quantile;
 
 /// Wikipedia's worked example ("Fleiss' kappa", 10 subjects × 14 raters × 5 categories).
 /// By hand, with P_i = (Σ_j n_ij² − n) / (n(n−1)), n = 14, n(n−1) = 182:

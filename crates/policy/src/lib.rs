@@ -6,7 +6,7 @@
 //! - [`rloo`]: REINFORCE leave-one-out advantages;
 //! - [`grpo`]: group-normalised advantages and the clipped token-level surrogate with k3 KL;
 //! - [`dpo`]: DPO, conservative DPO, IPO, length-normalised DPO and SimPO;
-//! - [`bon`]: best-of-n KL bound/estimator, win-rate bound, unbiased best-of-n from one pool;
+//! - best-of-n's estimators (KL bound, unbiased best-of-n from one pool) live in `mismatch_eval::bon`;
 //! - [`sft`]: masked next-token cross-entropy;
 //! - [`reward`]: the `Reward` trait, learned (`RmReward`) and rule rewards;
 //! - [`train`]: the training loops (one file per algorithm) and their output layout;
@@ -16,7 +16,6 @@
 //! `[b, c]` f32 `mask` (1 real token, 0 padding) as produced by
 //! `mismatch_models::completion_logprobs`. Losses are differentiable scalars; metrics are `f64`.
 
-pub mod bon;
 pub mod cli;
 pub mod dpo;
 pub mod grpo;

@@ -1,9 +1,8 @@
 //! Writes a demo report (synthetic numbers) and checks it in Chromium:
 //! `cargo run -p mismatch-report --example demo_report -- /tmp/demo.html [/tmp/demo.png]`.
 
-use mismatch_report::{
-    check_in_chromium, diff_ci, fit_bon, fit_rl, mean_ci, spearman_ci, BarChart, Bars, LinePlot, Page, Series,
-};
+use mismatch_eval::stats::{diff_ci, mean_ci, spearman_ci};
+use mismatch_report::{check_in_chromium, fit_bon, fit_rl, BarChart, Bars, LinePlot, Page, Series};
 use std::path::PathBuf;
 
 fn main() -> anyhow::Result<()> {

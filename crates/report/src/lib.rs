@@ -4,17 +4,14 @@
 //! - [`svg`]: line plots with CI bands and grouped bar charts, as SVG strings.
 //! - [`html`]: the page builder ([`Page`]).
 //! - [`fit`]: Gao, Schulman & Hilton (2022) over-optimisation curves fitted to (√KL, gold) points.
-//! - [`stats`]: bootstrap and Student-t confidence intervals.
 //! - [`browser`]: renders a page in headless Chromium and reads back whether every plot drew.
 
 pub mod browser;
 pub mod fit;
 pub mod html;
-pub mod stats;
 pub mod svg;
 
 pub use browser::{check_in_chromium, BrowserCheck};
 pub use fit::{fit_bon, fit_rl, Fit, Form};
 pub use html::Page;
-pub use stats::{diff_ci, mean_ci, spearman_ci, t_ci, Ci};
 pub use svg::{BarChart, Bars, LinePlot, Series};

@@ -12,7 +12,6 @@ pub mod head;
 pub mod loss;
 pub mod member;
 pub mod model;
-pub mod subsets;
 pub mod train;
 
 pub use calibration::{fit_temperature, pairwise_nll};

@@ -1,11 +1,12 @@
 //! Best-of-n against the proxies, from one pool of `n_max` start-policy samples per prompt with
-//! the unbiased estimator of Nakano et al. 2021 / Coste et al. 2023 (`mismatch_policy::bon::
+//! the unbiased estimator of Nakano et al. 2021 / Coste et al. 2023 (`mismatch_eval::bon::
 //! expected_scores`), and KL(π_bon ‖ π) = log n − (n−1)/n (`bon::kl_bound`, as Gao et al. 2022).
 
 use crate::sample::sample;
 use crate::world::World;
+use mismatch_eval::bon;
 use mismatch_models::{Gpt, Result};
-use mismatch_policy::{bon, Reward};
+use mismatch_policy::Reward;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,7 +63,7 @@ pub fn curve(pool: &Pool, reward: &dyn Reward, ns: &[usize], name: &str) -> Resu
         let t: Vec<&str> = ts.iter().map(String::as_str).collect();
         let px: Vec<f64> = reward.score(&ps, &t)?.into_iter().map(|x| x as f64).collect();
         for (j, &n) in ns.iter().enumerate() {
-            let (ep, eg) = bon::expected_scores(&px, g, n)?;
+            let (ep, eg) = bon::expected_scores(&px, g, n).map_err(|e| mismatch_models::Error::Usage(e.to_string()))?;
             c.proxy[j] += ep / pool.prompts.len() as f64;
             c.gold[j] += eg / pool.prompts.len() as f64;
         }

@@ -16,6 +16,8 @@ use crate::optimise::{RunCtx, RunLog};
 use crate::proxy::{label_pairs, train_ensemble, LabelledPair, RmKind};
 use crate::sample::sample;
 use crate::world::World;
+use mismatch_eval::rank::pearson;
+use mismatch_eval::rm;
 use mismatch_models::{Error, Gpt, Result};
 use mismatch_policy::Reward;
 use rand::SeedableRng;
@@ -39,6 +41,37 @@ pub struct RmEval {
     pub length_corr: f64,
     /// The same for gold, for comparison.
     pub gold_length_corr: f64,
+}
+
+impl RmEval {
+    /// The evaluation of one RM from its scores `(ra, rb)` of the annotators' chosen and
+    /// rejected responses, the gold scores `(ga, gb)` of the same responses, the probabilities
+    /// `p_truth` it gives to the better side of each pair by whatever the setting calibrates
+    /// against ([`rm::ece`]), and the responses' lengths in words (chosen, then rejected).
+    pub fn new<T>(
+        kind: RmKind,
+        size: usize,
+        r: (&[T], &[T]),
+        gold: (&[f64], &[f64]),
+        p_truth: &[f64],
+        lens: &[f64],
+    ) -> Self
+    where
+        T: Copy + PartialOrd + Into<f64>,
+    {
+        let scores: Vec<f64> = r.0.iter().chain(r.1).map(|&x| x.into()).collect();
+        let golds: Vec<f64> = gold.0.iter().chain(gold.1).copied().collect();
+        RmEval {
+            name: format!("{}-{size}", kind.name()),
+            kind,
+            pairs: size,
+            acc_gold: rm::agreement(r.0, r.1, gold.0, gold.1),
+            acc_annotators: rm::share(&rm::prefers_first(r.0, r.1)),
+            ece: rm::ece(p_truth).0,
+            length_corr: pearson(&scores, lens),
+            gold_length_corr: pearson(&golds, lens),
+        }
+    }
 }
 
 /// Everything one seed produced.
@@ -229,16 +262,14 @@ pub fn write_metrics(out: &Path, log: &RunLog) -> Result<()> {
     mismatch_models::checkpoint::write_atomic(&out.join("metrics").join(&log.name).join("metrics.jsonl"), s.as_bytes())
 }
 
+/// Share of the evaluation pairs (gold not tied) on which the annotators chose gold's better side.
 fn annotator_agreement(world: &World, pairs: &[LabelledPair]) -> Result<f64> {
-    let (mut ok, mut n) = (0usize, 0usize);
-    for p in pairs {
-        let (gc, gr) = (world.gold_score(&p.prompt, &p.chosen)?, world.gold_score(&p.prompt, &p.rejected)?);
-        if gc != gr {
-            n += 1;
-            ok += (gc > gr) as usize;
-        }
-    }
-    Ok(ok as f64 / n.max(1) as f64)
+    let gold = |c: fn(&LabelledPair) -> &str| {
+        pairs.iter().map(|p| world.gold_score(&p.prompt, c(p))).collect::<Result<Vec<f64>>>()
+    };
+    let (gc, gr) = (gold(|p| &p.chosen)?, gold(|p| &p.rejected)?);
+    let (chosen, rejected) = (vec![1.0; pairs.len()], vec![0.0; pairs.len()]);
+    Ok(rm::agreement(&chosen, &rejected, &gc, &gr))
 }
 
 fn evaluate_rm(world: &World, rm: &dyn Reward, pairs: &[LabelledPair], kind: RmKind, size: usize) -> Result<RmEval> {
@@ -246,38 +277,12 @@ fn evaluate_rm(world: &World, rm: &dyn Reward, pairs: &[LabelledPair], kind: RmK
     let a: Vec<&str> = pairs.iter().map(|p| p.chosen.as_str()).collect();
     let b: Vec<&str> = pairs.iter().map(|p| p.rejected.as_str()).collect();
     let (ra, rb) = (rm.score(&prompts, &a)?, rm.score(&prompts, &b)?);
-    let (mut ok_g, mut n_g, mut ok_a) = (0usize, 0usize, 0usize);
-    let mut p_gold = Vec::new();
-    for i in 0..pairs.len() {
-        ok_a += (ra[i] > rb[i]) as usize;
-        let (ga, gb) = (world.gold_score(prompts[i], a[i])?, world.gold_score(prompts[i], b[i])?);
-        if ga != gb {
-            n_g += 1;
-            ok_g += ((ra[i] > rb[i]) == (ga > gb)) as usize;
-            // Probability the RM gives to the gold-better side.
-            let m = if ga > gb { ra[i] - rb[i] } else { rb[i] - ra[i] } as f64;
-            p_gold.push(1.0 / (1.0 + (-m).exp()));
-        }
-    }
-    let (ece, _) = mismatch_reward::eval::ece(&p_gold);
-    let scores: Vec<f64> = ra.iter().chain(&rb).map(|&x| x as f64).collect();
+    let gold = |c: &[&str]| prompts.iter().zip(c).map(|(p, c)| world.gold_score(p, c)).collect::<Result<Vec<f64>>>();
+    let (ga, gb) = (gold(&a)?, gold(&b)?);
     let lens: Vec<f64> = a.iter().chain(&b).map(|s| words(s).len() as f64).collect();
-    let golds: Vec<f64> = prompts
-        .iter()
-        .chain(&prompts)
-        .zip(a.iter().chain(&b))
-        .map(|(p, c)| world.gold_score(p, c))
-        .collect::<Result<_>>()?;
-    Ok(RmEval {
-        name: format!("{}-{size}", kind.name()),
-        kind,
-        pairs: size,
-        acc_gold: ok_g as f64 / n_g.max(1) as f64,
-        acc_annotators: ok_a as f64 / pairs.len().max(1) as f64,
-        ece,
-        length_corr: mismatch_reward::eval::pearson(&scores, &lens),
-        gold_length_corr: mismatch_reward::eval::pearson(&golds, &lens),
-    })
+    // In the world, calibration is read against gold.
+    let p_gold = rm::p_reference_better(&ra, &rb, &ga, &gb);
+    Ok(RmEval::new(kind, size, (&ra[..], &rb[..]), (&ga[..], &gb[..]), &p_gold, &lens))
 }
 
 /// Default output directory: `runs/<UTC timestamp>`.

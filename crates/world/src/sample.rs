@@ -1,7 +1,8 @@
 //! Sampling from a world policy and measuring it: what best-of-n, RL and the evaluations share.
 
-use crate::meters::{mean_ci, Meters};
+use crate::meters::Meters;
 use crate::world::World;
+use mismatch_eval::stats::normal_ci;
 use mismatch_models::{completion_logprobs, generate, Gpt, Result, SamplingParams};
 use mismatch_policy::Reward;
 use serde::Serialize;
@@ -46,7 +47,8 @@ pub fn sample(
     Ok(Samples { prompt_ids, tokens: g.tokens, logprobs: g.raw_logprobs, texts })
 }
 
-/// k1 sequence KL Σ_t (log π − log π_ref) of each sample under `reference`.
+/// k1 sequence KL Σ_t (log π − log π_ref) of each sample under `reference`
+/// ([`mismatch_eval::kl::sequence_kl_k1`]).
 pub fn sequence_kl(reference: &Gpt, s: &Samples) -> Result<Vec<f64>> {
     let mut out = Vec::with_capacity(s.tokens.len());
     for (i0, chunk) in s.prompt_ids.chunks(128).enumerate() {
@@ -54,7 +56,7 @@ pub fn sequence_kl(reference: &Gpt, s: &Samples) -> Result<Vec<f64>> {
         let r = completion_logprobs(reference, chunk, toks, PAD_ID)?.to_vecs()?;
         for (j, rl) in r.iter().enumerate() {
             let lp = &s.logprobs[i0 * 128 + j];
-            out.push(lp.iter().zip(rl).map(|(a, b)| (*a - *b) as f64).sum());
+            out.push(mismatch_eval::kl::sequence_kl_k1(lp, rl));
         }
     }
     Ok(out)
@@ -97,16 +99,15 @@ impl EvalPoint {
         meters: Meters,
         per_sample: std::collections::BTreeMap<&'static str, Vec<f64>>,
     ) -> Self {
-        let (k, kh) = mean_ci(kl);
-        let (p, ph) = mean_ci(&proxies);
+        let (k, p) = (normal_ci(kl), normal_ci(&proxies));
         EvalPoint {
             step,
-            kl: k,
-            kl_lo: k - kh,
-            kl_hi: k + kh,
-            proxy: p,
-            proxy_lo: p - ph,
-            proxy_hi: p + ph,
+            kl: k.mean,
+            kl_lo: k.lo,
+            kl_hi: k.hi,
+            proxy: p.mean,
+            proxy_lo: p.lo,
+            proxy_hi: p.hi,
             gold: meters.gold,
             gold_lo: meters.gold_lo,
             gold_hi: meters.gold_hi,
@@ -135,8 +136,7 @@ pub fn evaluate(
     let kl = sequence_kl(reference, &s)?;
     let comps: Vec<&str> = s.texts.iter().map(String::as_str).collect();
     let px: Vec<f64> = proxy.score(prompts, &comps)?.into_iter().map(|x| x as f64).collect();
-    let meters = Meters::measure(world, prompts, &comps)?;
     let golds = prompts.iter().zip(&comps).map(|(p, c)| world.gold_score(p, c)).collect::<Result<Vec<_>>>()?;
-    let per_sample = crate::meters::per_sample(world, prompts, &comps)?;
+    let (meters, per_sample) = mismatch_eval::meters::measure(world, prompts, &comps, &golds)?;
     Ok(EvalPoint::new(step, &kl, px, golds, meters, per_sample))
 }

@@ -10,8 +10,8 @@
 use crate::meters::FAILURE_METERS;
 use crate::proxy::RmKind;
 use crate::run::SeedResult;
+use mismatch_eval::stats::{clustered_diff_ci, spearman_ci, t_ci, Ci};
 use mismatch_report::fit::{fit_bon, fit_rl, Fit};
-use mismatch_report::stats::{clustered_diff_ci, spearman_ci, t_ci, Ci};
 use serde_json::{json, Value};
 
 /// One (a, b) cluster per seed, for [`clustered_diff_ci`].
@@ -203,7 +203,7 @@ fn versus_single(
 fn per_seed(results: &[SeedResult], runs: &[Value], cfg: &crate::config::RunConfig) -> Value {
     let Some(si) = run_index(results, &small_beta_run(RmKind::Single, cfg)) else { return json!([]) };
     let peak = runs[si]["peak"]["index"].as_u64().unwrap_or(0) as usize;
-    let mean = |v: &[f64]| crate::meters::mean_ci(v).0;
+    let mean = |v: &[f64]| mismatch_eval::stats::mean(v);
     let rows = results.iter().map(|r| {
         let ev = &r.runs[si].evals;
         let last = ev.len() - 1;

@@ -88,6 +88,8 @@ fn start_policy_is_cached_deterministic_and_samples_parse() {
     let s = sample::sample(&gpt, &tok, &prompts, 24, 1).unwrap();
     let distinct: std::collections::HashSet<&String> = s.texts.iter().collect();
     assert!(distinct.len() > 20, "only {} distinct samples", distinct.len());
-    let m = Meters::measure(&world, &prompts, &s.texts.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    let (m, _) =
+        mismatch_world::meters::measure(&world, &prompts, &s.texts.iter().map(String::as_str).collect::<Vec<_>>())
+            .unwrap();
     assert!(m.length > 2.0 && m.distinct1 > 0.0, "{m:?}");
 }

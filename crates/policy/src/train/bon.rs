@@ -1,6 +1,6 @@
 //! Best-of-N sampling (no training): every prompt gets N samples from the policy, each scored.
 //! From that one pool, the expected reward of best-of-n for n = 1, 2, 4, …, N is estimated
-//! without bias ([`crate::bon::expected_scores`], Nakano et al. 2021 / Coste et al. 2023) per
+//! without bias ([`mismatch_eval::bon::expected_scores`], Nakano et al. 2021 / Coste et al. 2023) per
 //! prompt, averaged over prompts, with a 95% percentile bootstrap CI over prompts (1000
 //! resamples, seeded), next to the analytic KL bound log n − (n−1)/n.
 //!
@@ -10,9 +10,9 @@
 use super::common::{derive_seed, put, rollout, score, Metrics, Policy};
 use super::{PolicyConfig, RunOptions, TrainData, TrainOutcome};
 use crate::reward::Reward;
-use crate::{bon, Error, Result};
+use crate::{Error, Result};
+use mismatch_eval::{bon, stats};
 use mismatch_models::checkpoint::write_atomic;
-use rand::{Rng, SeedableRng};
 use std::path::Path;
 
 /// n = 1, 2, 4, … up to N, plus N itself.
@@ -66,18 +66,17 @@ pub fn run(
     }
     write_atomic(&out.join("samples.jsonl"), lines.as_bytes())?;
 
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, 0, 4));
-    let resamples: Vec<Vec<usize>> =
-        (0..1000).map(|_| (0..pools.len()).map(|_| rng.random_range(0..pools.len())).collect()).collect();
+    // The same resamples of the prompts for every n (one seed), so the bands of the curve agree.
+    let boot_seed = derive_seed(cfg.seed, 0, 4);
     let mut curve = Vec::new();
     let mut outcome = TrainOutcome::default();
     for n in ns(big_n) {
-        let per: Vec<f64> = pools.iter().map(|p| bon::expected_scores(p, p, n).map(|x| x.0)).collect::<Result<_>>()?;
-        let mean = per.iter().sum::<f64>() / per.len() as f64;
-        let mut boots: Vec<f64> =
-            resamples.iter().map(|ix| ix.iter().map(|&i| per[i]).sum::<f64>() / ix.len() as f64).collect();
-        boots.sort_by(|a, b| a.total_cmp(b));
-        let (lo, hi) = (boots[25], boots[974]);
+        let per: Vec<f64> = pools
+            .iter()
+            .map(|p| bon::expected_scores(p, p, n).map(|x| x.0).map_err(|e| Error::Usage(e.to_string())))
+            .collect::<Result<_>>()?;
+        let ci = stats::mean_ci(&per, boot_seed);
+        let (mean, lo, hi) = (ci.mean, ci.lo, ci.hi);
         curve.push(serde_json::json!({"n": n, "kl_bound": bon::kl_bound(n), "expected_score": mean,
             "ci_low": lo, "ci_high": hi}));
         let mut m = Metrics::new();
@@ -89,7 +88,7 @@ pub fn run(
         outcome.metrics.push(m);
     }
     let doc = serde_json::json!({"reward": reward.name(), "policy": spec, "prompts": pools.len(), "pool_size": big_n,
-        "ci": "95% percentile bootstrap over prompts, 1000 resamples", "estimator": "unbiased best-of-n from one pool (Nakano et al. 2021; Coste et al. 2023)",
+        "ci": format!("95% percentile bootstrap over prompts, {} resamples", stats::RESAMPLES), "estimator": "unbiased best-of-n from one pool (Nakano et al. 2021; Coste et al. 2023)",
         "curve": curve});
     write_atomic(&out.join("bon.json"), &serde_json::to_vec_pretty(&doc).expect("json"))?;
     Ok(outcome)

@@ -1,8 +1,8 @@
 //! The real run's data: the preference file split into test / gold / proxy parts, RL prompts,
 //! and the evaluation prompts (XSTest or held-out HH prompts) with their kinds.
 
-use super::meters::PromptKind;
 use crate::proxy::LabelledPair;
+use mismatch_eval::PromptKind;
 use mismatch_models::{Error, Result};
 use mismatch_policy::train::common::permutation;
 use std::collections::BTreeMap;

@@ -25,13 +25,12 @@
 //! proxy at every `rl.kl_coefs` and against `rl.mitigations` at the first; DPO on the
 //! single-turn proxy pairs (when `dpo.steps > 0`). Step 0 and every checkpoint are evaluated on
 //! fixed prompts (XSTest's safe and unsafe prompts, or held-out HH prompts): KL to the start
-//! policy, proxy and gold scores, and text meters ([`meters`]). The results are the same
+//! policy, proxy and gold scores, and text meters ([`mismatch_eval::text`]). The results are the same
 //! [`crate::run::SeedResult`]s the world produces, so `summary.json` and `report.html` have the
 //! same shape; the summary adds `"setting": "real"` and a `"gold"` description.
 
 pub mod config;
 pub mod data;
-pub mod meters;
 pub mod pipeline;
 pub mod sample;
 

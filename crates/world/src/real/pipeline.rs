@@ -2,12 +2,13 @@
 
 use super::config::Resolved;
 use super::data::{first_turns, read_pairs, read_prompts, short_pairs, split, xstest_prompts, Record, Split};
-use super::meters::PromptKind;
 use super::sample::{evaluate, pool, sample, EvalSet, UserTurn};
 use crate::config::RunConfig;
 use crate::optimise::RunLog;
 use crate::proxy::{train_ensemble, Ensemble, LabelledPair, Proxy, RmKind, RmTrainConfig};
 use crate::run::{run_name_rl, write_metrics, RmEval, SeedResult};
+use mismatch_eval::rm;
+use mismatch_eval::PromptKind;
 use mismatch_models::checkpoint::replace_dir;
 use mismatch_models::{Error, Result};
 use mismatch_policy::train::common::{permutation, Policy};
@@ -186,48 +187,27 @@ fn test_scores(ens: &Ensemble, lambda: f64, pairs: &[Record]) -> Result<Vec<(Vec
 
 /// Accuracy of the gold RM on the held-out human labels (how far the stand-in can be trusted).
 fn gold_accuracy(gold_test: &(Vec<f64>, Vec<f64>)) -> f64 {
-    let n = gold_test.0.len();
-    gold_test.0.iter().zip(&gold_test.1).filter(|(c, r)| c > r).count() as f64 / n.max(1) as f64
+    rm::share(&rm::prefers_first(&gold_test.0, &gold_test.1))
 }
 
 /// One RM on the test part: `acc_annotators` = accuracy on the held-out human labels,
 /// `acc_gold` = agreement with the gold RM's preference (pairs where gold is not tied), `ece`
 /// = calibration of σ(r_chosen − r_rejected) against the human labels, `length_corr` /
 /// `gold_length_corr` = Pearson correlation of the RM's / gold's score with length in words.
-fn evaluate_rm(scores: &(Vec<f64>, Vec<f64>), shared: &Shared, kind: RmKind, size: usize) -> Result<RmEval> {
+fn evaluate_rm(scores: &(Vec<f64>, Vec<f64>), shared: &Shared, kind: RmKind, size: usize) -> RmEval {
     let (ra, rb) = scores;
     let (ga, gb) = &shared.gold_test;
-    let n = ra.len();
-    let (mut ok_h, mut ok_g, mut n_g) = (0usize, 0usize, 0usize);
-    let mut p_chosen = Vec::with_capacity(n);
-    for i in 0..n {
-        ok_h += (ra[i] > rb[i]) as usize;
-        p_chosen.push(1.0 / (1.0 + (-(ra[i] - rb[i])).exp()));
-        if ga[i] != gb[i] {
-            n_g += 1;
-            ok_g += ((ra[i] > rb[i]) == (ga[i] > gb[i])) as usize;
-        }
-    }
-    let (ece, _) = mismatch_reward::eval::ece(&p_chosen);
+    // Calibration against the human labels: the chosen side is the better one.
+    let (label_c, label_r) = (vec![1.0; ra.len()], vec![0.0; ra.len()]);
+    let p_chosen = rm::p_reference_better(ra, rb, &label_c, &label_r);
     let t = &shared.split.test;
     let lens: Vec<f64> = t
         .iter()
         .map(|r| &r.pair.chosen)
         .chain(t.iter().map(|r| &r.pair.rejected))
-        .map(|s| super::meters::length(s) as f64)
+        .map(|s| mismatch_eval::text::length(s) as f64)
         .collect();
-    let scores: Vec<f64> = ra.iter().chain(rb).copied().collect();
-    let golds: Vec<f64> = ga.iter().chain(gb).copied().collect();
-    Ok(RmEval {
-        name: format!("{}-{size}", kind.name()),
-        kind,
-        pairs: size,
-        acc_gold: ok_g as f64 / n_g.max(1) as f64,
-        acc_annotators: ok_h as f64 / n.max(1) as f64,
-        ece,
-        length_corr: mismatch_reward::eval::pearson(&scores, &lens),
-        gold_length_corr: mismatch_reward::eval::pearson(&golds, &lens),
-    })
+    RmEval::new(kind, size, (&ra[..], &rb[..]), (&ga[..], &gb[..]), &p_chosen, &lens)
 }
 
 const KINDS: [RmKind; 5] = [RmKind::Single, RmKind::Mean, RmKind::Wco, RmKind::Uwo, RmKind::Warm];
@@ -262,7 +242,7 @@ fn run_seed(
             &bar,
         )?;
         for (kind, scores) in KINDS.into_iter().zip(test_scores(&ens, cfg.rm.uwo_lambda, &shared.split.test)?) {
-            rms.push(evaluate_rm(&scores, shared, kind, size)?);
+            rms.push(evaluate_rm(&scores, shared, kind, size));
         }
         if size == n_max {
             largest = Some(ens);

@@ -1,8 +1,9 @@
 //! Sampling from a real policy and measuring it: the real-model counterparts of
 //! [`crate::sample`] (which is tied to the world's tiny GPT and its parser).
 
-use super::meters::{self, PromptKind};
 use crate::sample::EvalPoint;
+use mismatch_eval::text::TextReader;
+use mismatch_eval::PromptKind;
 use mismatch_models::Result;
 use mismatch_policy::train::common::{derive_seed, rollout, Policy, Rollout};
 use mismatch_policy::train::PolicyConfig;
@@ -71,7 +72,7 @@ pub fn sequence_kl(reference: &Policy, s: &Rollout) -> Result<Vec<f64>> {
         let toks = &s.comp_ids[i0 * CHUNK..i0 * CHUNK + chunk.len()];
         let r = reference.logprobs_detached(chunk, toks)?.to_vecs()?;
         for (j, rl) in r.iter().enumerate() {
-            out.push(s.raw_logprob[i0 * CHUNK + j] - rl.iter().map(|&x| x as f64).sum::<f64>());
+            out.push(mismatch_eval::kl::sequence_kl_k1_total(s.raw_logprob[i0 * CHUNK + j], rl));
         }
     }
     Ok(out)
@@ -106,8 +107,10 @@ pub fn evaluate(
     let comps: Vec<&str> = s.texts.iter().map(String::as_str).collect();
     let px = scores(proxy, &prompts, &comps)?;
     let golds = scores(gold, &prompts, &comps)?;
-    let m = meters::measure(&set.kinds, &comps, &golds);
-    Ok(EvalPoint::new(step, &kl, px, golds, m, meters::per_sample(&set.kinds, &comps)))
+    let reader = TextReader::new(set.prompts.iter().map(String::as_str).zip(set.kinds.iter().copied()));
+    let (m, per_sample) =
+        mismatch_eval::meters::measure(&reader, &prompts, &comps, &golds).unwrap_or_else(|e| match e {});
+    Ok(EvalPoint::new(step, &kl, px, golds, m, per_sample))
 }
 
 /// Best-of-n pool: `n_max` start-policy samples per prompt, with gold scores.

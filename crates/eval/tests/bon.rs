@@ -2,7 +2,7 @@
 //! bound against the exact KL of best-of-n on discrete bases; Beirami et al.'s estimator against
 //! the exact KL of the distribution it is derived for.
 
-use mismatch_policy::bon;
+use mismatch_eval::bon;
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

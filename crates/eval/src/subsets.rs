@@ -8,8 +8,8 @@
 //! together. The headline score is the unweighted mean of the sections present. Subsets
 //! RewardBench does not know are reported alone, outside any section.
 
-use crate::eval::{bootstrap_accuracy, Acc};
-use rand::{Rng, SeedableRng};
+use crate::rm::{accuracy, Acc};
+use crate::stats::{percentile_ci, stratified_replicates};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -52,7 +52,8 @@ pub struct SubsetAcc {
 pub struct Score {
     pub name: String,
     pub score: f64,
-    /// Percentile-bootstrap 95% CI, resampling pairs within each subset (1000 resamples).
+    /// Percentile-bootstrap 95% CI, resampling pairs within each subset
+    /// ([`crate::stats::stratified_replicates`]).
     pub ci_low: f64,
     pub ci_high: f64,
 }
@@ -99,7 +100,7 @@ pub fn subset_report(correct: &[bool], subset: &[String], seed: u64) -> SubsetRe
         .map(|(i, (s, v))| SubsetAcc {
             subset: s.to_string(),
             section: section_of(s).map(|x| x.0.to_string()),
-            accuracy: bootstrap_accuracy(v, seed.wrapping_add(1 + i as u64)),
+            accuracy: accuracy(v, seed.wrapping_add(1 + i as u64)),
         })
         .collect();
     let point: BTreeMap<&str, f64> = groups.iter().map(|(s, v)| (*s, mean(v))).collect();
@@ -108,38 +109,34 @@ pub fn subset_report(correct: &[bool], subset: &[String], seed: u64) -> SubsetRe
         return SubsetReport { subsets, sections: Vec::new(), rewardbench: None };
     }
     // Stratified bootstrap: resample each subset's pairs with replacement.
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_5ec7);
-    let mut boot_secs: Vec<Vec<f64>> = vec![Vec::new(); secs.len()];
-    let mut boot_head = Vec::new();
-    for _ in 0..1000 {
+    let groups: Vec<(&str, Vec<bool>)> = groups.into_iter().collect();
+    let sizes: Vec<usize> = groups.iter().map(|(_, v)| v.len()).collect();
+    let reps = stratified_replicates(&sizes, seed ^ 0x5eed_5ec7, |idx| {
         let acc: BTreeMap<&str, f64> = groups
             .iter()
-            .map(|(s, v)| {
-                (*s, (0..v.len()).filter(|_| v[rng.random_range(0..v.len())]).count() as f64 / v.len() as f64)
-            })
+            .zip(idx)
+            .map(|((s, v), ix)| (*s, ix.iter().filter(|&&i| v[i]).count() as f64 / v.len() as f64))
             .collect();
         let (bs, bh) = sections(&acc);
-        for (i, (_, x)) in bs.into_iter().enumerate() {
-            boot_secs[i].push(x);
-        }
-        boot_head.push(bh.expect("sections present"));
-    }
-    let ci = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        (v[24], v[974])
+        bs.into_iter().map(|(_, x)| x).chain(bh).collect()
+    });
+    let ci = |point: f64, b: &Vec<f64>| {
+        let c = percentile_ci(point, 0, b.clone());
+        (c.lo, c.hi)
     };
     let sections = secs
         .into_iter()
-        .zip(boot_secs)
+        .zip(&reps)
         .map(|((name, score), b)| {
-            let (lo, hi) = ci(b);
+            let (lo, hi) = ci(score, b);
             Score { name, score, ci_low: lo, ci_high: hi }
         })
         .collect();
-    let (lo, hi) = ci(boot_head);
+    let head = head.expect("present");
+    let (lo, hi) = ci(head, reps.last().expect("headline replicates"));
     SubsetReport {
         subsets,
         sections,
-        rewardbench: Some(Score { name: "RewardBench".into(), score: head.expect("present"), ci_low: lo, ci_high: hi }),
+        rewardbench: Some(Score { name: "RewardBench".into(), score: head, ci_low: lo, ci_high: hi }),
     }
 }

@@ -1,6 +1,6 @@
 //! RewardBench section weighting against hand-computed values.
 
-use mismatch_reward::subsets::subset_report;
+use mismatch_eval::subsets::subset_report;
 
 #[test]
 fn sections_weight_subsets_by_rewardbench_counts() {
