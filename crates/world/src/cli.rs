@@ -40,7 +40,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         print!("{}", cfg.to_toml());
         return Ok(());
     }
-    let out = args.out.clone().unwrap_or_else(crate::run::default_out);
+    let out = args.out.clone().unwrap_or_else(crate::pipeline::default_out);
     if args.report_only {
         let path = out.join("summary.json");
         let summary: serde_json::Value = mismatch_models::checkpoint::read_json(&path)?;

@@ -4,11 +4,7 @@
 //! policy, without gradient clipping; the held-out RM evaluation pairs are its `eval_*` pairs.
 //! Evaluation on held-out prompts as for RL.
 
-use crate::optimise::{train_and_evaluate, RunCtx, RunLog};
-use crate::proxy::LabelledPair;
-use mismatch_models::{Error, Result};
-use mismatch_policy::train::{Algo, PolicyConfig, PrefPair, TrainData};
-use mismatch_policy::Reward;
+use mismatch_policy::train::{Algo, PolicyConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,30 +40,4 @@ pub fn policy_config(cfg: &DpoConfig, seed: u64) -> PolicyConfig {
         chat: false,
         ..PolicyConfig::default()
     }
-}
-
-fn pref(p: &LabelledPair) -> PrefPair {
-    PrefPair { prompt: p.prompt.clone(), chosen: p.chosen.clone(), rejected: p.rejected.clone() }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn dpo(
-    ctx: &RunCtx,
-    cfg: &DpoConfig,
-    pairs: &[LabelledPair],
-    eval_pairs: &[LabelledPair],
-    eval_reward: &dyn Reward,
-    seed: u64,
-    name: &str,
-    bar: &indicatif::ProgressBar,
-) -> Result<RunLog> {
-    if pairs.is_empty() {
-        return Err(Error::Usage("DPO needs at least one preference pair".into()));
-    }
-    let data = TrainData {
-        pairs: pairs.iter().map(pref).collect(),
-        eval_pairs: eval_pairs.iter().map(pref).collect(),
-        ..TrainData::default()
-    };
-    train_and_evaluate(ctx, &policy_config(cfg, seed), None, &data, eval_reward, name, bar)
 }

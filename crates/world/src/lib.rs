@@ -3,8 +3,9 @@
 //! A small task language ([`lang`]) with a gold reward that stands in for what users want
 //! ([`gold`]), simulated annotators with documented biases and label noise ([`annotators`]),
 //! failure-mode meters ([`meters`]), a demonstration corpus ([`corpus`]) and a tiny GPT start
-//! policy pre-trained on it ([`start`]). `mismatch run` ([`run`]) then reproduces Gao et al.
-//! (2022)'s over-optimisation experiment end to end and writes the mismatch report.
+//! policy pre-trained on it ([`start`]). `mismatch run` ([`pipeline`], over a setting: the world
+//! [`embedded`] or real models [`real`]) then reproduces Gao et al. (2022)'s over-optimisation
+//! experiment end to end and writes the mismatch report.
 
 pub mod annotators;
 pub mod config;
@@ -23,11 +24,12 @@ pub use world::{GoldReward, World};
 pub mod bon;
 pub mod cli;
 pub mod dpo;
+pub mod embedded;
 pub mod optimise;
+pub mod pipeline;
 pub mod proxy;
 pub mod real;
 pub mod report;
 pub mod rl;
-pub mod run;
 pub mod sample;
 pub mod summary;

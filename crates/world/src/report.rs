@@ -20,13 +20,14 @@ pub fn run_and_report(cfg: &RunConfig, out: &Path, command: &str, progress: bool
     }
     let summary = if cfg.real.is_some() {
         // Real models and data: no world, no start-policy pre-training (crate::real).
-        let results = crate::real::run_all(cfg, out, progress)?;
+        let results = crate::pipeline::run_all(&crate::real::RealSetting::new(cfg, progress)?, cfg, out, progress)?;
         let mut s = crate::summary::summarise(&results, command, cfg);
         s["setting"] = "real".into();
         s["gold"] = crate::real::GOLD_DESCRIPTION.into();
         s
     } else {
-        let results = crate::run::run_all(cfg, out, &crate::start::home()?, progress)?;
+        let setting = crate::embedded::WorldSetting::new(cfg, &crate::start::home()?)?;
+        let results = crate::pipeline::run_all(&setting, cfg, out, progress)?;
         crate::summary::summarise(&results, command, cfg)
     };
     let bytes = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Usage(e.to_string()))?;

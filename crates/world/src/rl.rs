@@ -10,16 +10,11 @@
 //! The loop is the policy crate's (`mismatch_policy::train::rloo`, `Algo::Rloo`), run with one
 //! on-policy gradient step per batch of `prompts_per_step × k` samples (one epoch, one
 //! minibatch: the clipped surrogate's gradient is then REINFORCE's), at temperature 1, without
-//! gradient clipping. This file maps the world's knobs onto it and draws the training prompts.
+//! gradient clipping. This file maps the experiment's knobs onto it; the setting draws the
+//! training prompts ([`crate::pipeline::SeedSetting::rl_prompts`]).
 
-use crate::corpus::sample_prompt;
-use crate::optimise::{train_and_evaluate, RunCtx, RunLog};
-use mismatch_models::Result;
 use mismatch_policy::kl::KlEstimator;
-use mismatch_policy::train::{Algo, PolicyConfig, TrainData};
-use mismatch_policy::Reward;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use mismatch_policy::train::{Algo, PolicyConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,28 +71,4 @@ pub fn policy_config(cfg: &RlConfig, beta: f64, max_new: usize, seed: u64) -> Po
         chat: false,
         ..PolicyConfig::default()
     }
-}
-
-/// RLOO against `reward` with KL coefficient `beta`; evaluated with `eval_reward`.
-#[allow(clippy::too_many_arguments)]
-pub fn rloo(
-    ctx: &RunCtx,
-    cfg: &RlConfig,
-    reward: &dyn Reward,
-    eval_reward: &dyn Reward,
-    beta: f64,
-    seed: u64,
-    name: &str,
-    bar: &indicatif::ProgressBar,
-) -> Result<RunLog> {
-    // The trainer takes step s's prompts from consecutive slices of a permutation of this list,
-    // so drawing exactly steps × batch prompts (every kind equally likely) feeds each step fresh
-    // draws from the world's training prompts.
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let prompts = (0..cfg.steps.max(1) * cfg.prompts_per_step)
-        .map(|_| ctx.world.prompts[sample_prompt(&ctx.world.prompts, &ctx.world.train, &mut rng)].text.clone())
-        .collect();
-    let data = TrainData { prompts, ..TrainData::default() };
-    let pcfg = policy_config(cfg, beta, ctx.max_new, seed);
-    train_and_evaluate(ctx, &pcfg, Some(reward), &data, eval_reward, name, bar)
 }

@@ -8,8 +8,8 @@
 //! Mitigations are compared with the single proxy the same way (same seeds, same prompts).
 
 use crate::meters::FAILURE_METERS;
+use crate::pipeline::SeedResult;
 use crate::proxy::RmKind;
-use crate::run::SeedResult;
 use mismatch_eval::stats::{clustered_diff_ci, spearman_ci, t_ci, Ci};
 use mismatch_report::fit::{fit_bon, fit_rl, Fit};
 use serde_json::{json, Value};
@@ -133,7 +133,7 @@ pub fn summarise(results: &[SeedResult], command: &str, config: &crate::config::
 
     let mut rms = Vec::new();
     for (k, first) in results[0].rms.iter().enumerate() {
-        let get = |f: &dyn Fn(&crate::run::RmEval) -> f64| {
+        let get = |f: &dyn Fn(&crate::pipeline::RmEval) -> f64| {
             ci(&t_ci(&results.iter().map(|s| f(&s.rms[k])).collect::<Vec<_>>()))
         };
         rms.push(json!({
@@ -165,7 +165,7 @@ pub fn summarise(results: &[SeedResult], command: &str, config: &crate::config::
 /// The name of the RLOO run against `kind` at the first (small) KL coefficient: the runs the
 /// headline and the mitigation comparisons read.
 fn small_beta_run(kind: RmKind, cfg: &crate::config::RunConfig) -> String {
-    crate::run::run_name_rl(kind, cfg.rl.kl_coefs[0])
+    crate::pipeline::run_name_rl(kind, cfg.rl.kl_coefs[0])
 }
 
 /// Index of the run called `name` (every seed runs the same list).

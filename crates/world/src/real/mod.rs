@@ -1,4 +1,4 @@
-//! `mismatch run` on real models and data: the over-optimisation experiment of [`crate::run`]
+//! `mismatch run` on real models and data: the over-optimisation experiment of [`crate::pipeline`]
 //! with a pre-trained policy (e.g. SmolLM2-135M-Instruct), reward models on a pre-trained
 //! backbone (e.g. MiniLM) and human preference labels (e.g. Anthropic HH-RLHF) instead of the
 //! embedded world. Selected by a `[real]` table in the experiment file ([`RealConfig`]).
@@ -26,16 +26,16 @@
 //! single-turn proxy pairs (when `dpo.steps > 0`). Step 0 and every checkpoint are evaluated on
 //! fixed prompts (XSTest's safe and unsafe prompts, or held-out HH prompts): KL to the start
 //! policy, proxy and gold scores, and text meters ([`mismatch_eval::text`]). The results are the same
-//! [`crate::run::SeedResult`]s the world produces, so `summary.json` and `report.html` have the
+//! [`crate::pipeline::SeedResult`]s the world produces, so `summary.json` and `report.html` have the
 //! same shape; the summary adds `"setting": "real"` and a `"gold"` description.
 
 pub mod config;
 pub mod data;
-pub mod pipeline;
 pub mod sample;
+pub mod setting;
 
 pub use config::RealConfig;
-pub use pipeline::run_all;
+pub use setting::RealSetting;
 
 /// The summary's `gold` field in the real setting.
 pub const GOLD_DESCRIPTION: &str = "No true reward exists for real text: gold is a larger reward model (the gold RM) \

@@ -1,0 +1,197 @@
+//! The embedded world as a [`Setting`] of the experiment: gold is the world's known reward.
+//!
+//! Per seed: pre-train (or load) its start policy ([`RunConfig::start_seed_of`]); sample two
+//! start-policy responses per training prompt and label them with the simulated annotators
+//! (the proxies' data) and likewise per held-out prompt (the RM evaluation pairs); draw the
+//! held-out evaluation prompts (shared by all seeds). The world reads every response with its
+//! grammar's parser ([`crate::meters`]).
+
+use crate::bon::{self, Pool};
+use crate::config::RunConfig;
+use crate::corpus::sample_prompt;
+use crate::lang::words;
+use crate::pipeline::{AsIs, RmEval, SeedSetting, Setting, KINDS};
+use crate::proxy::{label_pairs, Ensemble, LabelledPair};
+use crate::sample::{evaluate, sample, EvalPoint};
+use crate::world::{GoldReward, World};
+use mismatch_eval::rm;
+use mismatch_models::{Error, Gpt, Result};
+use mismatch_policy::train::{PolicyConfig, PrefPair, TrainData};
+use mismatch_policy::Reward;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+
+/// The world, its tokenizer, and where start policies are cached.
+pub struct WorldSetting {
+    pub world: World,
+    pub tok: tokenizers::Tokenizer,
+    pub home: PathBuf,
+}
+
+impl WorldSetting {
+    pub fn new(cfg: &RunConfig, home: &Path) -> Result<Self> {
+        Ok(WorldSetting { world: World::new(&cfg.world)?, tok: crate::start::tokenizer()?, home: home.to_path_buf() })
+    }
+}
+
+/// One seed of the world: its start policy, labelled pairs and evaluation prompts.
+struct WorldSeed<'a> {
+    w: &'a WorldSetting,
+    cfg: &'a RunConfig,
+    start_spec: String,
+    start: Gpt,
+    pairs: Vec<LabelledPair>,
+    eval_pairs: Vec<LabelledPair>,
+    standardise_on: Vec<(String, String)>,
+    eval_prompts: Vec<String>,
+}
+
+impl Setting for WorldSetting {
+    fn seed<'a>(
+        &'a self,
+        cfg: &'a RunConfig,
+        seed: u64,
+        multi: &indicatif::MultiProgress,
+        progress: bool,
+    ) -> Result<Box<dyn SeedSetting + 'a>> {
+        let world = &self.world;
+        let start_seed = cfg.start_seed_of(seed);
+        let sbar =
+            multi.add(crate::progress::bar(progress, cfg.start.steps as u64, &format!("start policy {start_seed}")));
+        let start_dir = crate::start::start_policy(world, &cfg.start, start_seed, &self.home, &sbar)?;
+        let (start, _) = Gpt::load(&start_dir, &candle_core::Device::Cpu, false)?;
+        let start_spec = start_dir.to_str().ok_or_else(|| Error::invalid(&start_dir, "path is not UTF-8"))?.to_string();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x11);
+
+        // Preference data: two start-policy samples per prompt, annotator labels.
+        let n_max = *cfg.data.pair_sizes.iter().max().expect("validated");
+        let draws =
+            |prompts: &[usize], n: usize, rng: &mut ChaCha8Rng, sseed: u64| -> Result<Vec<(usize, String, String)>> {
+                let idx: Vec<usize> = (0..n).map(|_| sample_prompt(&world.prompts, prompts, rng)).collect();
+                let rep: Vec<&str> = idx.iter().flat_map(|&i| [world.prompts[i].text.as_str(); 2]).collect();
+                let mut texts = Vec::new();
+                for (c, chunk) in rep.chunks(512).enumerate() {
+                    texts.extend(sample(&start, &self.tok, chunk, cfg.max_new_tokens, sseed + c as u64)?.texts);
+                }
+                Ok(idx.iter().enumerate().map(|(j, &i)| (i, texts[2 * j].clone(), texts[2 * j + 1].clone())).collect())
+            };
+        let train_draws = draws(&world.train, n_max, &mut rng, seed * 1000 + 1)?;
+        let pairs = label_pairs(world, &train_draws, seed * 1000 + 2);
+        let standardise_on =
+            train_draws.iter().take(256).map(|(i, a, _)| (world.prompts[*i].text.clone(), a.clone())).collect();
+        let eval_draws = draws(&world.heldout, cfg.data.eval_pairs, &mut rng, seed * 1000 + 3)?;
+        let eval_pairs = label_pairs(world, &eval_draws, seed * 1000 + 4);
+
+        // Fixed held-out evaluation prompts (shared by all seeds).
+        let mut erng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xe7a1);
+        let eval_prompts = (0..cfg.eval_prompts)
+            .map(|_| world.prompts[sample_prompt(&world.prompts, &world.heldout, &mut erng)].text.clone())
+            .collect();
+        Ok(Box::new(WorldSeed { w: self, cfg, start_spec, start, pairs, eval_pairs, standardise_on, eval_prompts }))
+    }
+}
+
+impl WorldSeed<'_> {
+    fn gold_of(&self, prompts: &[&str], completions: &[&str]) -> Result<Vec<f64>> {
+        prompts.iter().zip(completions).map(|(p, c)| self.w.world.gold_score(p, c)).collect()
+    }
+}
+
+impl SeedSetting for WorldSeed<'_> {
+    fn rm_pairs(&self) -> &[LabelledPair] {
+        &self.pairs
+    }
+
+    fn rm_backbone(&self) -> &str {
+        &self.start_spec
+    }
+
+    fn standardise_on(&self) -> &[(String, String)] {
+        &self.standardise_on
+    }
+
+    /// Accuracy against gold and against the annotators, ECE against gold, length bias.
+    fn evaluate_rms(&self, ens: &Ensemble, size: usize) -> Result<Vec<RmEval>> {
+        let prompts: Vec<&str> = self.eval_pairs.iter().map(|p| p.prompt.as_str()).collect();
+        let a: Vec<&str> = self.eval_pairs.iter().map(|p| p.chosen.as_str()).collect();
+        let b: Vec<&str> = self.eval_pairs.iter().map(|p| p.rejected.as_str()).collect();
+        let (ga, gb) = (self.gold_of(&prompts, &a)?, self.gold_of(&prompts, &b)?);
+        let lens: Vec<f64> = a.iter().chain(&b).map(|s| words(s).len() as f64).collect();
+        let mut out = Vec::new();
+        for kind in KINDS {
+            let p = ens.proxy(kind, self.cfg.rm.uwo_lambda, &format!("{}-{size}", kind.name()))?;
+            let (ra, rb) = (p.score(&prompts, &a)?, p.score(&prompts, &b)?);
+            let p_gold = rm::p_reference_better(&ra, &rb, &ga, &gb);
+            out.push(RmEval::new(kind, size, (&ra[..], &rb[..]), (&ga[..], &gb[..]), &p_gold, &lens));
+        }
+        Ok(out)
+    }
+
+    /// Share of the evaluation pairs (gold not tied) on which the annotators chose gold's side.
+    fn annotator_acc_gold(&self) -> Result<f64> {
+        let prompts: Vec<&str> = self.eval_pairs.iter().map(|p| p.prompt.as_str()).collect();
+        let gc = self.gold_of(&prompts, &self.eval_pairs.iter().map(|p| p.chosen.as_str()).collect::<Vec<_>>())?;
+        let gr = self.gold_of(&prompts, &self.eval_pairs.iter().map(|p| p.rejected.as_str()).collect::<Vec<_>>())?;
+        let (chosen, rejected) = (vec![1.0; gc.len()], vec![0.0; gc.len()]);
+        Ok(rm::agreement(&chosen, &rejected, &gc, &gr))
+    }
+
+    fn bon_pool(&self, seed: u64) -> Result<Pool> {
+        let n = self.cfg.bon.prompts.min(self.eval_prompts.len());
+        let prompts: Vec<&str> = self.eval_prompts[..n].iter().map(String::as_str).collect();
+        bon::pool(&self.w.world, &self.start, &self.w.tok, &prompts, self.cfg.bon.n_max, self.cfg.max_new_tokens, seed)
+    }
+
+    fn as_seen<'r>(&self, reward: &'r dyn Reward) -> Box<dyn Reward + 'r> {
+        Box::new(AsIs(reward))
+    }
+
+    fn gold(&self) -> Box<dyn Reward + '_> {
+        Box::new(GoldReward(&self.w.world))
+    }
+
+    /// Every kind of the world's training prompts equally likely.
+    fn rl_prompts(&self, n: usize, seed: u64) -> Vec<String> {
+        let world = &self.w.world;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n).map(|_| world.prompts[sample_prompt(&world.prompts, &world.train, &mut rng)].text.clone()).collect()
+    }
+
+    /// The proxies' pairs; the held-out RM evaluation pairs are DPO's `eval_*` pairs.
+    fn dpo_data(&self) -> Result<TrainData> {
+        if self.pairs.is_empty() {
+            return Err(Error::Usage("DPO needs at least one preference pair".into()));
+        }
+        let pref = |p: &LabelledPair| PrefPair {
+            prompt: p.prompt.clone(),
+            chosen: p.chosen.clone(),
+            rejected: p.rejected.clone(),
+        };
+        Ok(TrainData {
+            pairs: self.pairs.iter().map(pref).collect(),
+            eval_pairs: self.eval_pairs.iter().map(pref).collect(),
+            ..TrainData::default()
+        })
+    }
+
+    fn policy_config(&self, base: PolicyConfig) -> PolicyConfig {
+        base
+    }
+
+    fn start_spec(&self) -> &str {
+        &self.start_spec
+    }
+
+    fn evaluate(&self, checkpoint: Option<&Path>, proxy: &dyn Reward, seed: u64, step: usize) -> Result<EvalPoint> {
+        let prompts: Vec<&str> = self.eval_prompts.iter().map(String::as_str).collect();
+        let (w, max_new) = (&self.w, self.cfg.max_new_tokens);
+        match checkpoint {
+            None => evaluate(&w.world, &self.start, &self.start, proxy, &w.tok, &prompts, max_new, seed, step),
+            Some(dir) => {
+                let (policy, _) = Gpt::load(dir, &candle_core::Device::Cpu, false)?;
+                evaluate(&w.world, &policy, &self.start, proxy, &w.tok, &prompts, max_new, seed, step)
+            }
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! Real models and human labels as a [`Setting`] of the experiment (see the module doc of
+//! [`super`] for what gold is and what it measures).
+
+use super::config::Resolved;
+use super::data::{first_turns, read_pairs, read_prompts, short_pairs, split, xstest_prompts, Record, Split};
+use super::sample::{evaluate, pool, sample, EvalSet, UserTurn};
+use crate::bon::Pool;
+use crate::config::RunConfig;
+use crate::pipeline::{RmEval, SeedSetting, Setting, KINDS};
+use crate::proxy::{train_ensemble, Ensemble, LabelledPair, Proxy, RmKind, RmTrainConfig};
+use crate::sample::EvalPoint;
+use mismatch_eval::rm;
+use mismatch_eval::PromptKind;
+use mismatch_models::{Error, Result};
+use mismatch_policy::train::common::{permutation, Policy};
+use mismatch_policy::train::{PolicyConfig, PrefPair, TrainData};
+use mismatch_policy::Reward;
+use mismatch_reward::ensemble::{aggregate, Aggregate};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::path::Path;
+
+/// What every seed shares: the data split, prompts, the gold RM and its scores on the test part.
+pub struct RealSetting {
+    paths: Resolved,
+    chat: bool,
+    split: Split,
+    rl_prompts: Vec<String>,
+    eval: EvalSet,
+    /// Start-policy samples (rendered prompt, completion) every RM is standardised on.
+    standardise_on: Vec<(String, String)>,
+    gold: Proxy,
+    /// Gold scores of the test pairs' chosen and rejected responses.
+    gold_test: (Vec<f64>, Vec<f64>),
+    dpo_max_chars: usize,
+}
+
+impl RealSetting {
+    /// Reads and splits the data, draws the standardisation samples and trains the gold RM:
+    /// what every seed shares.
+    pub fn new(cfg: &RunConfig, progress: bool) -> Result<Self> {
+        let real = cfg.real.as_ref().ok_or_else(|| Error::Usage("the experiment has no [real] table".into()))?;
+        let paths = real.resolve();
+        let bar = crate::progress::bar(progress, 2, "gold RM");
+
+        // Data: test (held-out labels) / gold / proxy parts, split by prompt.
+        bar.set_message("reading data");
+        let records = short_pairs(read_pairs(&paths.pairs)?, real.max_pair_chars);
+        let split = split(records, cfg.data.eval_pairs, real.gold_pairs, real.split_seed, &paths.pairs)?;
+        let n_max = *cfg.data.pair_sizes.iter().max().expect("validated");
+        if split.proxy.len() < n_max {
+            return Err(Error::invalid(
+            &paths.pairs,
+            format!(
+                "field `data.pair_sizes`: the proxy part has {} pairs (after {} test and {} gold pairs), fewer than {n_max}",
+                split.proxy.len(),
+                split.test.len(),
+                split.gold.len()
+            ),
+        ));
+        }
+        let rl_prompts = match &paths.prompts {
+            Some(p) => read_prompts(p, real.max_prompt_chars)?,
+            None => first_turns(&split.proxy, real.max_prompt_chars),
+        };
+        if rl_prompts.is_empty() {
+            return Err(Error::invalid(&paths.pairs, "no RL prompts (first user turns) within real.max_prompt_chars"));
+        }
+        let eval = match &paths.eval_prompts_file {
+            Some(f) => {
+                let p = xstest_prompts(f, cfg.eval_prompts, real.max_prompt_chars, cfg.seed ^ 0xe7a1)?;
+                EvalSet { kinds: p.iter().map(|p| p.kind).collect(), prompts: p.into_iter().map(|p| p.text).collect() }
+            }
+            None => {
+                let p = first_turns(&split.test, real.max_prompt_chars);
+                if p.len() < cfg.eval_prompts {
+                    return Err(Error::invalid(
+                        &paths.pairs,
+                        format!("field `eval_prompts`: only {} test prompts within real.max_prompt_chars", p.len()),
+                    ));
+                }
+                let p: Vec<String> = p.into_iter().take(cfg.eval_prompts).collect();
+                EvalSet { kinds: vec![PromptKind::Other; p.len()], prompts: p }
+            }
+        };
+
+        // Standardisation samples: one start-policy sample per RL prompt (a seeded choice).
+        bar.set_message("start-policy samples");
+        let start = Policy::load(&paths.policy, false, real.chat)?;
+        let order = permutation(rl_prompts.len(), real.split_seed ^ 0x57d);
+        let std_prompts: Vec<&str> =
+            order.iter().cycle().take(real.standardise_samples).map(|&i| rl_prompts[i].as_str()).collect();
+        let s = sample(&start, &std_prompts, cfg.max_new_tokens, real.split_seed ^ 0x5a3)?;
+        let standardise_on: Vec<(String, String)> =
+            std_prompts.iter().zip(&s.texts).map(|(p, t)| (super::sample::as_user_turn(p), t.clone())).collect();
+        drop(start);
+
+        // The gold RM: one model on the gold part, standardised like the proxies.
+        bar.set_message(format!("gold RM ({} pairs)", split.gold.len()));
+        let gold_cfg = RmTrainConfig { epochs: real.gold_epochs, bootstrap: false, ..cfg.rm.train.clone() };
+        let gold_pairs: Vec<LabelledPair> = split.gold.iter().map(|r| r.pair.clone()).collect();
+        let gold_ens = train_ensemble(
+            &paths.gold_backbone,
+            &gold_pairs,
+            &gold_cfg,
+            1,
+            real.split_seed * 100 + 3,
+            &standardise_on,
+            &bar,
+        )?;
+        let gold = gold_ens.proxy(RmKind::Single, cfg.rm.uwo_lambda, "gold")?;
+        let gold_test = pair_scores(&gold, &split.test)?;
+        bar.finish_and_clear();
+
+        Ok(RealSetting {
+            paths,
+            chat: real.chat,
+            split,
+            rl_prompts,
+            eval,
+            standardise_on,
+            gold,
+            gold_test,
+            dpo_max_chars: real.dpo_max_chars,
+        })
+    }
+}
+
+/// Scores of the chosen and rejected responses of `pairs` (prompts as the RMs were trained on).
+fn pair_scores(rm: &dyn Reward, pairs: &[Record]) -> Result<(Vec<f64>, Vec<f64>)> {
+    let p: Vec<&str> = pairs.iter().map(|r| r.pair.prompt.as_str()).collect();
+    let c: Vec<&str> = pairs.iter().map(|r| r.pair.chosen.as_str()).collect();
+    let j: Vec<&str> = pairs.iter().map(|r| r.pair.rejected.as_str()).collect();
+    let score = |x: &[&str]| -> Result<Vec<f64>> {
+        let mut out = Vec::with_capacity(x.len());
+        for (pp, xx) in p.chunks(64).zip(x.chunks(64)) {
+            out.extend(rm.score(pp, xx)?.into_iter().map(|v| v as f64));
+        }
+        Ok(out)
+    };
+    Ok((score(&c)?, score(&j)?))
+}
+
+/// Test-pair scores of every kind in [`KINDS`] order, running each member's backbone once
+/// (the kinds are aggregates of the same member scores, as [`Ensemble::proxy`] combines them).
+fn test_scores(ens: &Ensemble, lambda: f64, pairs: &[Record]) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
+    let all = ens.proxy(RmKind::Mean, lambda, "members")?;
+    let p: Vec<&str> = pairs.iter().map(|r| r.pair.prompt.as_str()).collect();
+    let side = |x: Vec<&str>| -> Result<Vec<Vec<f32>>> {
+        let mut per: Vec<Vec<f32>> = vec![];
+        for (pp, xx) in p.chunks(64).zip(x.chunks(64)) {
+            let m = all.member_scores(pp, xx)?;
+            per.resize(m.len(), vec![]);
+            for (a, b) in per.iter_mut().zip(m) {
+                a.extend(b);
+            }
+        }
+        Ok(per)
+    };
+    let c = side(pairs.iter().map(|r| r.pair.chosen.as_str()).collect())?;
+    let r = side(pairs.iter().map(|r| r.pair.rejected.as_str()).collect())?;
+    let agg = |per: &[Vec<f32>], how: Aggregate| -> Result<Vec<f64>> {
+        if per.len() == 1 {
+            return Ok(per[0].iter().map(|&x| x as f64).collect());
+        }
+        let t = candle_core::Tensor::new(per.to_vec(), &candle_core::Device::Cpu)?;
+        Ok(aggregate(&t, how)?.to_vec1::<f32>()?.into_iter().map(|x| x as f64).collect())
+    };
+    let first = |per: &[Vec<f32>]| per[0].iter().map(|&x| x as f64).collect::<Vec<f64>>();
+    let uwo = Aggregate::UncertaintyWeighted { lambda };
+    let warm = pair_scores(&ens.proxy(RmKind::Warm, lambda, "warm")?, pairs)?;
+    Ok(vec![
+        (first(&c), first(&r)),
+        (agg(&c, Aggregate::Mean)?, agg(&r, Aggregate::Mean)?),
+        (agg(&c, Aggregate::WorstCase)?, agg(&r, Aggregate::WorstCase)?),
+        (agg(&c, uwo)?, agg(&r, uwo)?),
+        warm,
+    ])
+}
+
+/// Accuracy of the gold RM on the held-out human labels (how far the stand-in can be trusted).
+fn gold_accuracy(gold_test: &(Vec<f64>, Vec<f64>)) -> f64 {
+    rm::share(&rm::prefers_first(&gold_test.0, &gold_test.1))
+}
+
+/// One RM on the test part: `acc_annotators` = accuracy on the held-out human labels,
+/// `acc_gold` = agreement with the gold RM's preference (pairs where gold is not tied), `ece`
+/// = calibration of σ(r_chosen − r_rejected) against the human labels, `length_corr` /
+/// `gold_length_corr` = Pearson correlation of the RM's / gold's score with length in words.
+fn evaluate_rm(scores: &(Vec<f64>, Vec<f64>), shared: &RealSetting, kind: RmKind, size: usize) -> RmEval {
+    let (ra, rb) = scores;
+    let (ga, gb) = &shared.gold_test;
+    // Calibration against the human labels: the chosen side is the better one.
+    let (label_c, label_r) = (vec![1.0; ra.len()], vec![0.0; ra.len()]);
+    let p_chosen = rm::p_reference_better(ra, rb, &label_c, &label_r);
+    let t = &shared.split.test;
+    let lens: Vec<f64> = t
+        .iter()
+        .map(|r| &r.pair.chosen)
+        .chain(t.iter().map(|r| &r.pair.rejected))
+        .map(|s| mismatch_eval::text::length(s) as f64)
+        .collect();
+    RmEval::new(kind, size, (&ra[..], &rb[..]), (&ga[..], &gb[..]), &p_chosen, &lens)
+}
+
+/// One seed: its order of the proxy part and the start policy.
+struct RealSeed<'a> {
+    shared: &'a RealSetting,
+    cfg: &'a RunConfig,
+    start: Policy,
+    train_recs: Vec<&'a Record>,
+    pairs: Vec<LabelledPair>,
+}
+
+impl Setting for RealSetting {
+    fn seed<'a>(
+        &'a self,
+        cfg: &'a RunConfig,
+        seed: u64,
+        _multi: &indicatif::MultiProgress,
+        _progress: bool,
+    ) -> Result<Box<dyn SeedSetting + 'a>> {
+        // The proxies train on prefixes of this seed's order of the proxy part.
+        let n_max = *cfg.data.pair_sizes.iter().max().expect("validated");
+        let order = permutation(self.split.proxy.len(), seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x11);
+        let train_recs: Vec<&Record> = order.iter().take(n_max).map(|&i| &self.split.proxy[i]).collect();
+        let pairs = train_recs.iter().map(|r| r.pair.clone()).collect();
+        let start = Policy::load(&self.paths.policy, false, self.chat)?;
+        Ok(Box::new(RealSeed { shared: self, cfg, start, train_recs, pairs }))
+    }
+}
+
+impl SeedSetting for RealSeed<'_> {
+    fn rm_pairs(&self) -> &[LabelledPair] {
+        &self.pairs
+    }
+
+    fn rm_backbone(&self) -> &str {
+        &self.shared.paths.rm_backbone
+    }
+
+    fn standardise_on(&self) -> &[(String, String)] {
+        &self.shared.standardise_on
+    }
+
+    fn evaluate_rms(&self, ens: &Ensemble, size: usize) -> Result<Vec<RmEval>> {
+        let scores = test_scores(ens, self.cfg.rm.uwo_lambda, &self.shared.split.test)?;
+        Ok(KINDS.into_iter().zip(scores).map(|(kind, s)| evaluate_rm(&s, self.shared, kind, size)).collect())
+    }
+
+    fn annotator_acc_gold(&self) -> Result<f64> {
+        Ok(gold_accuracy(&self.shared.gold_test))
+    }
+
+    /// On the first evaluation prompts.
+    fn bon_pool(&self, seed: u64) -> Result<Pool> {
+        let set = &self.shared.eval;
+        let prompts: Vec<&str> =
+            set.prompts.iter().take(self.cfg.bon.prompts.min(set.prompts.len())).map(String::as_str).collect();
+        pool(&self.start, &self.shared.gold, &prompts, self.cfg.bon.n_max, self.cfg.max_new_tokens, seed)
+    }
+
+    fn as_seen<'r>(&self, reward: &'r dyn Reward) -> Box<dyn Reward + 'r> {
+        Box::new(UserTurn(reward))
+    }
+
+    fn gold(&self) -> Box<dyn Reward + '_> {
+        Box::new(UserTurn(&self.shared.gold))
+    }
+
+    fn rl_prompts(&self, n: usize, seed: u64) -> Vec<String> {
+        let p = &self.shared.rl_prompts;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n).map(|_| p[rng.random_range(0..p.len())].clone()).collect()
+    }
+
+    /// The single-turn proxy-training pairs (the prompt is then one user turn the policy's chat
+    /// template can wrap), responses within `real.dpo_max_chars`.
+    fn dpo_data(&self) -> Result<TrainData> {
+        let shared = self.shared;
+        let pref = |r: &Record| PrefPair {
+            prompt: r.first_user.clone().unwrap_or_default(),
+            chosen: r.pair.chosen.clone(),
+            rejected: r.pair.rejected.clone(),
+        };
+        let usable = |r: &&Record| {
+            r.single_turn && r.pair.chosen.chars().count().max(r.pair.rejected.chars().count()) <= shared.dpo_max_chars
+        };
+        let pairs: Vec<PrefPair> = self.train_recs.iter().copied().filter(usable).map(pref).collect();
+        if pairs.is_empty() {
+            return Err(Error::invalid(
+                &shared.paths.pairs,
+                format!(
+                    "field `real.dpo_max_chars`: no single-turn proxy pair has responses of at most {} characters; \
+                     raise it or set dpo.steps = 0",
+                    shared.dpo_max_chars
+                ),
+            ));
+        }
+        let eval_pairs: Vec<PrefPair> = shared.split.test.iter().filter(usable).take(32).map(pref).collect();
+        Ok(TrainData { pairs, eval_pairs, ..TrainData::default() })
+    }
+
+    fn policy_config(&self, base: PolicyConfig) -> PolicyConfig {
+        PolicyConfig { chat: self.shared.chat, ..base }
+    }
+
+    fn start_spec(&self) -> &str {
+        &self.shared.paths.policy
+    }
+
+    fn evaluate(&self, checkpoint: Option<&Path>, proxy: &dyn Reward, seed: u64, step: usize) -> Result<EvalPoint> {
+        let (set, gold, max_new) = (&self.shared.eval, &self.shared.gold, self.cfg.max_new_tokens);
+        match checkpoint {
+            None => evaluate(&self.start, &self.start, proxy, gold, set, max_new, seed, step),
+            Some(dir) => {
+                let spec = dir.to_str().ok_or_else(|| Error::invalid(dir, "path is not UTF-8"))?;
+                let policy = Policy::load(spec, false, self.shared.chat)?;
+                evaluate(&policy, &self.start, proxy, gold, set, max_new, seed, step)
+            }
+        }
+    }
+}
