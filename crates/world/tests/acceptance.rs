@@ -3,6 +3,12 @@
 //! - `small_run_is_deterministic_and_renders`: a small config (one seed, a few steps), run twice;
 //!   the two summary.json files must be byte-identical, and the report must render in headless
 //!   Chromium with its plots and no console errors (screenshot kept under target/).
+//! - `unseen_start_policy_over_optimises`: the headline on one start policy the defaults were
+//!   not chosen on (seed 7 of the seeds 5–9 set), with the default world and RL but only what
+//!   the single proxy's run needs (one RM member at 600 pairs, no mitigations, no DPO, a small
+//!   best-of-n): gold peaks and then falls while the proxy keeps rising (both 95% CIs above 0),
+//!   the text degenerates, and a second run gives the same summary.json bytes. About a minute in
+//!   a debug build.
 //! - `default_run_acceptance` (ignored in debug builds: it runs the real default config, about
 //!   3 minutes in release): `cargo test --release -p mismatch-world --test acceptance -- --ignored`.
 //!   Checks the acceptance criteria on the default world, and that with the annotator
@@ -112,6 +118,39 @@ fn small_run_is_deterministic_and_renders() {
         "{one} vs {m}"
     );
     assert!(html.contains("each seed optimises from its own pre-trained start policy"));
+}
+
+/// The default experiment cut to the single proxy's RL run, on one unseen start policy.
+fn unseen_single() -> RunConfig {
+    let mut c = RunConfig { seeds: 1, seed: 7, start_seed: 7, threads: 1, ..RunConfig::default() };
+    c.data.pair_sizes = vec![600];
+    c.rm.members = 1;
+    c.bon.n_max = 8;
+    c.bon.prompts = 8;
+    c.bon.ns = vec![1, 2, 4, 8];
+    c.rl.kl_coefs = vec![0.01];
+    c.rl.mitigations = vec![];
+    c.dpo.steps = 0;
+    c
+}
+
+#[test]
+fn unseen_start_policy_over_optimises() {
+    let home = tempfile::tempdir().unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cfg = unseen_single();
+    let s = run(&cfg, a.path(), home.path());
+    let h = &s["headline"];
+    let peak = &h["gold_peak"];
+    let last = s["runs"][0]["step"].as_array().unwrap().last().unwrap().as_u64().unwrap();
+    assert!(peak["step"].as_u64().unwrap() < last, "gold peaks at the end: {peak}");
+    assert!(f(&h["gold_drop"]["lo"]) > 0.0, "gold drop {}", h["gold_drop"]);
+    assert!(f(&h["proxy_rise_after_peak"]["lo"]) > 0.0, "proxy {}", h["proxy_rise_after_peak"]);
+    let rising = h["failure_modes_rising"].as_array().unwrap();
+    assert!(rising.iter().any(|m| m == "garbage"), "failure modes rising: {rising:?}");
+    run(&cfg, b.path(), home.path());
+    let read = |d: &Path| std::fs::read(d.join("summary.json")).unwrap();
+    assert_eq!(read(a.path()), read(b.path()), "two runs with one seed differ");
 }
 
 fn f(v: &Value) -> f64 {
