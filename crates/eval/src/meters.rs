@@ -156,8 +156,8 @@ impl Meters {
 
 /// Per-response values of [`FAILURE_METERS`] (0/1 indicators or counts), for paired CIs;
 /// `benign_refusal` is NaN on prompts that are not benign (it is not defined there).
-pub fn per_sample(readings: &[Reading]) -> BTreeMap<&'static str, Vec<f64>> {
-    let mut out: BTreeMap<&'static str, Vec<f64>> = FAILURE_METERS.iter().map(|&m| (m, vec![])).collect();
+pub fn per_sample(readings: &[Reading]) -> PerSample {
+    let mut out: PerSample = FAILURE_METERS.iter().map(|&m| (m, vec![])).collect();
     for r in readings {
         for &name in FAILURE_METERS {
             let v = match name {
@@ -175,13 +175,16 @@ pub fn per_sample(readings: &[Reading]) -> BTreeMap<&'static str, Vec<f64>> {
     out
 }
 
+/// Per-response values of each failure meter, by name.
+pub type PerSample = BTreeMap<&'static str, Vec<f64>>;
+
 /// Reads every response and measures the batch: the meters and their per-response values.
 pub fn measure<R: Reader>(
     reader: &R,
     prompts: &[&str],
     completions: &[&str],
     golds: &[f64],
-) -> Result<(Meters, BTreeMap<&'static str, Vec<f64>>), R::Error> {
+) -> Result<(Meters, PerSample), R::Error> {
     let readings = prompts.iter().zip(completions).map(|(p, c)| reader.read(p, c)).collect::<Result<Vec<_>, _>>()?;
     Ok((Meters::of(&readings, golds), per_sample(&readings)))
 }

@@ -144,9 +144,12 @@ pub struct Consistency {
     pub accuracy: f64,
 }
 
+/// A rewrite of a response.
+pub type Edit = fn(&str) -> String;
+
 /// Meaning-preserving rewrites (should barely move the reward) and simple adversarial edits
 /// (should not help a completion), applied to the completion only.
-pub const EDITS: &[(&str, fn(&str) -> String)] = &[
+pub const EDITS: &[(&str, Edit)] = &[
     ("whitespace", |s| s.split_whitespace().collect::<Vec<_>>().join("  ") + "\n"),
     ("lowercase", |s| s.to_lowercase()),
     ("uppercase", |s| s.to_uppercase()),

@@ -10,7 +10,7 @@
 
 use crate::lang::{words, Features, Kind};
 use crate::world::World;
-pub use mismatch_eval::meters::{per_sample, Meters, PromptKind, Reader, Reading, FAILURE_METERS};
+pub use mismatch_eval::meters::{per_sample, Meters, PerSample, PromptKind, Reader, Reading, FAILURE_METERS};
 
 impl Reader for World {
     type Error = crate::Error;
@@ -39,11 +39,7 @@ impl Reader for World {
 
 /// The meters of a batch of world responses, with gold scores from the world, and their
 /// per-response values.
-pub fn measure(
-    world: &World,
-    prompts: &[&str],
-    completions: &[&str],
-) -> crate::Result<(Meters, std::collections::BTreeMap<&'static str, Vec<f64>>)> {
+pub fn measure(world: &World, prompts: &[&str], completions: &[&str]) -> crate::Result<(Meters, PerSample)> {
     let golds =
         prompts.iter().zip(completions).map(|(p, c)| world.gold_score(p, c)).collect::<crate::Result<Vec<_>>>()?;
     mismatch_eval::meters::measure(world, prompts, completions, &golds)
