@@ -33,4 +33,5 @@ pub use tokenizer::{ChatMessage, Tok};
 pub mod load;
 pub mod optim;
 pub mod pool;
+pub mod seed;
 pub use load::{load_causal_lm, AnyLm, LoadedLm};

@@ -469,7 +469,11 @@ fn run(
         let m = if resuming {
             load_member(&member_dir(k).expect("resume implies disk"), &proto_backbone)?
         } else {
-            fresh_backbone(&mut proto_backbone)?.member(cfg.head, cfg.seed + k as u64, cfg.frozen)?
+            fresh_backbone(&mut proto_backbone)?.member(
+                cfg.head,
+                mismatch_models::seed::offset(cfg.seed, k as u64),
+                cfg.frozen,
+            )?
         };
         let mut opt = AdamW::new(m.named_vars(), cfg.lr, cfg.weight_decay)?;
         let first_epoch = if resuming {

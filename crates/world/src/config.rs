@@ -180,10 +180,12 @@ impl RunConfig {
         Ok(c)
     }
 
-    /// The start-policy seed of seed `seed`.
+    /// The start-policy seed of seed `seed`: `start_seed + (seed − self.seed)` with
+    /// `start_per_seed`, modulo 2⁶⁴ ([`mismatch_models::seed::offset`]), so a `start_seed` near
+    /// `u64::MAX` wraps around to 0 instead of overflowing.
     pub fn start_seed_of(&self, seed: u64) -> u64 {
         if self.start_per_seed {
-            self.start_seed + (seed - self.seed)
+            mismatch_models::seed::offset(self.start_seed, seed.wrapping_sub(self.seed))
         } else {
             self.start_seed
         }
@@ -193,37 +195,123 @@ impl RunConfig {
         toml::to_string_pretty(self).expect("config serialises")
     }
 
+    /// Rejects values that would panic or produce a meaningless run, naming `path` and the
+    /// field (`field `start.demos`: …`).
     pub fn validate(&self, path: &Path) -> Result<()> {
         let bad = |field: &str, msg: &str| Err(Error::invalid(path, format!("field `{field}`: {msg}")));
+        let positive = |v: f64| v > 0.0 && v.is_finite();
         if self.seeds == 0 {
             return bad("seeds", "must be at least 1");
+        }
+        // The seeds are seed..seed+seeds; a range past u64::MAX is refused rather than wrapped,
+        // so seeds stay distinct and in order (derived seeds do wrap: mismatch_models::seed).
+        if self.seed.checked_add(self.seeds as u64 - 1).is_none() {
+            return bad(
+                "seed",
+                &format!(
+                    "the seeds seed..seed+seeds must stay within u64 (at most {}): with seeds = {}, use seed ≤ {}",
+                    u64::MAX,
+                    self.seeds,
+                    u64::MAX - (self.seeds as u64 - 1)
+                ),
+            );
+        }
+        if self.max_new_tokens == 0 {
+            return bad("max_new_tokens", "must be at least 1");
+        }
+        if self.eval_prompts == 0 {
+            return bad("eval_prompts", "must be at least 1");
         }
         if self.data.pair_sizes.is_empty() || self.data.pair_sizes.contains(&0) {
             return bad("data.pair_sizes", "needs at least one positive size");
         }
+        if self.data.eval_pairs == 0 {
+            return bad("data.eval_pairs", "must be at least 1 (the reward models are evaluated on them)");
+        }
         if self.rm.members == 0 {
             return bad("rm.members", "must be at least 1");
+        }
+        if !(self.rm.uwo_lambda >= 0.0 && self.rm.uwo_lambda.is_finite()) {
+            return bad("rm.uwo_lambda", "must be a finite number ≥ 0");
+        }
+        if self.rm.train.epochs == 0 {
+            return bad("rm.train.epochs", "must be at least 1");
+        }
+        if self.rm.train.batch_size == 0 {
+            return bad("rm.train.batch_size", "must be at least 1");
+        }
+        if !positive(self.rm.train.lr) {
+            return bad("rm.train.lr", "must be positive");
+        }
+        if self.bon.prompts == 0 {
+            return bad("bon.prompts", "must be at least 1");
+        }
+        if self.bon.n_max == 0 {
+            return bad("bon.n_max", "must be at least 1");
+        }
+        if self.bon.ns.is_empty() || self.bon.ns.iter().any(|&n| n == 0 || n > self.bon.n_max) {
+            return bad("bon.ns", "needs at least one n, every n in 1..=bon.n_max");
         }
         if self.rl.kl_coefs.is_empty() {
             return bad("rl.kl_coefs", "needs at least one KL coefficient");
         }
+        if self.rl.kl_coefs.iter().any(|b| !(*b >= 0.0 && b.is_finite())) {
+            return bad("rl.kl_coefs", "every KL coefficient must be a finite number ≥ 0");
+        }
         if self.rl.samples_per_prompt < 2 {
             return bad("rl.samples_per_prompt", "RLOO needs at least 2");
         }
-        if self.bon.ns.iter().any(|&n| n == 0 || n > self.bon.n_max) {
-            return bad("bon.ns", "every n must be in 1..=bon.n_max");
+        if self.rl.prompts_per_step == 0 {
+            return bad("rl.prompts_per_step", "must be at least 1");
         }
-        if self.eval_prompts == 0 || self.bon.prompts == 0 {
-            return bad("eval_prompts", "must be positive");
+        if self.rl.eval_every == 0 {
+            return bad("rl.eval_every", "must be at least 1");
+        }
+        if !positive(self.rl.lr) {
+            return bad("rl.lr", "must be positive");
+        }
+        if self.dpo.batch_size == 0 {
+            return bad("dpo.batch_size", "must be at least 1");
+        }
+        if self.dpo.eval_every == 0 {
+            return bad("dpo.eval_every", "must be at least 1");
+        }
+        if !positive(self.dpo.lr) {
+            return bad("dpo.lr", "must be positive");
+        }
+        if !positive(self.dpo.beta) {
+            return bad("dpo.beta", "must be positive");
         }
         if let Some(r) = &self.real {
-            if self.max_new_tokens == 0 {
-                return bad("max_new_tokens", "must be positive");
-            }
-            if self.data.eval_pairs == 0 {
-                return bad("data.eval_pairs", "the real run needs held-out test pairs");
-            }
             return r.validate(path);
+        }
+        let w = &self.world;
+        if !(w.heldout_fraction > 0.0 && w.heldout_fraction < 1.0) {
+            return bad("world.heldout_fraction", "must be strictly between 0 and 1");
+        }
+        let s = &self.start;
+        for (field, v) in [
+            ("start.n_layer", s.n_layer),
+            ("start.n_head", s.n_head),
+            ("start.n_embd", s.n_embd),
+            ("start.block_size", s.block_size),
+            ("start.batch_size", s.batch_size),
+        ] {
+            if v == 0 {
+                return bad(field, "must be at least 1");
+            }
+        }
+        if s.n_embd % s.n_head != 0 {
+            return bad("start.n_embd", "must be a multiple of start.n_head");
+        }
+        if s.demos == 0 {
+            return bad("start.demos", "must be at least 1 (the start policy is pre-trained on them)");
+        }
+        if !positive(s.lr) {
+            return bad("start.lr", "must be positive");
+        }
+        if !(s.weight_decay >= 0.0 && s.weight_decay.is_finite()) {
+            return bad("start.weight_decay", "must be a finite number ≥ 0");
         }
         if self.max_new_tokens + 16 > self.start.block_size {
             return bad("max_new_tokens", "prompt (up to 16 tokens) + max_new_tokens must fit start.block_size");
@@ -256,5 +344,57 @@ mod tests {
         let bad = RunConfig { seeds: 0, ..RunConfig::default() };
         let err = bad.validate(Path::new("exp.toml")).unwrap_err().to_string();
         assert!(err.contains("seeds") && err.contains("exp.toml"), "{err}");
+    }
+
+    fn err_of(c: RunConfig) -> String {
+        c.validate(Path::new("exp.toml")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn values_that_would_panic_or_mean_nothing_are_refused_naming_the_field() {
+        let d = RunConfig::default;
+        let cases: Vec<(RunConfig, &str)> = vec![
+            (RunConfig { start: StartConfig { demos: 0, ..d().start }, ..d() }, "start.demos"),
+            (RunConfig { start: StartConfig { block_size: 0, ..d().start }, ..d() }, "start.block_size"),
+            (RunConfig { start: StartConfig { n_head: 0, ..d().start }, ..d() }, "start.n_head"),
+            (RunConfig { start: StartConfig { n_embd: 63, ..d().start }, ..d() }, "start.n_embd"),
+            (RunConfig { start: StartConfig { batch_size: 0, ..d().start }, ..d() }, "start.batch_size"),
+            (RunConfig { start: StartConfig { lr: 0.0, ..d().start }, ..d() }, "start.lr"),
+            (RunConfig { eval_prompts: 0, ..d() }, "eval_prompts"),
+            (RunConfig { max_new_tokens: 0, ..d() }, "max_new_tokens"),
+            (RunConfig { data: DataConfig { eval_pairs: 0, ..d().data }, ..d() }, "data.eval_pairs"),
+            (RunConfig { data: DataConfig { pair_sizes: vec![], ..d().data }, ..d() }, "data.pair_sizes"),
+            (RunConfig { bon: BonConfig { prompts: 0, ..d().bon }, ..d() }, "bon.prompts"),
+            (RunConfig { bon: BonConfig { ns: vec![], ..d().bon }, ..d() }, "bon.ns"),
+            (RunConfig { bon: BonConfig { n_max: 0, ns: vec![], ..d().bon }, ..d() }, "bon.n_max"),
+            (RunConfig { rm: RmConfig { uwo_lambda: f64::NAN, ..d().rm }, ..d() }, "rm.uwo_lambda"),
+            (RunConfig { world: WorldConfig { heldout_fraction: 0.0, ..d().world }, ..d() }, "world.heldout_fraction"),
+            (RunConfig { seed: u64::MAX, ..d() }, "field `seed`"),
+        ];
+        for (c, field) in cases {
+            let e = err_of(c);
+            assert!(e.starts_with("exp.toml: ") && e.contains(field), "{field}: {e}");
+        }
+        let mut c = d();
+        c.rl.eval_every = 0;
+        assert!(err_of(c).contains("rl.eval_every"));
+        let mut c = d();
+        c.rl.prompts_per_step = 0;
+        assert!(err_of(c).contains("rl.prompts_per_step"));
+        let mut c = d();
+        c.dpo.batch_size = 0;
+        assert!(err_of(c).contains("dpo.batch_size"));
+        let mut c = d();
+        c.rm.train.batch_size = 0;
+        assert!(err_of(c).contains("rm.train.batch_size"));
+        // The default is valid, and so is the largest seed when the range fits.
+        d().validate(Path::new("exp.toml")).unwrap();
+        RunConfig { seed: u64::MAX, seeds: 1, ..d() }.validate(Path::new("exp.toml")).unwrap();
+        RunConfig { seed: u64::MAX - 4, seeds: 5, ..d() }.validate(Path::new("exp.toml")).unwrap();
+        let e = err_of(RunConfig { seed: u64::MAX - 3, seeds: 5, ..d() });
+        assert!(e.contains("seeds = 5, use seed ≤ 18446744073709551611"), "{e}");
+        // Start seeds wrap around instead of overflowing.
+        let c = RunConfig { seed: 3, start_seed: u64::MAX, ..d() };
+        assert_eq!((3..6).map(|s| c.start_seed_of(s)).collect::<Vec<_>>(), [u64::MAX, 0, 1]);
     }
 }

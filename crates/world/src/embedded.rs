@@ -72,16 +72,25 @@ impl Setting for WorldSetting {
                 let rep: Vec<&str> = idx.iter().flat_map(|&i| [world.prompts[i].text.as_str(); 2]).collect();
                 let mut texts = Vec::new();
                 for (c, chunk) in rep.chunks(512).enumerate() {
-                    texts.extend(sample(&start, &self.tok, chunk, cfg.max_new_tokens, sseed + c as u64)?.texts);
+                    texts.extend(
+                        sample(
+                            &start,
+                            &self.tok,
+                            chunk,
+                            cfg.max_new_tokens,
+                            mismatch_models::seed::offset(sseed, c as u64),
+                        )?
+                        .texts,
+                    );
                 }
                 Ok(idx.iter().enumerate().map(|(j, &i)| (i, texts[2 * j].clone(), texts[2 * j + 1].clone())).collect())
             };
-        let train_draws = draws(&world.train, n_max, &mut rng, seed * 1000 + 1)?;
-        let pairs = label_pairs(world, &train_draws, seed * 1000 + 2);
+        let train_draws = draws(&world.train, n_max, &mut rng, mismatch_models::seed::derive(seed, 1))?;
+        let pairs = label_pairs(world, &train_draws, mismatch_models::seed::derive(seed, 2));
         let standardise_on =
             train_draws.iter().take(256).map(|(i, a, _)| (world.prompts[*i].text.clone(), a.clone())).collect();
-        let eval_draws = draws(&world.heldout, cfg.data.eval_pairs, &mut rng, seed * 1000 + 3)?;
-        let eval_pairs = label_pairs(world, &eval_draws, seed * 1000 + 4);
+        let eval_draws = draws(&world.heldout, cfg.data.eval_pairs, &mut rng, mismatch_models::seed::derive(seed, 3))?;
+        let eval_pairs = label_pairs(world, &eval_draws, mismatch_models::seed::derive(seed, 4));
 
         // Fixed held-out evaluation prompts (shared by all seeds).
         let mut erng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xe7a1);

@@ -155,7 +155,7 @@ pub fn run_all(setting: &dyn Setting, cfg: &RunConfig, out: &Path, progress: boo
 /// the results in seed order (each seed's work depends only on its seed, so scheduling does
 /// not change any result).
 pub fn for_each_seed<T: Send>(cfg: &RunConfig, work: impl Fn(u64) -> Result<T> + Sync) -> Result<Vec<T>> {
-    let seeds: Vec<u64> = (0..cfg.seeds as u64).map(|i| cfg.seed + i).collect();
+    let seeds: Vec<u64> = (0..cfg.seeds as u64).map(|i| mismatch_models::seed::offset(cfg.seed, i)).collect();
     let results: Vec<std::sync::Mutex<Option<Result<T>>>> = seeds.iter().map(|_| std::sync::Mutex::new(None)).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
@@ -200,7 +200,7 @@ fn run_seed(
             &pairs[..n],
             &cfg.rm.train,
             cfg.rm.members,
-            seed * 100 + 7,
+            mismatch_models::seed::scaled(seed, 100, 7),
             s.standardise_on(),
             bar,
         )?;
@@ -214,7 +214,7 @@ fn run_seed(
 
     // Best-of-n from one pool.
     bar.set_message("best-of-n");
-    let pool = s.bon_pool(seed * 1000 + 5)?;
+    let pool = s.bon_pool(mismatch_models::seed::derive(seed, 5))?;
     let mut curves = Vec::new();
     for kind in KINDS {
         let p = ens.proxy(kind, cfg.rm.uwo_lambda, kind.name())?;
@@ -225,7 +225,7 @@ fn run_seed(
 
     // RL against the single proxy at every KL coefficient and against the mitigations at the first.
     let work = out.join("work");
-    let eval_seed = seed * 1000 + 6;
+    let eval_seed = mismatch_models::seed::derive(seed, 6);
     let mut runs = Vec::new();
     let mut plan: Vec<(RmKind, f64)> = cfg.rl.kl_coefs.iter().map(|&b| (RmKind::Single, b)).collect();
     plan.extend(cfg.rl.mitigations.iter().map(|&k| (k, cfg.rl.kl_coefs[0])));
@@ -233,7 +233,7 @@ fn run_seed(
         let name = run_name_rl(kind, beta);
         bar.set_message(name.clone());
         let p = ens.proxy(kind, cfg.rm.uwo_lambda, kind.name())?;
-        let rl_seed = seed * 1000 + 8;
+        let rl_seed = mismatch_models::seed::derive(seed, 8);
         // The trainer takes step s's prompts from consecutive slices of a permutation of this
         // list, so drawing exactly steps × batch prompts feeds each step fresh draws.
         let data = TrainData {
@@ -261,7 +261,7 @@ fn run_seed(
     if cfg.dpo.steps > 0 {
         bar.set_message("dpo");
         let data = s.dpo_data()?;
-        let pcfg = s.policy_config(crate::dpo::policy_config(&cfg.dpo, seed * 1000 + 9));
+        let pcfg = s.policy_config(crate::dpo::policy_config(&cfg.dpo, mismatch_models::seed::derive(seed, 9)));
         let single = ens.proxy(RmKind::Single, cfg.rm.uwo_lambda, "single")?;
         let log =
             train_and_evaluate(s, &pcfg, None, &data, &single, eval_seed, &work, &format!("dpo-seed{seed}"), bar)?;

@@ -191,7 +191,7 @@ pub fn train_ensemble(
             } else {
                 (0..train.len()).map(|_| train[rng.random_range(0..train.len())].clone()).collect()
             };
-            let one = TrainConfig { members: 1, seed: seed + i as u64, ..tc.clone() };
+            let one = TrainConfig { members: 1, seed: mismatch_models::seed::offset(seed, i as u64), ..tc.clone() };
             let mut rm = train_in_memory(&one, &resample, &[], false)?;
             config.get_or_insert_with(|| RmConfig { members: tc.members, ..rm.config.clone() });
             members.append(&mut rm.members);

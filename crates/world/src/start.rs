@@ -101,6 +101,15 @@ pub fn train(
     }
     let t = cfg.block_size;
     let starts: Vec<usize> = starts.into_iter().filter(|&s| s + t < stream.len()).collect();
+    if starts.is_empty() {
+        return Err(Error::Usage(format!(
+            "start.demos = {}: the demonstration corpus has {} tokens, too few for one training row of \
+             start.block_size + 1 = {} tokens; raise start.demos or lower start.block_size",
+            cfg.demos,
+            stream.len(),
+            t + 1
+        )));
+    }
     let gcfg = GptConfig::new(tok.get_vocab_size(true), cfg.n_layer, cfg.n_head, cfg.n_embd, t);
     let varmap = VarMap::new();
     let gpt = Gpt::init(&gcfg, &varmap, seed, DType::F32, &dev)?;

@@ -191,13 +191,9 @@ impl ValueHead {
     }
 }
 
-/// A deterministic 64-bit seed from (seed, step, stream) (SplitMix64 finaliser on a mix), so
-/// that every step's randomness is a function of the step alone and resuming needs no RNG state.
+/// A deterministic 64-bit seed from (seed, step, stream): [`mismatch_models::seed::mix`].
 pub fn derive_seed(seed: u64, step: u64, stream: u64) -> u64 {
-    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    mismatch_models::seed::mix(seed, step, stream)
 }
 
 /// Indices of step `step`'s batch of `bs` items out of `n`: consecutive slices of per-epoch

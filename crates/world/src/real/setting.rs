@@ -104,7 +104,7 @@ impl RealSetting {
             &gold_pairs,
             &gold_cfg,
             1,
-            real.split_seed * 100 + 3,
+            mismatch_models::seed::scaled(real.split_seed, 100, 3),
             &standardise_on,
             &bar,
         )?;

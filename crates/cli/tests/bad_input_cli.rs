@@ -1,0 +1,90 @@
+//! The `mismatch` binary on bad input: a clear error naming the file and the field or flag,
+//! exit code 2, no panic and nothing half-written.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn mismatch(args: &[&str], home: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mismatch")).args(args).env("MISMATCH_HOME", home).output().expect("run mismatch")
+}
+
+/// The stderr of a run that must fail with exit code 2 (and no panic).
+fn refused(o: &Output) -> String {
+    let e = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(2), "expected exit 2: {e}");
+    assert!(!e.contains("panicked"), "{e}");
+    e
+}
+
+/// A world experiment small enough to run in seconds.
+const TINY: &str = r#"
+seeds = 1
+threads = 1
+max_new_tokens = 6
+eval_prompts = 2
+[start]
+n_layer = 1
+n_head = 1
+n_embd = 8
+block_size = 24
+demos = 200
+steps = 2
+batch_size = 2
+[data]
+pair_sizes = [8]
+eval_pairs = 4
+[rm]
+members = 2
+[rm.train]
+epochs = 1
+batch_size = 4
+[bon]
+n_max = 2
+prompts = 2
+ns = [1, 2]
+[rl]
+steps = 1
+prompts_per_step = 2
+samples_per_prompt = 2
+kl_coefs = [0.1]
+eval_every = 1
+mitigations = []
+[dpo]
+steps = 1
+batch_size = 4
+eval_every = 1
+"#;
+
+#[test]
+fn run_refuses_a_config_that_would_panic_naming_file_and_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    for (toml, field) in [
+        ("[start]\ndemos = 0\n", "start.demos"),
+        ("eval_prompts = 0\n", "eval_prompts"),
+        ("[bon]\nns = []\n", "bon.ns"),
+        ("[start]\nn_head = 3\n", "start.n_embd"),
+        // TOML integers are i64: u64::MAX cannot be written in a config.
+        ("seed = 18446744073709551615\n", "line 1, field seed"),
+    ] {
+        let cfg = d.join("exp.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        let out = d.join("out");
+        let e = refused(&mismatch(&["run", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()], d));
+        assert!(e.contains("exp.toml") && e.contains(field), "{toml}: {e}");
+        assert!(!out.exists(), "{toml}: nothing may be written");
+    }
+}
+
+#[test]
+fn run_with_the_largest_writable_seed_wraps_its_derived_seeds_without_panicking() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let cfg = d.join("exp.toml");
+    std::fs::write(&cfg, format!("seed = 9223372036854775807\nstart_seed = 9223372036854775807\n{TINY}")).unwrap();
+    let out = d.join("out");
+    let o = mismatch(&["run", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-progress"], d);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    assert!(summary.contains("9223372036854775807"), "the seed is recorded");
+}
