@@ -88,3 +88,30 @@ fn run_with_the_largest_writable_seed_wraps_its_derived_seeds_without_panicking(
     let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
     assert!(summary.contains("9223372036854775807"), "the seed is recorded");
 }
+
+#[test]
+fn data_split_refuses_duplicate_names_and_paths_writing_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let input = d.join("pairs.jsonl");
+    let rows: String = (0..10)
+        .map(|i| format!("{{\"prompt\": \"q{i}\", \"chosen\": \"good {i}\", \"rejected\": \"bad {i}\"}}\n"))
+        .collect();
+    std::fs::write(&input, rows).unwrap();
+    let out = d.join("split");
+    let o = out.to_str().unwrap();
+    for (names, want) in [
+        ("a,a", "--names: \"a\" given twice"),
+        ("../x,y", "--names: \"../x\" is not a plain file name"),
+        ("x,sub/y", "--names: \"sub/y\" is not a plain file name"),
+        ("..,y", "--names: \"..\" is not a plain file name"),
+        ("x,", "--names: empty name"),
+    ] {
+        let e = refused(&mismatch(&["data", "split", input.to_str().unwrap(), "--out-dir", o, "--names", names], d));
+        assert!(e.contains(want), "{names}: {e}");
+        assert!(!out.exists() && !d.join("x.jsonl").exists(), "{names}: nothing may be written");
+    }
+    let ok = mismatch(&["data", "split", input.to_str().unwrap(), "--out-dir", o, "--names", "fit,held"], d);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(out.join("fit.jsonl").exists() && out.join("held.jsonl").exists());
+}

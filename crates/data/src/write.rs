@@ -70,6 +70,25 @@ pub fn default_names(k: usize) -> Vec<String> {
     }
 }
 
+/// `--names` are file names inside `--out-dir`: each non-empty, distinct, without a path
+/// separator and not `.` or `..`, so no split overwrites another or lands outside the directory.
+fn check_names(names: &[String]) -> Result<()> {
+    for (i, n) in names.iter().enumerate() {
+        if n.trim().is_empty() {
+            return Err(DataError::Usage("--names: empty name".into()));
+        }
+        if n.contains(['/', '\\']) || n == "." || n == ".." {
+            return Err(DataError::Usage(format!(
+                "--names: {n:?} is not a plain file name (no path separators or \"..\")"
+            )));
+        }
+        if names[..i].contains(n) {
+            return Err(DataError::Usage(format!("--names: {n:?} given twice (each split needs its own file)")));
+        }
+    }
+    Ok(())
+}
+
 /// Splits by prompt: records sharing a prompt always land in the same split.
 ///
 /// Prompt groups (in order of first appearance) are shuffled with ChaCha8 seeded by `seed`, then laid end to
@@ -87,6 +106,7 @@ pub fn split(ds: &Dataset, out_dir: &Path, ratios: &[f64], names: &[String], see
     if names.len() != ratios.len() {
         return Err(DataError::Usage(format!("--names: {} names for {} ratios", names.len(), ratios.len())));
     }
+    check_names(names)?;
     let n = ds.records.len();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut groups: Vec<Vec<usize>> = Vec::new();
