@@ -28,7 +28,7 @@ enum Command {
     /// Train and evaluate reward models (Bradley-Terry, margin; ensembles, WARM, calibration).
     #[command(subcommand)]
     Rm(mismatch_reward::cli::RmCmd),
-    /// Optimise a policy against a reward: best-of-N, rejection sampling, PPO, RLOO, GRPO, DPO/IPO, SFT.
+    /// Optimise a policy against a reward: best-of-N, rejection sampling, PPO, RLOO, GRPO, DPO/IPO/SimPO, SFT.
     #[command(subcommand)]
     Policy(mismatch_policy::cli::PolicyCmd),
     /// Sample completions from a causal LM (short name, .gguf file or HF checkpoint directory).

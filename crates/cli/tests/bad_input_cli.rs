@@ -115,3 +115,50 @@ fn data_split_refuses_duplicate_names_and_paths_writing_nothing() {
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert!(out.join("fit.jsonl").exists() && out.join("held.jsonl").exists());
 }
+
+#[test]
+fn policy_train_refuses_flags_the_algorithm_does_not_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let out = d.join("out");
+    // The flags are checked before any file is read, so none needs to exist.
+    for (algo, extra, flag) in [
+        ("dpo", &["--reward", "rule:length"][..], "--reward"),
+        ("ipo", &["--reward", "rule:length"][..], "--reward"),
+        ("sft", &["--reward", "rule:length"][..], "--reward"),
+        ("simpo", &["--reward", "rule:length"][..], "--reward"),
+        ("dpo", &["--prompts", "p.jsonl"][..], "--prompts"),
+        ("rloo", &["--data", "d.jsonl"][..], "--data"),
+        ("rloo", &["--eval-data", "d.jsonl"][..], "--eval-data"),
+        ("dpo", &["--kl-coef", "0.1"][..], "--kl-coef"),
+        ("sft", &["--target-kl", "6"][..], "--target-kl"),
+        ("bon", &["--kl-estimator", "k3"][..], "--kl-estimator"),
+        ("ppo", &["--num-generations", "4"][..], "--num-generations"),
+        ("dpo", &["--num-generations", "4"][..], "--num-generations"),
+        ("bon", &["--steps", "3"][..], "--steps"),
+        ("bon", &["--learning-rate", "0.1"][..], "--learning-rate"),
+        ("sft", &["--temperature", "1"][..], "--temperature"),
+        ("ipo", &["--max-new-tokens", "8"][..], "--max-new-tokens"),
+        ("rloo", &["--beta", "0.2"][..], "--beta"),
+        ("dpo", &["--simpo-gamma", "1"][..], "--simpo-gamma"),
+        ("bon", &["--resume"][..], "--resume"),
+    ] {
+        let mut args = vec!["policy", "train", "--algo", algo, "--policy", "nowhere", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let e = refused(&mismatch(&args, d));
+        let want = format!("error: {flag} does not apply to --algo {algo} (it is used by ");
+        assert!(e.contains(&want), "{algo} {extra:?}: {e}");
+        assert!(!out.exists(), "{algo} {extra:?}: nothing may be written");
+    }
+    // Flags the algorithm uses pass the check (the run then fails on the missing data file).
+    for (algo, extra) in [
+        ("simpo", &["--simpo-gamma", "1", "--beta", "2", "--data", "missing.jsonl"][..]),
+        ("ppo", &["--kl-coef", "0.1", "--reward", "rule:length", "--prompts", "missing.jsonl"][..]),
+        ("bon", &["--num-generations", "4", "--reward", "rule:length", "--prompts", "missing.jsonl"][..]),
+    ] {
+        let mut args = vec!["policy", "train", "--algo", algo, "--policy", "nowhere", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let e = refused(&mismatch(&args, d));
+        assert!(!e.contains("does not apply") && e.contains("missing.jsonl"), "{algo}: {e}");
+    }
+}

@@ -4,7 +4,7 @@
 //! Data files:
 //! - `--prompts FILE`: JSONL, one object per line with a `prompt` field (a string, or a list of
 //!   `{role, content}` messages, rendered as `Role: content` blocks); PPO/RLOO/GRPO/BoN/RS.
-//! - `--data FILE`: for DPO/IPO a preference file in any format `mismatch data` reads; for SFT
+//! - `--data FILE`: for DPO/IPO/SimPO a preference file in any format `mismatch data` reads; for SFT
 //!   (and PPO-ptx) either a JSONL with `prompt` and `completion` fields or a preference file
 //!   whose chosen responses become the demonstrations.
 //! - `--eval-data FILE`: held-out preference pairs (DPO/IPO `eval_*` metrics).
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCmd {
-    /// Optimise a policy: PPO, RLOO, GRPO, DPO, IPO, SFT, rejection sampling, or best-of-N sampling.
+    /// Optimise a policy: PPO, RLOO, GRPO, DPO, IPO, SimPO, SFT, rejection sampling, or best-of-N sampling.
     Train(TrainArgs),
 }
 
@@ -64,6 +64,9 @@ pub struct TrainArgs {
     pub temperature: Option<f64>,
     #[arg(long)]
     pub beta: Option<f64>,
+    /// SimPO γ, the target reward margin.
+    #[arg(long)]
+    pub simpo_gamma: Option<f64>,
     #[arg(long)]
     pub seed: Option<u64>,
     #[arg(long)]
@@ -109,6 +112,7 @@ pub fn config_of(a: &TrainArgs) -> anyhow::Result<PolicyConfig> {
         max_new_tokens,
         temperature,
         beta,
+        simpo_gamma,
         seed,
         save_steps
     );
@@ -122,8 +126,50 @@ pub fn config_of(a: &TrainArgs) -> anyhow::Result<PolicyConfig> {
     Ok(c)
 }
 
+/// Which algorithms use each flag that not all of them use; a flag given to an algorithm
+/// outside its list is refused rather than silently ignored.
+fn flag_uses(a: &TrainArgs) -> Vec<(&'static str, bool, &'static [Algo])> {
+    use Algo::*;
+    const SAMPLING: &[Algo] = &[Bon, Rs, Ppo, Rloo, Grpo];
+    const KL: &[Algo] = &[Ppo, Rloo, Grpo];
+    const TRAINING: &[Algo] = &[Rs, Ppo, Rloo, Grpo, Dpo, Ipo, Simpo, Sft];
+    const PREFERENCE: &[Algo] = &[Dpo, Ipo, Simpo];
+    vec![
+        ("--reward", a.reward.is_some(), SAMPLING),
+        ("--prompts", a.prompts.is_some(), SAMPLING),
+        // PPO reads demonstrations for its ptx term.
+        ("--data", a.data.is_some(), &[Ppo, Dpo, Ipo, Simpo, Sft]),
+        ("--eval-data", a.eval_data.is_some(), PREFERENCE),
+        ("--steps", a.steps.is_some(), TRAINING),
+        ("--num-generations", a.num_generations.is_some(), &[Bon, Rs, Rloo, Grpo]),
+        ("--learning-rate", a.learning_rate.is_some(), TRAINING),
+        ("--kl-coef", a.kl_coef.is_some(), KL),
+        ("--target-kl", a.target_kl.is_some(), KL),
+        ("--kl-estimator", a.kl_estimator.is_some(), KL),
+        ("--max-new-tokens", a.max_new_tokens.is_some(), SAMPLING),
+        ("--temperature", a.temperature.is_some(), SAMPLING),
+        ("--beta", a.beta.is_some(), PREFERENCE),
+        ("--simpo-gamma", a.simpo_gamma.is_some(), &[Simpo]),
+        ("--save-steps", a.save_steps.is_some(), TRAINING),
+        ("--resume", a.resume, TRAINING),
+        ("--stop-after", a.stop_after.is_some(), TRAINING),
+    ]
+}
+
+/// Refuses a flag the chosen algorithm does not use, naming both.
+pub fn check_flags(a: &TrainArgs, algo: Algo) -> anyhow::Result<()> {
+    for (flag, given, uses) in flag_uses(a) {
+        if given && !uses.contains(&algo) {
+            let users: Vec<&str> = uses.iter().map(|x| x.name()).collect();
+            bail!("{flag} does not apply to --algo {} (it is used by {})", algo.name(), users.join(", "));
+        }
+    }
+    Ok(())
+}
+
 fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     let cfg = config_of(&a)?;
+    check_flags(&a, cfg.algo)?;
     let mut data = TrainData::default();
     if let Some(p) = &a.prompts {
         data.prompts = read_prompts(p)?;
@@ -142,7 +188,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     if cfg.algo.needs_reward() && data.prompts.is_empty() {
         bail!("--algo {} needs --prompts FILE", cfg.algo.name());
     }
-    if matches!(cfg.algo, Algo::Dpo | Algo::Ipo) && data.pairs.is_empty() {
+    if cfg.algo.is_preference() && data.pairs.is_empty() {
         bail!("--algo {} needs --data FILE with preference pairs", cfg.algo.name());
     }
     if cfg.algo == Algo::Sft && data.demos.is_empty() {

@@ -229,3 +229,60 @@ fn config_file_and_flags_run_end_to_end() {
     assert_eq!(tc["config"]["kl_estimator"], "k3");
     assert_eq!(tc["reward"], "rule:contains:cat");
 }
+
+#[test]
+fn simpo_is_selectable_and_trains_on_its_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let policy = d.join("policy");
+    write_random_policy(&policy, 3);
+    let prefs = d.join("prefs.jsonl");
+    std::fs::write(&prefs, "{\"prompt\": \"tell me\", \"chosen\": \"the cat sat\", \"rejected\": \"dog\"}\n").unwrap();
+    let out = d.join("simpo");
+    let (beta, gamma) = (2.0, 0.5);
+    cli(&[
+        "--algo",
+        "simpo",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--data",
+        prefs.to_str().unwrap(),
+        "--beta",
+        "2",
+        "--simpo-gamma",
+        "0.5",
+        "--batch-size",
+        "1",
+        "--steps",
+        "2",
+        "--learning-rate",
+        "0.01",
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ])
+    .unwrap();
+    let tc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("train_config.json")).unwrap()).unwrap();
+    assert_eq!((tc["config"]["algo"].as_str(), tc["config"]["simpo_gamma"].as_f64()), (Some("simpo"), Some(gamma)));
+    let m: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(m.len(), 2);
+    let g = |k: &str| m[0][k].as_f64().unwrap();
+    // SimPO's rewards are β·(log π(y)/|y|), no reference: |y| = β·logps/rewards is a token count,
+    // and the chosen response has two more tokens than the rejected one.
+    let (nw, nl) = (beta * g("logps/chosen") / g("rewards/chosen"), beta * g("logps/rejected") / g("rewards/rejected"));
+    assert!(
+        (nw - nw.round()).abs() < 1e-3 && (nl - nl.round()).abs() < 1e-3 && (nw - nl - 2.0).abs() < 1e-3,
+        "{nw} {nl}"
+    );
+    // L = −log σ(r_w − r_l − γ).
+    let h = g("rewards/chosen") - g("rewards/rejected") - gamma;
+    let want = (1.0 + (-h).exp()).ln();
+    assert!((g("loss") - want).abs() < 1e-4, "loss {} vs {want}", g("loss"));
+    // A step against the loss raises the length-normalised margin.
+    assert!(m[1]["rewards/margins"].as_f64().unwrap() > g("rewards/margins"), "{m:?}");
+}

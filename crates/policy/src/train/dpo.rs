@@ -1,7 +1,8 @@
 //! The offline preference loop: DPO (Rafailov et al. 2023), conservative DPO (label smoothing),
-//! length-normalised DPO and IPO (Azar et al. 2023) on (prompt, chosen, rejected) pairs, against
-//! the frozen reference = the starting policy. The reference log-likelihoods never change, so
-//! they are computed once before training. Losses and TRL metric names: [`crate::dpo`].
+//! length-normalised DPO, IPO (Azar et al. 2023) and SimPO (Meng et al. 2024) on (prompt, chosen,
+//! rejected) pairs, against the frozen reference = the starting policy (SimPO has none: no
+//! reference is loaded and its log-likelihoods are zeros). The reference log-likelihoods never
+//! change, so they are computed once before training. Losses and TRL metric names: [`crate::dpo`].
 
 use super::chunks::Scored;
 use super::common::{batch_indices, check_finite, put, scalar, Metrics, Policy, Session};
@@ -21,7 +22,7 @@ struct Pairs {
 }
 
 impl Pairs {
-    fn new(policy: &Policy, reference: &Policy, pairs: &[PrefPair], chunk: usize) -> Result<Self> {
+    fn new(policy: &Policy, reference: Option<&Policy>, pairs: &[PrefPair], chunk: usize) -> Result<Self> {
         let mut p =
             Pairs { prompt: vec![], chosen: vec![], rejected: vec![], ref_chosen: vec![], ref_rejected: vec![] };
         for x in pairs {
@@ -29,6 +30,10 @@ impl Pairs {
             p.chosen.push(policy.encode_completion(&x.chosen)?);
             p.rejected.push(policy.encode_completion(&x.rejected)?);
         }
+        let Some(reference) = reference else {
+            (p.ref_chosen, p.ref_rejected) = (vec![0.0; pairs.len()], vec![0.0; pairs.len()]);
+            return Ok(p);
+        };
         let all: Vec<usize> = (0..pairs.len()).collect();
         for ix in all.chunks(chunk.max(1)) {
             let (c, r, _) = p.sums(reference, ix, true)?;
@@ -74,14 +79,15 @@ impl Pairs {
 fn loss_kind(cfg: &PolicyConfig) -> PreferenceLoss {
     match (cfg.algo, cfg.length_normalize) {
         (Algo::Ipo, _) => PreferenceLoss::Ipo { beta: cfg.beta },
+        (Algo::Simpo, _) => PreferenceLoss::Simpo { beta: cfg.beta, gamma: cfg.simpo_gamma },
         (_, true) => PreferenceLoss::LengthNormDpo { beta: cfg.beta },
         (_, false) => PreferenceLoss::Dpo { beta: cfg.beta, label_smoothing: cfg.label_smoothing },
     }
 }
 
 pub fn train(cfg: &PolicyConfig, spec: &str, data: &TrainData, out: &Path, opts: &RunOptions) -> Result<TrainOutcome> {
-    let s = Session::open(cfg, spec, out, opts, None, true, false)?;
-    let reference = s.reference.as_ref().expect("DPO session has a reference");
+    let s = Session::open(cfg, spec, out, opts, None, cfg.algo != Algo::Simpo, false)?;
+    let reference = s.reference.as_ref();
     let train = Pairs::new(&s.policy, reference, &data.pairs, cfg.batch_size)?;
     let eval = Pairs::new(&s.policy, reference, &data.eval_pairs, cfg.batch_size)?;
     let kind = loss_kind(cfg);

@@ -4,7 +4,7 @@
 //! |------|------|------|
 //! | `ppo` | prompts (+ demos for ptx) | [`ppo`]: Ziegler et al. 2019 / InstructGPT PPO with a value head |
 //! | `rloo`, `grpo` | prompts | [`rloo`]: critic-free, k samples per prompt, leave-one-out / group-normalised advantages |
-//! | `dpo`, `ipo` | preference pairs | [`dpo`]: DPO, cDPO (label smoothing), length-normalised DPO, IPO |
+//! | `dpo`, `ipo`, `simpo` | preference pairs | [`dpo`]: DPO, cDPO (label smoothing), length-normalised DPO, IPO, SimPO (no reference model) |
 //! | `sft` | demonstrations | [`sft`]: masked next-token cross-entropy |
 //! | `bon` | prompts | [`bon`]: best-of-N sampling and the unbiased best-of-n curve (no training) |
 //! | `rs` | prompts | [`rs`]: Llama 2 rejection sampling — best-of-K per prompt, then SFT on the winners |
@@ -58,6 +58,7 @@ pub enum Algo {
     Grpo,
     Dpo,
     Ipo,
+    Simpo,
     Sft,
 }
 
@@ -71,12 +72,17 @@ impl Algo {
             Algo::Grpo => "grpo",
             Algo::Dpo => "dpo",
             Algo::Ipo => "ipo",
+            Algo::Simpo => "simpo",
             Algo::Sft => "sft",
         }
     }
     /// Whether the algorithm samples from the policy and needs a reward.
     pub fn needs_reward(self) -> bool {
         matches!(self, Algo::Bon | Algo::Rs | Algo::Ppo | Algo::Rloo | Algo::Grpo)
+    }
+    /// Whether the algorithm trains offline on preference pairs (DPO, IPO, SimPO).
+    pub fn is_preference(self) -> bool {
+        matches!(self, Algo::Dpo | Algo::Ipo | Algo::Simpo)
     }
 }
 
@@ -118,8 +124,10 @@ pub struct PolicyConfig {
     pub missing_eos_penalty: Option<f64>,
     /// PPO-ptx coefficient γ on the SFT loss of `TrainData::demos` (InstructGPT: 27.8).
     pub ptx_coef: f64,
-    /// DPO β / IPO τ.
+    /// DPO β / IPO τ / SimPO β.
     pub beta: f64,
+    /// SimPO γ, the target reward margin (TRL `CPOConfig.simpo_gamma`).
+    pub simpo_gamma: f64,
     /// cDPO ε.
     pub label_smoothing: f64,
     /// DPO on length-averaged log-ratios (TRL `sigmoid_norm`).
@@ -159,6 +167,7 @@ impl Default for PolicyConfig {
             missing_eos_penalty: None,
             ptx_coef: 0.0,
             beta: 0.1,
+            simpo_gamma: 0.5,
             label_smoothing: 0.0,
             length_normalize: false,
             rs_iterations: 1,
@@ -202,11 +211,14 @@ impl PolicyConfig {
                 return bad(format!("target_kl must be positive, got {t}"));
             }
         }
-        if matches!(self.algo, Algo::Dpo | Algo::Ipo) && !(self.beta > 0.0) {
+        if self.algo.is_preference() && !(self.beta > 0.0) {
             return bad(format!("beta must be positive, got {}", self.beta));
         }
         if !(0.0..0.5).contains(&self.label_smoothing) {
             return bad(format!("label_smoothing must be in [0, 0.5), got {}", self.label_smoothing));
+        }
+        if !self.simpo_gamma.is_finite() {
+            return bad(format!("simpo_gamma must be finite, got {}", self.simpo_gamma));
         }
         if self.algo == Algo::Rs && self.rs_iterations == 0 {
             return bad("rs_iterations must be at least 1".into());
@@ -304,7 +316,7 @@ pub fn train(
             need("prompts", data.prompts.len())?;
             rloo::train(cfg, policy_spec, reward_or_err()?, data, out, opts)
         }
-        Algo::Dpo | Algo::Ipo => {
+        Algo::Dpo | Algo::Ipo | Algo::Simpo => {
             need("preference pairs", data.pairs.len())?;
             dpo::train(cfg, policy_spec, data, out, opts)
         }
