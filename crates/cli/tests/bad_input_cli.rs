@@ -162,3 +162,28 @@ fn policy_train_refuses_flags_the_algorithm_does_not_use() {
         assert!(!e.contains("does not apply") && e.contains("missing.jsonl"), "{algo}: {e}");
     }
 }
+
+#[test]
+fn rm_train_refuses_an_aggregate_without_an_ensemble() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let out = d.join("rm");
+    let o = out.to_str().unwrap();
+    for (extra, want) in [
+        (
+            &["--aggregate", "wco"][..],
+            "error: --aggregate wco needs an ensemble (--ensemble K with K ≥ 2), got --ensemble 1",
+        ),
+        (&["--ensemble", "2", "--uwo-lambda", "1"][..], "error: --uwo-lambda applies only to --aggregate uwo"),
+        (
+            &["--ensemble", "2", "--aggregate", "uwo", "--uwo-lambda=-1"][..],
+            "error: --uwo-lambda must be a finite number ≥ 0",
+        ),
+    ] {
+        let mut args = vec!["rm", "train", "--data", "missing.jsonl", "--out", o];
+        args.extend_from_slice(extra);
+        let e = refused(&mismatch(&args, d));
+        assert!(e.contains(want), "{extra:?}: {e}");
+        assert!(!out.exists());
+    }
+}

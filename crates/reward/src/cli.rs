@@ -46,6 +46,14 @@ pub struct TrainArgs {
     pub chat_template: bool,
     #[arg(long = "ensemble", default_value_t = 1)]
     pub members: usize,
+    /// How the ensemble's member rewards are combined when it scores (recorded in its
+    /// config.json, read by `policy train --reward rm:DIR` and `rm eval`): mean, wco
+    /// (worst case: the minimum) or uwo (mean − λ·variance). wco and uwo need --ensemble ≥ 2.
+    #[arg(long, value_enum, default_value = "mean")]
+    pub aggregate: AggregateArg,
+    /// λ of --aggregate uwo.
+    #[arg(long)]
+    pub uwo_lambda: Option<f64>,
     /// Save the weight average of the members (WARM) as the model; the ensemble goes to OUT/ensemble.
     #[arg(long)]
     pub warm: bool,
@@ -86,6 +94,61 @@ pub enum LossArg {
     Margin,
     Kwise,
     Pl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
+pub enum AggregateArg {
+    Mean,
+    Wco,
+    Uwo,
+}
+
+impl AggregateArg {
+    fn name(self) -> &'static str {
+        match self {
+            AggregateArg::Mean => "mean",
+            AggregateArg::Wco => "wco",
+            AggregateArg::Uwo => "uwo",
+        }
+    }
+}
+
+/// Refuses --aggregate / --uwo-lambda settings that would not mean anything.
+fn check_aggregate(a: &TrainArgs) -> anyhow::Result<()> {
+    if a.aggregate != AggregateArg::Mean && a.members < 2 {
+        bail!(
+            "--aggregate {} needs an ensemble (--ensemble K with K ≥ 2), got --ensemble {}",
+            a.aggregate.name(),
+            a.members
+        );
+    }
+    if let Some(l) = a.uwo_lambda {
+        if a.aggregate != AggregateArg::Uwo {
+            bail!("--uwo-lambda applies only to --aggregate uwo (got --aggregate {})", a.aggregate.name());
+        }
+        if !(l >= 0.0 && l.is_finite()) {
+            bail!("--uwo-lambda must be a finite number ≥ 0, got {l}");
+        }
+    }
+    Ok(())
+}
+
+/// Records the aggregate in the ensemble directory's config.json (`OUT/model`, or
+/// `OUT/ensemble` with --warm, whose `OUT/model` is a single averaged member).
+fn record_aggregate(a: &TrainArgs) -> anyhow::Result<()> {
+    if a.aggregate == AggregateArg::Mean && a.uwo_lambda.is_none() {
+        return Ok(());
+    }
+    let dir = a.out.join(if a.warm { "ensemble" } else { "model" });
+    let path = dir.join("config.json");
+    let mut cfg: crate::model::RmConfig = mismatch_models::checkpoint::read_json(&path)?;
+    cfg.aggregate = a.aggregate.name().into();
+    if let Some(l) = a.uwo_lambda {
+        cfg.uwo_lambda = l;
+    }
+    let bytes = serde_json::to_vec_pretty(&cfg).context("serialising the config")?;
+    write_atomic(&path, &bytes)?;
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -208,6 +271,7 @@ pub fn run(cmd: RmCmd) -> anyhow::Result<()> {
             if !(0.0..1.0).contains(&a.eval_split) {
                 bail!("--eval-split must be in [0, 1), got {}", a.eval_split);
             }
+            check_aggregate(&a)?;
             let (_, dir) = detect(&a.backbone)?;
             let cfg = TrainConfig {
                 backbone: a.backbone.clone(),
@@ -254,6 +318,7 @@ pub fn run(cmd: RmCmd) -> anyhow::Result<()> {
                 let rm = train(&cfg, &dir, &tr, &ev, &a.out, a.resume, !a.no_progress, a.stop_after_epochs)?;
                 (rm, tr.len(), ev.len())
             };
+            record_aggregate(&a)?;
             eprintln!(
                 "trained {} member(s) on {} training items ({} pairs held out); temperature {:.3}; model in {}",
                 rm.members.len(),
