@@ -61,6 +61,8 @@ fn run_refuses_a_config_that_would_panic_naming_file_and_field() {
     let d = tmp.path();
     for (toml, field) in [
         ("[start]\ndemos = 0\n", "start.demos"),
+        // Too few demonstrations for one row of block_size + 1 tokens.
+        ("seeds = 3\n[start]\ndemos = 1\n", "field `start.demos`: 1 demonstrations (start seed"),
         ("eval_prompts = 0\n", "eval_prompts"),
         ("[bon]\nns = []\n", "bon.ns"),
         ("[start]\nn_head = 3\n", "start.n_embd"),

@@ -49,6 +49,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         eprintln!("report: {}", out.join("report.html").display());
         return Ok(());
     }
+    check_start_corpora(&cfg, args.config.as_deref().unwrap_or(std::path::Path::new("<built-in config>")))?;
     let progress = !args.no_progress && std::io::stderr().is_terminal();
     let mut command = String::from("mismatch run");
     if let Some(c) = &args.config {
@@ -70,5 +71,31 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         h["gold_final"]["gold"].as_f64().unwrap_or(f64::NAN),
         out.join("report.html").display()
     );
+    Ok(())
+}
+
+/// Before anything runs: every seed's start policy has a corpus long enough to train on (a
+/// small `start.demos` can give fewer tokens than one row of `start.block_size + 1`), so a run
+/// does not fail half-way with some seeds' metrics written. Cached start policies are not
+/// checked again.
+fn check_start_corpora(cfg: &RunConfig, path: &std::path::Path) -> mismatch_models::Result<()> {
+    if cfg.real.is_some() {
+        return Ok(());
+    }
+    let world = crate::world::World::new(&cfg.world)?;
+    let mut seeds: Vec<u64> =
+        (0..cfg.seeds as u64).map(|i| cfg.start_seed_of(mismatch_models::seed::offset(cfg.seed, i))).collect();
+    seeds.dedup();
+    let root = crate::start::home()?;
+    for s in seeds {
+        let key = crate::start::cache_key(&cfg.world, &cfg.start, s);
+        if root.join("worlds").join(key).join("policy").join("model.safetensors").exists() {
+            continue; // trained before: its corpus was long enough
+        }
+        if let Err(msg) = crate::start::check_corpus(&world, &cfg.start, s) {
+            let m = format!("field `start.demos`: {} demonstrations (start seed {s}): {msg}", cfg.start.demos);
+            return Err(mismatch_models::Error::invalid(path, m));
+        }
+    }
     Ok(())
 }

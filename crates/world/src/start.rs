@@ -87,29 +87,11 @@ pub fn train(
     let dev = Device::Cpu;
     let tok = tokenizer()?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c0de);
-    let corpus = world.config.corpus.corpus(&world.prompts, &world.train, cfg.demos, &mut rng);
-    let mut stream: Vec<u32> = Vec::new();
-    let mut starts = Vec::new();
-    let eos = tok.token_to_id(crate::lang::EOS).expect("eos");
-    for (i, r) in &corpus {
-        starts.push(stream.len());
-        let ids = tok
-            .encode(format!("{} {}", world.prompts[*i].text, r).as_str(), true)
-            .map_err(|e| Error::Usage(format!("tokenizing the corpus: {e}")))?;
-        stream.extend(ids.get_ids());
-        stream.push(eos);
+    let (corpus, stream, starts) = packed(world, cfg, &tok, &mut rng)?;
+    if starts.is_empty() {
+        return Err(Error::Usage(format!("start.demos = {}: {}", cfg.demos, too_short(cfg, &stream))));
     }
     let t = cfg.block_size;
-    let starts: Vec<usize> = starts.into_iter().filter(|&s| s + t < stream.len()).collect();
-    if starts.is_empty() {
-        return Err(Error::Usage(format!(
-            "start.demos = {}: the demonstration corpus has {} tokens, too few for one training row of \
-             start.block_size + 1 = {} tokens; raise start.demos or lower start.block_size",
-            cfg.demos,
-            stream.len(),
-            t + 1
-        )));
-    }
     let gcfg = GptConfig::new(tok.get_vocab_size(true), cfg.n_layer, cfg.n_head, cfg.n_embd, t);
     let varmap = VarMap::new();
     let gpt = Gpt::init(&gcfg, &varmap, seed, DType::F32, &dev)?;
@@ -142,6 +124,53 @@ pub fn train(
     }
     bar.finish_and_clear();
     Ok((gpt, corpus, losses))
+}
+
+/// The demonstration corpus of (`cfg`, the seeded `rng`), packed into one token stream, and the
+/// positions a training row of `block_size + 1` tokens can start at.
+#[allow(clippy::type_complexity)]
+fn packed(
+    world: &World,
+    cfg: &StartConfig,
+    tok: &tokenizers::Tokenizer,
+    rng: &mut ChaCha8Rng,
+) -> Result<(Vec<(usize, String)>, Vec<u32>, Vec<usize>)> {
+    let corpus = world.config.corpus.corpus(&world.prompts, &world.train, cfg.demos, rng);
+    let mut stream: Vec<u32> = Vec::new();
+    let mut starts = Vec::new();
+    let eos = tok.token_to_id(crate::lang::EOS).expect("eos");
+    for (i, r) in &corpus {
+        starts.push(stream.len());
+        let ids = tok
+            .encode(format!("{} {}", world.prompts[*i].text, r).as_str(), true)
+            .map_err(|e| Error::Usage(format!("tokenizing the corpus: {e}")))?;
+        stream.extend(ids.get_ids());
+        stream.push(eos);
+    }
+    let t = cfg.block_size;
+    let starts: Vec<usize> = starts.into_iter().filter(|&s| s + t < stream.len()).collect();
+    Ok((corpus, stream, starts))
+}
+
+fn too_short(cfg: &StartConfig, stream: &[u32]) -> String {
+    format!(
+        "the demonstration corpus has {} tokens, too few for one training row of start.block_size + 1 = {} \
+         tokens; raise start.demos or lower start.block_size",
+        stream.len(),
+        cfg.block_size + 1
+    )
+}
+
+/// Checks, without training, that the start policy of `seed` has a corpus to train on; the
+/// message says what is wrong (for a config error on `start.demos`).
+pub fn check_corpus(world: &World, cfg: &StartConfig, seed: u64) -> std::result::Result<(), String> {
+    let tok = tokenizer().map_err(|e| e.to_string())?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c0de);
+    let (_, stream, starts) = packed(world, cfg, &tok, &mut rng).map_err(|e| e.to_string())?;
+    if starts.is_empty() {
+        return Err(too_short(cfg, &stream));
+    }
+    Ok(())
 }
 
 /// The world's tokenizer as a `tokenizers::Tokenizer`.
