@@ -301,7 +301,7 @@ impl RunConfig {
                 return bad(field, "must be at least 1");
             }
         }
-        if s.n_embd % s.n_head != 0 {
+        if !s.n_embd.is_multiple_of(s.n_head) {
             return bad("start.n_embd", "must be a multiple of start.n_head");
         }
         if s.demos == 0 {
