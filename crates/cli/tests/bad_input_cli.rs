@@ -144,6 +144,7 @@ fn policy_train_refuses_flags_the_algorithm_does_not_use() {
         ("rloo", &["--beta", "0.2"][..], "--beta"),
         ("dpo", &["--simpo-gamma", "1"][..], "--simpo-gamma"),
         ("bon", &["--resume"][..], "--resume"),
+        ("rs", &["--save-steps", "2"][..], "--save-steps"),
     ] {
         let mut args = vec!["policy", "train", "--algo", algo, "--policy", "nowhere", "--out", out.to_str().unwrap()];
         args.extend_from_slice(extra);

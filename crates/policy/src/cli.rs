@@ -7,7 +7,12 @@
 //! - `--data FILE`: for DPO/IPO/SimPO a preference file in any format `mismatch data` reads; for SFT
 //!   (and PPO-ptx) either a JSONL with `prompt` and `completion` fields or a preference file
 //!   whose chosen responses become the demonstrations.
-//! - `--eval-data FILE`: held-out preference pairs (DPO/IPO `eval_*` metrics).
+//! - `--eval-data FILE`: held-out preference pairs (DPO/IPO/SimPO `eval_*` metrics).
+//!
+//! A flag the chosen algorithm does not use (`--reward` with DPO, `--kl-coef` with SFT, …) is
+//! refused, naming the flag, the algorithm and the algorithms that use it ([`check_flags`]);
+//! keys in the `--config` file are not checked (unused fields are ignored, as documented on
+//! [`PolicyConfig`]).
 
 // Prompts are rendered to text the way the reward model sees them.
 use crate::train::{train, Algo, Demo, PolicyConfig, PrefPair, RunOptions, TrainData};
@@ -150,7 +155,8 @@ fn flag_uses(a: &TrainArgs) -> Vec<(&'static str, bool, &'static [Algo])> {
         ("--temperature", a.temperature.is_some(), SAMPLING),
         ("--beta", a.beta.is_some(), PREFERENCE),
         ("--simpo-gamma", a.simpo_gamma.is_some(), &[Simpo]),
-        ("--save-steps", a.save_steps.is_some(), TRAINING),
+        // Rejection sampling checkpoints once per iteration.
+        ("--save-steps", a.save_steps.is_some(), &[Ppo, Rloo, Grpo, Dpo, Ipo, Simpo, Sft]),
         ("--resume", a.resume, TRAINING),
         ("--stop-after", a.stop_after.is_some(), TRAINING),
     ]

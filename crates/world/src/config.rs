@@ -118,7 +118,9 @@ impl Default for BonConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
-    /// Independent repetitions (RM data, RM initialisation, sampling); seeds `seed..seed+seeds`.
+    /// Independent repetitions (RM data, RM initialisation, sampling); seeds `seed..seed+seeds`,
+    /// which must stay within u64 (a range past `u64::MAX` is a config error, not wrapped; the
+    /// seeds derived from each, [`mismatch_models::seed`], wrap).
     pub seeds: usize,
     pub seed: u64,
     /// Seeds run in parallel on this many threads (results do not depend on it). One per seed

@@ -244,11 +244,11 @@ pub struct Demo {
 pub struct TrainData {
     /// Prompts for the sampling algorithms (PPO, RLOO, GRPO, BoN, RS).
     pub prompts: Vec<String>,
-    /// Preference pairs (DPO, IPO).
+    /// Preference pairs (DPO, IPO, SimPO).
     pub pairs: Vec<PrefPair>,
     /// Demonstrations (SFT; PPO-ptx).
     pub demos: Vec<Demo>,
-    /// Held-out pairs: DPO/IPO log `eval_rewards/*` on them every `save_steps` and at the end.
+    /// Held-out pairs: DPO/IPO/SimPO log `eval_rewards/*` on them every `save_steps` and at the end.
     pub eval_pairs: Vec<PrefPair>,
 }
 
