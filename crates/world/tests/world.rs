@@ -85,11 +85,20 @@ fn start_policy_is_cached_deterministic_and_samples_parse() {
     let (gpt, _) = mismatch_models::Gpt::load(&d1, &candle_core::Device::Cpu, false).unwrap();
     let tok = start::tokenizer().unwrap();
     let prompts: Vec<&str> = world.heldout.iter().take(64).map(|&i| world.prompts[i].text.as_str()).collect();
-    let s = sample::sample(&gpt, &tok, &prompts, 24, 1).unwrap();
-    let distinct: std::collections::HashSet<&String> = s.texts.iter().collect();
+    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| tok.encode(*p, true).unwrap().get_ids().to_vec()).collect();
+    let params = mismatch_models::SamplingParams {
+        max_new_tokens: 24,
+        temperature: 1.0,
+        stop_tokens: vec![2],
+        seed: 1,
+        ..Default::default()
+    };
+    let g = mismatch_models::generate(&gpt, &ids, &params, 0).unwrap();
+    let texts: Vec<String> = g.tokens.iter().map(|t| tok.decode(t, true).unwrap()).collect();
+    let distinct: std::collections::HashSet<&String> = texts.iter().collect();
     assert!(distinct.len() > 20, "only {} distinct samples", distinct.len());
     let (m, _) =
-        mismatch_world::meters::measure(&world, &prompts, &s.texts.iter().map(String::as_str).collect::<Vec<_>>())
+        mismatch_world::meters::measure(&world, &prompts, &texts.iter().map(String::as_str).collect::<Vec<_>>())
             .unwrap();
     assert!(m.length > 2.0 && m.distinct1 > 0.0, "{m:?}");
 }

@@ -1,10 +1,10 @@
 //! Sampling from a world policy and measuring it: what best-of-n, RL and the evaluations share.
 
-use crate::meters::Meters;
-use crate::world::World;
 use mismatch_eval::stats::normal_ci;
 use mismatch_models::{completion_logprobs, generate, Gpt, Result, SamplingParams};
 use mismatch_policy::Reward;
+use mismatch_world::meters::Meters;
+use mismatch_world::world::World;
 use serde::Serialize;
 
 pub const PAD_ID: u32 = 0;
@@ -83,7 +83,7 @@ pub struct EvalPoint {
     /// Per-sample proxy scores.
     #[serde(skip)]
     pub proxies: Vec<f64>,
-    /// Per-sample failure-meter values, by [`crate::meters::FAILURE_METERS`] name.
+    /// Per-sample failure-meter values, by [`mismatch_world::meters::FAILURE_METERS`] name.
     #[serde(skip)]
     pub per_sample: std::collections::BTreeMap<&'static str, Vec<f64>>,
 }

@@ -82,17 +82,17 @@ fn check_start_corpora(cfg: &RunConfig, path: &std::path::Path) -> mismatch_mode
     if cfg.real.is_some() {
         return Ok(());
     }
-    let world = crate::world::World::new(&cfg.world)?;
+    let world = mismatch_world::world::World::new(&cfg.world)?;
     let mut seeds: Vec<u64> =
         (0..cfg.seeds as u64).map(|i| cfg.start_seed_of(mismatch_models::seed::offset(cfg.seed, i))).collect();
     seeds.dedup();
-    let root = crate::start::home()?;
+    let root = mismatch_world::start::home()?;
     for s in seeds {
-        let key = crate::start::cache_key(&cfg.world, &cfg.start, s);
+        let key = mismatch_world::start::cache_key(&cfg.world, &cfg.start, s);
         if root.join("worlds").join(key).join("policy").join("model.safetensors").exists() {
             continue; // trained before: its corpus was long enough
         }
-        if let Err(msg) = crate::start::check_corpus(&world, &cfg.start, s) {
+        if let Err(msg) = mismatch_world::start::check_corpus(&world, &cfg.start, s) {
             let m = format!("field `start.demos`: {} demonstrations (start seed {s}): {msg}", cfg.start.demos);
             return Err(mismatch_models::Error::invalid(path, m));
         }

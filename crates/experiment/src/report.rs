@@ -26,7 +26,7 @@ pub fn run_and_report(cfg: &RunConfig, out: &Path, command: &str, progress: bool
         s["gold"] = crate::real::GOLD_DESCRIPTION.into();
         s
     } else {
-        let setting = crate::embedded::WorldSetting::new(cfg, &crate::start::home()?)?;
+        let setting = crate::embedded::WorldSetting::new(cfg, &mismatch_world::start::home()?)?;
         let results = crate::pipeline::run_all(&setting, cfg, out, progress)?;
         crate::summary::summarise(&results, command, cfg)
     };

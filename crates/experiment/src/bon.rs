@@ -3,10 +3,10 @@
 //! expected_scores`), and KL(π_bon ‖ π) = log n − (n−1)/n (`bon::kl_bound`, as Gao et al. 2022).
 
 use crate::sample::sample;
-use crate::world::World;
 use mismatch_eval::bon;
 use mismatch_models::{Gpt, Result};
 use mismatch_policy::Reward;
+use mismatch_world::world::World;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]

@@ -10,7 +10,7 @@
 //!   the text degenerates, and a second run gives the same summary.json bytes. About a minute in
 //!   a debug build.
 //! - `default_run_acceptance` (ignored in debug builds: it runs the real default config, about
-//!   3 minutes in release): `cargo test --release -p mismatch-world --test acceptance -- --ignored`.
+//!   3 minutes in release): `cargo test --release -p mismatch-experiment --test acceptance -- --ignored`.
 //!   Checks the issue's acceptance criteria on the default world, and that with the annotator
 //!   biases off the mismatch shrinks.
 //! - `other_start_policies_still_over_optimise` (ignored likewise, about 2.5 minutes): the same
@@ -20,8 +20,8 @@
 //!   meters beyond degeneration and the mitigations' lead did not (README, "What the default
 //!   run shows").
 
-use mismatch_world::config::RunConfig;
-use mismatch_world::proxy::RmKind;
+use mismatch_experiment::config::RunConfig;
+use mismatch_experiment::proxy::RmKind;
 use serde_json::Value;
 use std::path::Path;
 
@@ -50,7 +50,7 @@ fn small() -> RunConfig {
 
 fn run(cfg: &RunConfig, out: &Path, home: &Path) -> Value {
     std::env::set_var("MISMATCH_HOME", home);
-    mismatch_world::report::run_and_report(cfg, out, "mismatch run --config test.toml", false).unwrap()
+    mismatch_experiment::report::run_and_report(cfg, out, "mismatch run --config test.toml", false).unwrap()
 }
 
 fn check_page(out: &Path, shot_name: &str) {
@@ -91,7 +91,7 @@ fn small_run_is_deterministic_and_renders() {
     check_page(a.path(), "report-small.png");
     // `mismatch run --report-only` rebuilds the same page from summary.json alone.
     std::fs::remove_file(b.path().join("report.html")).unwrap();
-    let args = mismatch_world::cli::RunArgs {
+    let args = mismatch_experiment::cli::RunArgs {
         config: None,
         out: Some(b.path().to_path_buf()),
         seeds: None,
@@ -99,7 +99,7 @@ fn small_run_is_deterministic_and_renders() {
         print_config: false,
         report_only: true,
     };
-    mismatch_world::cli::run(args).unwrap();
+    mismatch_experiment::cli::run(args).unwrap();
     assert_eq!(std::fs::read_to_string(b.path().join("report.html")).unwrap(), html);
     // Mitigations carry their paired comparison with the single proxy.
     let m = &s["headline"]["mitigations"][1];

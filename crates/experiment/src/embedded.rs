@@ -4,20 +4,20 @@
 //! start-policy responses per training prompt and label them with the simulated annotators
 //! (the proxies' data) and likewise per held-out prompt (the RM evaluation pairs); draw the
 //! held-out evaluation prompts (shared by all seeds). The world reads every response with its
-//! grammar's parser ([`crate::meters`]).
+//! grammar's parser ([`mismatch_world::meters`]).
 
 use crate::bon::{self, Pool};
 use crate::config::RunConfig;
-use crate::corpus::sample_prompt;
-use crate::lang::words;
 use crate::pipeline::{AsIs, RmEval, SeedSetting, Setting, KINDS};
 use crate::proxy::{label_pairs, Ensemble, LabelledPair};
 use crate::sample::{evaluate, sample, EvalPoint};
-use crate::world::{GoldReward, World};
 use mismatch_eval::rm;
 use mismatch_models::{Error, Gpt, Result};
 use mismatch_policy::train::{PolicyConfig, PrefPair, TrainData};
 use mismatch_policy::Reward;
+use mismatch_world::corpus::sample_prompt;
+use mismatch_world::lang::words;
+use mismatch_world::world::{GoldReward, World};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
@@ -31,7 +31,11 @@ pub struct WorldSetting {
 
 impl WorldSetting {
     pub fn new(cfg: &RunConfig, home: &Path) -> Result<Self> {
-        Ok(WorldSetting { world: World::new(&cfg.world)?, tok: crate::start::tokenizer()?, home: home.to_path_buf() })
+        Ok(WorldSetting {
+            world: World::new(&cfg.world)?,
+            tok: mismatch_world::start::tokenizer()?,
+            home: home.to_path_buf(),
+        })
     }
 }
 
@@ -59,7 +63,7 @@ impl Setting for WorldSetting {
         let start_seed = cfg.start_seed_of(seed);
         let sbar =
             multi.add(crate::progress::bar(progress, cfg.start.steps as u64, &format!("start policy {start_seed}")));
-        let start_dir = crate::start::start_policy(world, &cfg.start, start_seed, &self.home, &sbar)?;
+        let start_dir = mismatch_world::start::start_policy(world, &cfg.start, start_seed, &self.home, &sbar)?;
         let (start, _) = Gpt::load(&start_dir, &candle_core::Device::Cpu, false)?;
         let start_spec = start_dir.to_str().ok_or_else(|| Error::invalid(&start_dir, "path is not UTF-8"))?.to_string();
         let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x11);

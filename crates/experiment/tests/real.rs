@@ -2,7 +2,7 @@
 //! proxies trained on HH-RLHF labels, gold = an RM on a disjoint part of the labels, XSTest
 //! evaluation prompts. A tiny configuration that runs the whole pipeline in a debug build.
 
-use mismatch_world::config::RunConfig;
+use mismatch_experiment::config::RunConfig;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -84,7 +84,7 @@ fn real_run_end_to_end() {
     let cfg = RunConfig::load(&tiny_config(dir.path())).unwrap();
     assert!(cfg.real.is_some());
     let out = dir.path().join("out");
-    let s = mismatch_world::report::run_and_report(&cfg, &out, "mismatch run --config real.toml", false).unwrap();
+    let s = mismatch_experiment::report::run_and_report(&cfg, &out, "mismatch run --config real.toml", false).unwrap();
 
     assert_eq!(s["setting"], "real");
     assert!(s["gold"].as_str().unwrap().contains("held-out human labels"));
@@ -169,7 +169,7 @@ fn missing_files_are_named_relative_to_the_config() {
     std::fs::write(&p, "[real]\npairs = \"data/nope.jsonl\"\n").unwrap();
     let cfg = RunConfig::load(&p).unwrap();
     let err =
-        mismatch_world::report::run_and_report(&cfg, &dir.path().join("out"), "x", false).unwrap_err().to_string();
+        mismatch_experiment::report::run_and_report(&cfg, &dir.path().join("out"), "x", false).unwrap_err().to_string();
     assert!(
         err.contains(&dir.path().join("data/nope.jsonl").display().to_string()) && err.contains("not found"),
         "{err}"
@@ -186,6 +186,6 @@ fn missing_files_are_named_relative_to_the_config() {
     .unwrap();
     let cfg = RunConfig::load(&p).unwrap();
     let err =
-        mismatch_world::report::run_and_report(&cfg, &dir.path().join("out"), "x", false).unwrap_err().to_string();
+        mismatch_experiment::report::run_and_report(&cfg, &dir.path().join("out"), "x", false).unwrap_err().to_string();
     assert!(err.contains("missing.csv") && err.contains("not found"), "{err}");
 }

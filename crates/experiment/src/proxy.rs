@@ -22,12 +22,12 @@
 //! coefficient means the same for every RM, and the start policy scores about 0, as Gao et al.
 //! centre their scores.
 
-use crate::world::World;
 use candle_core::{Device, Tensor};
 use mismatch_models::{Error, Result};
 use mismatch_reward::ensemble::{aggregate, Aggregate};
 use mismatch_reward::train::{train_in_memory, Pair, TrainConfig};
 use mismatch_reward::{RewardModel, RmConfig};
+use mismatch_world::world::World;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};

@@ -7,11 +7,11 @@
 //! over seeds and then prompts ([`clustered_diff_ci`]), so it carries the run-to-run spread.
 //! Mitigations are compared with the single proxy the same way (same seeds, same prompts).
 
-use crate::meters::FAILURE_METERS;
 use crate::pipeline::SeedResult;
 use crate::proxy::RmKind;
 use mismatch_eval::stats::{clustered_diff_ci, spearman_ci, t_ci, Ci};
 use mismatch_report::fit::{fit_bon, fit_rl, Fit};
+use mismatch_world::meters::FAILURE_METERS;
 use serde_json::{json, Value};
 
 /// One (a, b) cluster per seed, for [`clustered_diff_ci`].
