@@ -9,7 +9,8 @@ and policy-{ppo,rloo,dpo}-t1 (`--only policy` for all six): bench-policy vs
 bench/torch_policy.py at 2 and 1 threads; smollm2-{ppo,rloo} (`--only smollm2`): the same on
 SmolLM2-135M, plus smollm2-rloo-long with ~100-token prompts) runs both with the same
 arguments, each printing one JSON line with `tokens_per_s`. Prints a table of both numbers
-and candle/PyTorch; with --write appends a dated section to docs/benchmarks.md.
+and candle/PyTorch; with --write appends a dated section (machine, command, numbers, raw JSON)
+to docs/benchmarks-history.md. docs/benchmarks.md holds the current result of each benchmark.
 """
 import argparse
 import datetime
@@ -20,7 +21,8 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_PYTHON = "/work/pyref/bin/python"
+# PyTorch side: `--python PY`, else $MISMATCH_TORCH_PYTHON, else python3 (`pip install -r bench/requirements.txt`).
+DEFAULT_PYTHON = os.environ.get("MISMATCH_TORCH_PYTHON", "python3")
 
 # name -> (binary, python script, shared arguments)
 PAIRS = {
@@ -88,7 +90,7 @@ def main():
     ap.add_argument("--python", default=DEFAULT_PYTHON, help="Python with torch (default %(default)s)")
     ap.add_argument("--only", default=",".join(n for n in PAIRS if not n.startswith("smollm2-")),
                     help="comma-separated pairs or groups to run (default: all but the smollm2 group)")
-    ap.add_argument("--write", action="store_true", help="append the results to docs/benchmarks.md")
+    ap.add_argument("--write", action="store_true", help="append the results to docs/benchmarks-history.md")
     ap.add_argument("--no-build", action="store_true", help="skip cargo build")
     ap.add_argument("--repeat", type=int, default=3, help="alternating runs per pair; the median is reported")
     a = ap.parse_args()
@@ -151,13 +153,13 @@ def main():
         raw = "\n".join(json.dumps(x) for *_, runs in rows for x in runs)
         section = (f"\n## {now}\n\n- machine: {machine()}\n- PyTorch {torch_version}, candle 0.11.1\n"
                    f"- command: `{omp}{cmd.strip()}`; load average before: {load_before}, after: {os.getloadavg()[0]:.2f}\n\n{table}\n\n<details><summary>raw JSON</summary>\n\n```\n{raw}\n```\n</details>\n")
-        path = os.path.join(ROOT, "docs", "benchmarks.md")
+        path = os.path.join(ROOT, "docs", "benchmarks-history.md")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         new = not os.path.exists(path)
         with open(path, "a") as f:
             if new:
-                f.write("# Benchmarks\n\ncandle (this repo) against the same computation in PyTorch, on CPU. "
-                        "Appended by `python bench/run.py --write`.\n")
+                f.write("# Benchmark runs\n\nEach section is one `python bench/run.py --write`: machine, command, numbers, raw JSON. "
+                        "The current result of each benchmark is in benchmarks.md.\n")
             f.write(section)
         print(f"appended to {path}")
 

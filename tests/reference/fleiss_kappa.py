@@ -4,7 +4,7 @@ Fleiss' kappa comes from statsmodels (statsmodels.stats.inter_rater.fleiss_kappa
 pairwise agreement and the leave-one-out accuracy ceiling are computed here with numpy from their
 definitions in crates/data/src/agreement.rs.
 
-Run from the repository root:  /work/pyref/bin/python tests/reference/fleiss_kappa.py
+Run from the repository root:  python3 tests/reference/fleiss_kappa.py
 Writes tests/fixtures/pandalm_agreement.json.
 """
 

@@ -5,7 +5,7 @@ tests/fixtures/minilm.json: token ids from the HF tokenizer (padding off, trunca
 model's max_seq_length), normalised sentence embeddings, and per-token last hidden states
 for one short sentence. Read by crates/models/tests/minilm.rs.
 
-    HF_HUB_OFFLINE=1 /work/pyref/bin/python tests/reference/minilm.py [MODEL_DIR]
+    HF_HUB_OFFLINE=1 python3 tests/reference/minilm.py [MODEL_DIR]
 
 MODEL_DIR defaults to $MISMATCH_HOME/models/minilm-l6 or ~/.cache/mismatch/models/minilm-l6.
 """

@@ -10,7 +10,7 @@ same as in the Rust code and documented there:
   * PPO: policy/approxkl_avg and val/ratio average over real tokens only.
   * RLOO: samples of one prompt are contiguous (TRL 0.19 used the transposed layout).
 
-Run from the repository root:  /work/pyref/bin/python tests/reference/policy_trl.py
+Run from the repository root:  python3 tests/reference/policy_trl.py
 Writes tests/fixtures/policy_trl.json, read by crates/policy/tests/trl_reference.rs.
 """
 

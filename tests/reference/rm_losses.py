@@ -1,6 +1,6 @@
 """Reference values for crates/reward losses, ensemble aggregates and temperature scaling.
 
-Run: /work/pyref/bin/python tests/reference/rm_losses.py > tests/fixtures/rm_losses.json
+Run: python3 tests/reference/rm_losses.py > tests/fixtures/rm_losses.json
 BT / margin / centering use TRL RewardTrainer's exact formulas (trl/trainer/reward_trainer.py).
 """
 import itertools

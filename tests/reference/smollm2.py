@@ -4,7 +4,7 @@ transformers dequantises every GGUF tensor to f32 (undoing llama.cpp's Q/K row p
 builds the tokenizer from the GGUF metadata, exactly what mismatch's loader does, so logits must
 agree to float round-off.
 
-    /work/pyref/bin/python tests/reference/smollm2.py [--model-dir DIR] [--out tests/fixtures/smollm2.json]
+    python3 tests/reference/smollm2.py [--model-dir DIR] [--out tests/fixtures/smollm2.json]
 """
 
 import argparse

@@ -11,7 +11,8 @@ use mismatch_reward::cli::{run, RmCmd};
 use mismatch_reward::{HeadKind, RewardModel};
 use std::path::Path;
 
-const DATA: &str = "/work/shared/data/hh-rlhf/harmless-base-test.jsonl.gz";
+/// Real HH-RLHF pairs from the data folder beside the checkout (`../shared/data`).
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/hh-rlhf/harmless-base-test.jsonl.gz");
 
 #[derive(Parser)]
 struct Cli {
