@@ -29,31 +29,13 @@ pub struct Pair {
     pub margin: f64,
 }
 
-/// Renders a prompt: plain text as is, a conversation as `Role: content` blocks joined by
-/// blank lines (so the backbone sees who said what). Completions use their plain text.
-pub fn render(t: &mismatch_data::Turns) -> String {
-    match t {
-        mismatch_data::Turns::Text(s) => s.clone(),
-        mismatch_data::Turns::Chat(m) => m
-            .iter()
-            .map(|m| {
-                let role = match m.role {
-                    mismatch_data::Role::System => "System",
-                    mismatch_data::Role::User => "User",
-                    mismatch_data::Role::Assistant => "Assistant",
-                };
-                format!("{role}: {}", m.content)
-            })
-            .collect::<Vec<_>>()
-            .join("\n\n"),
-    }
-}
-
+/// Preference records as training pairs: prompts rendered with [`mismatch_data::Turns::render`],
+/// completions as their plain text, a missing margin as 0.
 pub fn pairs_of(prefs: &[mismatch_data::Preference]) -> Vec<Pair> {
     prefs
         .iter()
         .map(|p| Pair {
-            prompt: render(&p.prompt),
+            prompt: p.prompt.render(),
             chosen: p.chosen.text(),
             rejected: p.rejected.text(),
             margin: p.margin.unwrap_or(0.0),
@@ -145,7 +127,7 @@ pub struct Ranked {
 pub fn ranked_of(r: &[mismatch_data::Ranking]) -> Vec<Ranked> {
     r.iter()
         .map(|x| Ranked {
-            prompt: render(&x.prompt),
+            prompt: x.prompt.render(),
             completions: x.order.iter().map(|&i| x.completions[i].text()).collect(),
         })
         .collect()

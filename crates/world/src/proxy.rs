@@ -26,7 +26,7 @@ use crate::world::World;
 use candle_core::{Device, Tensor};
 use mismatch_models::{Error, Result};
 use mismatch_reward::ensemble::{aggregate, Aggregate};
-use mismatch_reward::train::{train_in_memory, Pair, TrainConfig};
+use mismatch_reward::{train_in_memory, Pair, TrainConfig};
 use mismatch_reward::{RewardModel, RmConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -16,8 +16,6 @@ use mismatch_models::{
     completion_logprobs, generate, load_causal_lm, shared_prompt_logprobs, AnyLm, CausalLm, ChatMessage,
     CompletionLogprobs, LoadedLm, SamplingParams, ScalarHead,
 };
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -213,11 +211,7 @@ pub fn batch_indices(n: usize, bs: usize, seed: u64, stream: u64, step: usize) -
     out
 }
 
-pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
-    let mut v: Vec<usize> = (0..n).collect();
-    v.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
-    v
-}
+pub use mismatch_models::seed::permutation;
 
 /// One batch of sampled completions.
 pub struct Rollout {
