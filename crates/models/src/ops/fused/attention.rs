@@ -185,11 +185,9 @@ pub(super) fn attn_dims(l1: &Layout, l2: &Layout, h: usize) -> Result<(usize, us
     Ok((b, t, c3 / 3))
 }
 
-impl CustomOp2 for AttentionQkv {
-    fn name(&self) -> &'static str {
-        "fused-attention"
-    }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+custom_op! {
+    CustomOp2 for AttentionQkv, "fused-attention",
+    fn cpu_fwd(&self, s1, l1, s2, l2) {
         let (b, t, c) = attn_dims(l1, l2, self.n_head)?;
         let y = attn_fwd_storage((s1, l1), (s2, l2), (b, t, c, self.n_head), 0, t, self.name())?;
         Ok((y, Shape::from((b, t, c))))
@@ -200,19 +198,9 @@ impl CustomOp2 for AttentionQkv {
     }
 }
 
-impl CustomOp3 for AttentionQkvBwd {
-    fn name(&self) -> &'static str {
-        "fused-attention-bwd"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+custom_op! {
+    CustomOp3 for AttentionQkvBwd, "fused-attention-bwd",
+    fn cpu_fwd(&self, s1, l1, s2, l2, s3, l3) {
         let (b, t, c) = attn_dims(l1, l2, self.n_head)?;
         let n = self.name();
         let h = self.n_head;
@@ -250,11 +238,9 @@ pub struct AttentionCached {
     pub t: usize,
 }
 
-impl CustomOp2 for AttentionCached {
-    fn name(&self) -> &'static str {
-        "fused-attention-cached"
-    }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+custom_op! {
+    CustomOp2 for AttentionCached, "fused-attention-cached",
+    fn cpu_fwd(&self, s1, l1, s2, l2) {
         let (b, cap, c3) = l1.shape().dims3()?;
         let (h, past, t) = (self.n_head, self.past, self.t);
         if c3 % 3 != 0 || (c3 / 3) % h != 0 || past + t > cap || l2.dims() != [b, 1, t, past + t] {

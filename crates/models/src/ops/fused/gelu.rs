@@ -65,11 +65,9 @@ pub(super) fn map2<T: Real>(x: &[T], g: &[T], f: impl Fn(T, T) -> T + Sync) -> V
 pub struct Gelu;
 pub(super) struct GeluBwd;
 
-impl CustomOp1 for Gelu {
-    fn name(&self) -> &'static str {
-        "fused-gelu"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+custom_op! {
+    CustomOp1 for Gelu, "fused-gelu",
+    fn cpu_fwd(&self, s, l) {
         let out = by_dtype!(self.name(), s, |T| map1(slice::<T>(s, l, self.name())?, gelu_fwd));
         Ok((out, l.shape().clone()))
     }
@@ -78,11 +76,9 @@ impl CustomOp1 for Gelu {
     }
 }
 
-impl CustomOp2 for GeluBwd {
-    fn name(&self) -> &'static str {
-        "fused-gelu-bwd"
-    }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+custom_op! {
+    CustomOp2 for GeluBwd, "fused-gelu-bwd",
+    fn cpu_fwd(&self, s1, l1, s2, l2) {
         let n = self.name();
         let out = by_dtype!(n, s1, |T| map2(slice::<T>(s1, l1, n)?, slice::<T>(s2, l2, n)?, |x, g| g * gelu_grad(x)));
         Ok((out, l1.shape().clone()))

@@ -126,19 +126,9 @@ pub(crate) fn ln_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64, kept: Option
     unsafe { written(x.len() + 2 * c, fill) }
 }
 
-impl CustomOp3 for LayerNorm {
-    fn name(&self) -> &'static str {
-        "fused-layer-norm"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+custom_op! {
+    CustomOp3 for LayerNorm, "fused-layer-norm",
+    fn cpu_fwd(&self, s1, l1, s2, l2, s3, l3) {
         let n = self.name();
         let out =
             by_dtype!(n, s1, |T| ln_fwd::<T>(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?, self.eps, None));
@@ -162,19 +152,9 @@ impl CustomOp3 for LayerNorm {
     }
 }
 
-impl CustomOp3 for LayerNormBwd {
-    fn name(&self) -> &'static str {
-        "fused-layer-norm-bwd"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+custom_op! {
+    CustomOp3 for LayerNormBwd, "fused-layer-norm-bwd",
+    fn cpu_fwd(&self, s1, l1, s2, l2, s3, l3) {
         let n = self.name();
         let c = l2.shape().elem_count();
         let rows = l1.shape().elem_count() / c;

@@ -30,19 +30,9 @@ pub(crate) fn linear_fwd<T: Real>(x: &[T], w: &[T], b: Option<&[T]>, rows: usize
     }
 }
 
-impl CustomOp3 for Linear {
-    fn name(&self) -> &'static str {
-        "fused-linear"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+custom_op! {
+    CustomOp3 for Linear, "fused-linear",
+    fn cpu_fwd(&self, s1, l1, s2, l2, s3, l3) {
         let n = self.name();
         let (out, inp) = l2.shape().dims2()?;
         if l3.shape().elem_count() != out || l1.dims().last() != Some(&inp) {
@@ -96,19 +86,9 @@ pub(super) struct LinearGeluBwd<'a> {
     pre: &'a CpuStorage,
 }
 
-impl CustomOp3 for LinearGelu {
-    fn name(&self) -> &'static str {
-        "fused-linear-gelu"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+custom_op! {
+    CustomOp3 for LinearGelu, "fused-linear-gelu",
+    fn cpu_fwd(&self, s1, l1, s2, l2, s3, l3) {
         let (y, shape) = Linear.cpu_fwd(s1, l1, s2, l2, s3, l3)?;
         let g = by_dtype!(self.name(), &y, |T| map1(y.as_slice::<T>()?, gelu_fwd));
         if self.pre.set(y).is_err() {
@@ -129,19 +109,9 @@ impl CustomOp3 for LinearGelu {
     }
 }
 
-impl CustomOp3 for LinearGeluBwd<'_> {
-    fn name(&self) -> &'static str {
-        "fused-linear-gelu-bwd"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+custom_op! {
+    CustomOp3 for LinearGeluBwd<'_>, "fused-linear-gelu-bwd",
+    fn cpu_fwd(&self, s1, l1, s2, l2, s3, l3) {
         let n = self.name();
         // dA = dY ⊙ gelu′(A), then the linear's gradients from dA.
         let da = by_dtype!(n, s3, |T| map2(self.pre.as_slice::<T>()?, slice::<T>(s3, l3, n)?, |a, g| g * gelu_grad(a)));
@@ -183,19 +153,9 @@ pub(crate) fn linear_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], out: usize, inp: u
     g
 }
 
-impl CustomOp3 for LinearBwd {
-    fn name(&self) -> &'static str {
-        "fused-linear-bwd"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+custom_op! {
+    CustomOp3 for LinearBwd, "fused-linear-bwd",
+    fn cpu_fwd(&self, s1, l1, s2, l2, s3, l3) {
         let n = self.name();
         let (out, inp) = l2.shape().dims2()?;
         let rows = l1.shape().elem_count() / inp.max(1);

@@ -3,7 +3,7 @@
 
 use super::Strided;
 use crate::backprop::sink_weight_grad;
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{bail, CpuStorage, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -26,6 +26,35 @@ macro_rules! by_dtype {
     };
 }
 pub(crate) use by_dtype;
+
+/// The one shape of every fused op's `CustomOp1/2/3` impl: its name, a CPU forward over
+/// (storage, layout) pairs written once instead of candle's full signature, and whatever else
+/// the impl holds (a backward) as is:
+///
+/// ```ignore
+/// custom_op! {
+///     CustomOp2 for GeluBwd, "fused-gelu-bwd",
+///     fn cpu_fwd(&self, s1, l1, s2, l2) { ... }
+///     fn bwd(...) -> ... { ... }
+/// }
+/// ```
+macro_rules! custom_op {
+    ($op:ident for $ty:ty, $name:literal,
+     fn cpu_fwd(&$this:tt, $($s:ident, $l:ident),+) $fwd:block
+     $($rest:tt)*) => {
+        impl candle_core::$op for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn cpu_fwd(
+                &$this,
+                $($s: &candle_core::CpuStorage, $l: &candle_core::Layout),+
+            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> $fwd
+            $($rest)*
+        }
+    };
+}
+pub(crate) use custom_op;
 
 mod attention;
 mod gelu;

@@ -32,11 +32,9 @@ pub(super) fn softmax_bwd_rows<T: Real>(y: &[T], dy: &[T], c: usize) -> Vec<T> {
     dx
 }
 
-impl CustomOp1 for Softmax {
-    fn name(&self) -> &'static str {
-        "fused-softmax"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+custom_op! {
+    CustomOp1 for Softmax, "fused-softmax",
+    fn cpu_fwd(&self, s, l) {
         let c = l.dims().last().copied().unwrap_or(1);
         let out = by_dtype!(self.name(), s, |T| softmax_rows(slice::<T>(s, l, self.name())?, c));
         Ok((out, l.shape().clone()))
@@ -46,11 +44,9 @@ impl CustomOp1 for Softmax {
     }
 }
 
-impl CustomOp2 for SoftmaxBwd {
-    fn name(&self) -> &'static str {
-        "fused-softmax-bwd"
-    }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+custom_op! {
+    CustomOp2 for SoftmaxBwd, "fused-softmax-bwd",
+    fn cpu_fwd(&self, s1, l1, s2, l2) {
         let c = l1.dims().last().copied().unwrap_or(1);
         let n = self.name();
         let out = by_dtype!(n, s1, |T| softmax_bwd_rows(slice::<T>(s1, l1, n)?, slice(s2, l2, n)?, c));
