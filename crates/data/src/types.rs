@@ -53,6 +53,26 @@ impl Turns {
             Turns::Chat(m) => m.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n"),
         }
     }
+    /// The text a model is shown for a prompt: plain text as is, a conversation as `Role: content`
+    /// blocks joined by blank lines (so the backbone sees who said what). Reward-model training
+    /// and `mismatch policy train` render prompts this way; completions use [`Turns::text`].
+    pub fn render(&self) -> String {
+        match self {
+            Turns::Text(s) => s.clone(),
+            Turns::Chat(m) => m
+                .iter()
+                .map(|m| {
+                    let role = match m.role {
+                        Role::System => "System",
+                        Role::User => "User",
+                        Role::Assistant => "Assistant",
+                    };
+                    format!("{role}: {}", m.content)
+                })
+                .collect::<Vec<_>>()
+                .join("\n\n"),
+        }
+    }
     /// A canonical key, equal for equal prompts whatever their shape; used for de-duplication and splits.
     pub fn key(&self) -> String {
         serde_json::to_string(self).expect("Turns serialises")

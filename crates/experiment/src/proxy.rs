@@ -25,7 +25,7 @@
 use candle_core::{Device, Tensor};
 use mismatch_models::{Error, Result};
 use mismatch_reward::ensemble::{aggregate, Aggregate};
-use mismatch_reward::train::{train_in_memory, Pair, TrainConfig};
+use mismatch_reward::{train_in_memory, Pair, TrainConfig};
 use mismatch_reward::{RewardModel, RmConfig};
 use mismatch_world::world::World;
 use rand::{Rng, SeedableRng};

@@ -29,10 +29,10 @@
 //! [`crate::backprop`]'s sink.
 
 use crate::ops::fused::{
-    attn_bwd, attn_fwd, by_dtype, gelu_from, gelu_grad_from, gelu_tanh, linear_bwd, linear_fwd, ln_bwd, ln_fwd,
-    min_len, slice, written, Real,
+    attn_bwd, attn_fwd, by_dtype, custom_op, gelu_from, gelu_grad_from, gelu_tanh, linear_bwd, linear_fwd, ln_bwd,
+    ln_fwd, min_len, slice, written, Real,
 };
-use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{bail, CpuStorage, Layout, Result, Storage, Tensor};
 use rayon::prelude::*;
 use std::any::Any;
 use std::mem::MaybeUninit;
@@ -212,20 +212,9 @@ fn dims(lx: &Layout, lw: &Layout, lb: &Layout, h: usize, eps: f64) -> Result<Dim
     Ok(d)
 }
 
-impl CustomOp3 for Block {
-    fn name(&self) -> &'static str {
-        "gpt-block"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+custom_op! {
+    CustomOp3 for Block, "gpt-block",
+    fn cpu_fwd(&self, s1, l1, s2, l2, s3, l3) {
         let op = self.name();
         let d = dims(l1, l2, l3, self.n_head, self.eps)?;
         let saved: Box<dyn Any + Send + Sync>;

@@ -19,118 +19,15 @@ use crate::error::{Error, Result};
 use crate::gguf::Gguf;
 use crate::ops::{rms_norm, Rotary};
 use crate::tokenizer::Tok;
-use candle_core::{CpuStorage, DType, Device, Layout, Module, Shape, Tensor, Var};
+use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Embedding, Init, Linear, VarBuilder, VarMap};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// One token id or several (HF configs use both for `eos_token_id`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum TokenIds {
-    One(u32),
-    Many(Vec<u32>),
-}
-
-impl TokenIds {
-    pub fn to_vec(&self) -> Vec<u32> {
-        match self {
-            TokenIds::One(i) => vec![*i],
-            TokenIds::Many(v) => v.clone(),
-        }
-    }
-}
-
-/// The fields of an HF `config.json` that a Llama/Qwen2 model needs, under their HF names.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LlamaConfig {
-    #[serde(default = "default_model_type")]
-    pub model_type: String,
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    /// Absent in older configs, meaning one KV head per query head.
-    #[serde(default)]
-    pub num_key_value_heads: Option<usize>,
-    #[serde(default)]
-    pub head_dim: Option<usize>,
-    pub rms_norm_eps: f64,
-    #[serde(default = "default_rope_theta")]
-    pub rope_theta: f64,
-    pub max_position_embeddings: usize,
-    #[serde(default)]
-    pub tie_word_embeddings: bool,
-    /// Biases on q/k/v (and o) projections; Qwen2 has q/k/v biases without saying so.
-    #[serde(default)]
-    pub attention_bias: bool,
-    #[serde(default)]
-    pub bos_token_id: Option<u32>,
-    #[serde(default)]
-    pub eos_token_id: Option<TokenIds>,
-    /// Only `null` is supported; kept so that a scaled config is refused rather than misread.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rope_scaling: Option<serde_json::Value>,
-}
-
-fn default_model_type() -> String {
-    "llama".into()
-}
-fn default_rope_theta() -> f64 {
-    10_000.0
-}
-
-impl LlamaConfig {
-    pub fn kv_heads(&self) -> usize {
-        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
-    }
-
-    pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
-    }
-
-    /// Qwen2 puts biases on q/k/v only; Llama's `attention_bias` covers o too.
-    fn qkv_bias(&self) -> bool {
-        self.attention_bias || self.model_type == "qwen2"
-    }
-    fn o_bias(&self) -> bool {
-        self.attention_bias && self.model_type != "qwen2"
-    }
-
-    /// Checks what the model code relies on; `path` names the file the config came from.
-    pub fn validate(&self, path: &Path) -> Result<()> {
-        let bad = |m: String| Err(Error::invalid(path, m));
-        if !["llama", "qwen2"].contains(&self.model_type.as_str()) {
-            return bad(format!("unsupported model_type \"{}\" (supported: llama, qwen2)", self.model_type));
-        }
-        if let Some(s) = self.rope_scaling.as_ref().filter(|s| !s.is_null()) {
-            return bad(format!("unsupported rope_scaling {s}"));
-        }
-        let (h, kv) = (self.num_attention_heads, self.kv_heads());
-        if h == 0 || kv == 0 || h % kv != 0 {
-            return bad(format!("num_attention_heads {h} must be a positive multiple of num_key_value_heads {kv}"));
-        }
-        if !self.head_dim().is_multiple_of(2) || self.head_dim() == 0 {
-            return bad(format!("head_dim {} must be even and positive for RoPE", self.head_dim()));
-        }
-        if self.vocab_size == 0 || self.num_hidden_layers == 0 || self.hidden_size == 0 {
-            return bad("vocab_size, num_hidden_layers and hidden_size must be positive".into());
-        }
-        Ok(())
-    }
-
-    /// `config.json` content: these fields plus `architectures` so that transformers loads it.
-    pub fn to_hf_json(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).expect("config serialises");
-        let arch = if self.model_type == "qwen2" { "Qwen2ForCausalLM" } else { "LlamaForCausalLM" };
-        v["architectures"] = serde_json::json!([arch]);
-        v["hidden_act"] = "silu".into();
-        v["torch_dtype"] = "float32".into();
-        v
-    }
-}
+mod config;
+mod skinny;
+pub use config::{LlamaConfig, TokenIds};
+use skinny::{skinny_supported, SkinnyMatmul, SKINNY_MAX_ROWS};
 
 #[derive(Debug, Clone)]
 struct Attention {
@@ -628,217 +525,6 @@ fn lin_with(l: &Linear, x: &Tensor, grad: Grad) -> candle_core::Result<Tensor> {
     }
 }
 
-const SKINNY_MAX_ROWS: usize = 16;
-
-/// Whether [`SkinnyMatmul`] takes its AVX-512 kernel (twice the lanes, half the passes over
-/// the weights for 8 rows): on CPUs with avx512f. SmolLM2-135M, 8 rows, greedy, on an Intel
-/// Xeon: 115–119 against 98–100 generated tokens/s with the AVX2 kernel as it was before it
-/// prefetched too (on an AMD EPYC, AVX2 only, the prefetch took 131–137 to 146–153).
-fn skinny_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-fn skinny_supported() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// `y[m, n] = x[m, k] · w[n, k]ᵀ` for small `m`: each thread takes a block of weight rows and
-/// dots each against every row of `x`, so the weights are read from memory exactly once.
-struct SkinnyMatmul;
-
-impl candle_core::CustomOp2 for SkinnyMatmul {
-    fn name(&self) -> &'static str {
-        "skinny-matmul"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (m, k) = l1.shape().dims2()?;
-        let (n, k2) = l2.shape().dims2()?;
-        if k != k2 {
-            candle_core::bail!("skinny-matmul: inner dimensions {k} and {k2} differ");
-        }
-        let (CpuStorage::F32(x), CpuStorage::F32(w)) = (s1, s2) else {
-            candle_core::bail!("skinny-matmul: f32 only");
-        };
-        let (Some((x0, x1)), Some((w0, w1))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
-            candle_core::bail!("skinny-matmul: contiguous inputs only");
-        };
-        let (x, w) = (&x[x0..x1], &w[w0..w1]);
-        // yt[j, i] = y[i, j]: threads own contiguous blocks of output features.
-        let mut yt = vec![0f32; n * m];
-        const BLOCK: usize = 32;
-        use rayon::prelude::*;
-        yt.par_chunks_mut(BLOCK * m).enumerate().for_each(|(blk, out)| {
-            let j0 = blk * BLOCK;
-            let rows = out.len() / m;
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: only reached when avx2 and fma were detected (`skinny_supported`), and the
-            // AVX-512 kernel only when avx512f was.
-            unsafe {
-                let w = &w[j0 * k..(j0 + rows) * k];
-                match skinny_avx512() {
-                    true => skinny::block_avx512(x, m, k, w, rows, out),
-                    false => skinny::block(x, m, k, w, rows, out),
-                }
-            }
-        });
-        let mut y = vec![0f32; m * n];
-        for j in 0..n {
-            for i in 0..m {
-                y[i * n + j] = yt[j * m + i];
-            }
-        }
-        Ok((CpuStorage::F32(y), Shape::from((m, n))))
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod skinny {
-    use std::arch::x86_64::*;
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
-    }
-
-    /// `out[r·m + i] = w[r] · x[i]` for the `rows` weight rows in `w`, on the tile that suits
-    /// `m`: two weight rows against four inputs when there are at least four (fewer passes over
-    /// each weight row), else four rows against two (eight independent FMA chains hide the FMA
-    /// latency even when m = 1). Every element is the same 8-lane sum either way.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn block(x: &[f32], m: usize, k: usize, w: &[f32], rows: usize, out: &mut [f32]) {
-        match m >= 4 {
-            true => tile::<2, 4>(x, m, k, w, rows, out),
-            false => tile::<4, 2>(x, m, k, w, rows, out),
-        }
-    }
-
-    /// [`block`] with `NR` weight rows against `NI` inputs at a time. Lane `l` of an element's
-    /// accumulator sums `w[c]·x[c]` over `c ≡ l (mod 8)` in increasing `c`; then the lanes are
-    /// added by [`hsum`] and the `k mod 8` tail after them, so the tile changes no bit.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn tile<const NR: usize, const NI: usize>(
-        x: &[f32],
-        m: usize,
-        k: usize,
-        w: &[f32],
-        rows: usize,
-        out: &mut [f32],
-    ) {
-        let k8 = k / 8 * 8;
-        let xp = x.as_ptr();
-        let wp = w.as_ptr();
-        let mut r = 0;
-        while r < rows {
-            let nr = (rows - r).min(NR);
-            let mut i = 0;
-            while i < m {
-                let ni = (m - i).min(NI);
-                let mut acc = [[_mm256_setzero_ps(); NI]; NR];
-                let mut c = 0;
-                while c < k8 {
-                    // Past the last row or input (nr < NR, ni < NI) the last one is recomputed
-                    // and discarded.
-                    let xv: [__m256; NI] =
-                        std::array::from_fn(|b| _mm256_loadu_ps(xp.add((i + b.min(ni - 1)) * k + c)));
-                    for (a, acc) in acc.iter_mut().enumerate() {
-                        let wv = _mm256_loadu_ps(wp.add((r + a.min(nr - 1)) * k + c));
-                        if i == 0 && r + NR + a < rows {
-                            // The weights stream from memory once; fetching the next rows while
-                            // these are multiplied took 15-25 % off (AMD EPYC, SmolLM2 shapes).
-                            _mm_prefetch(wp.add((r + NR + a) * k + c) as *const i8, _MM_HINT_T0);
-                        }
-                        for (acc, xv) in acc.iter_mut().zip(&xv) {
-                            *acc = _mm256_fmadd_ps(wv, *xv, *acc);
-                        }
-                    }
-                    c += 8;
-                }
-                for (a, acc) in acc.iter().enumerate().take(nr) {
-                    for (b, acc) in acc.iter().enumerate().take(ni) {
-                        let mut s = hsum(*acc);
-                        for c in k8..k {
-                            s += *wp.add((r + a) * k + c) * *xp.add((i + b) * k + c);
-                        }
-                        out[(r + a) * m + i + b] = s;
-                    }
-                }
-                i += ni;
-            }
-            r += nr;
-        }
-    }
-
-    /// The AVX-512 form of [`block`]: four weight rows against four inputs at a time, sixteen
-    /// independent 16-lane FMA chains.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn block_avx512(x: &[f32], m: usize, k: usize, w: &[f32], rows: usize, out: &mut [f32]) {
-        let k16 = k / 16 * 16;
-        let xp = x.as_ptr();
-        let wp = w.as_ptr();
-        let mut r = 0;
-        while r < rows {
-            let nr = (rows - r).min(4);
-            let mut i = 0;
-            while i < m {
-                let ni = (m - i).min(4);
-                let mut acc = [[_mm512_setzero_ps(); 4]; 4];
-                let mut c = 0;
-                while c < k16 {
-                    // Past the last row or input (nr, ni < 4) the last one is recomputed and discarded.
-                    let xv = [0, 1, 2, 3].map(|b: usize| _mm512_loadu_ps(xp.add((i + b.min(ni - 1)) * k + c)));
-                    for (a, acc) in acc.iter_mut().enumerate() {
-                        let wv = _mm512_loadu_ps(wp.add((r + a.min(nr - 1)) * k + c));
-                        if i == 0 && r + 4 + a < rows {
-                            // The next four rows, one cache line per line used: the weights stream
-                            // from memory once, so their latency is what there is to hide.
-                            _mm_prefetch(wp.add((r + 4 + a) * k + c) as *const i8, _MM_HINT_T0);
-                        }
-                        for b in 0..4 {
-                            acc[b] = _mm512_fmadd_ps(wv, xv[b], acc[b]);
-                        }
-                    }
-                    c += 16;
-                }
-                for a in 0..nr {
-                    for b in 0..ni {
-                        let mut s = _mm512_reduce_add_ps(acc[a][b]);
-                        for c in k16..k {
-                            s += *wp.add((r + a) * k + c) * *xp.add((i + b) * k + c);
-                        }
-                        out[(r + a) * m + i + b] = s;
-                    }
-                }
-                i += ni;
-            }
-            r += nr;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -948,9 +634,9 @@ mod tests {
             let want: Vec<f32> =
                 (0..70 * m).map(|o| (0..k).map(|c| wv[(o / m) * k + c] * x[(o % m) * k + c]).sum()).collect();
             let mut kernels: Vec<(&str, unsafe fn(&[f32], usize, usize, &[f32], usize, &mut [f32]))> =
-                vec![("avx2", skinny::block)];
+                vec![("avx2", skinny::kernels::block)];
             if std::is_x86_feature_detected!("avx512f") {
-                kernels.push(("avx512", skinny::block_avx512));
+                kernels.push(("avx512", skinny::kernels::block_avx512));
             }
             for (name, kernel) in kernels {
                 let mut out = vec![0f32; 70 * m];
@@ -961,7 +647,7 @@ mod tests {
             }
             // The AVX2 tiles differ only in which products share a pass: the same bits.
             let tiles: [unsafe fn(&[f32], usize, usize, &[f32], usize, &mut [f32]); 3] =
-                [skinny::tile::<4, 2>, skinny::tile::<2, 4>, skinny::tile::<1, 1>];
+                [skinny::kernels::tile::<4, 2>, skinny::kernels::tile::<2, 4>, skinny::kernels::tile::<1, 1>];
             let outs: Vec<Vec<u32>> = tiles
                 .iter()
                 .map(|tile| {

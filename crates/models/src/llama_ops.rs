@@ -8,9 +8,11 @@
 //! forward. Here each function is one node; `tests` checks values and gradients against the
 //! composed form in f64.
 
-use crate::ops::fused::{by_dtype, linear_fwd, row_sums, rows_per_task, slice, written, LinearBwd, Real, ROWS};
+use crate::ops::fused::{
+    by_dtype, custom_op, linear_fwd, row_sums, rows_per_task, slice, written, LinearBwd, Real, ROWS,
+};
 use crate::ops::fused_cpu;
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
+use candle_core::{bail, CpuStorage, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -99,11 +101,9 @@ struct LinearNoBias {
     sink: bool,
 }
 
-impl CustomOp2 for LinearNoBias {
-    fn name(&self) -> &'static str {
-        "linear-no-bias"
-    }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+custom_op! {
+    CustomOp2 for LinearNoBias, "linear-no-bias",
+    fn cpu_fwd(&self, s1, l1, s2, l2) {
         let n = self.name();
         let (out, inp) = l2.shape().dims2()?;
         if l1.dims().last() != Some(&inp) {
@@ -193,11 +193,9 @@ fn rms_bwd<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
     out
 }
 
-impl CustomOp2 for RmsNorm {
-    fn name(&self) -> &'static str {
-        "rms-norm"
-    }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+custom_op! {
+    CustomOp2 for RmsNorm, "rms-norm",
+    fn cpu_fwd(&self, s1, l1, s2, l2) {
         let n = self.name();
         if l1.dims().last() != Some(&l2.shape().elem_count()) {
             bail!("{n}: x {:?} and w {:?} do not fit", l1.dims(), l2.dims());
@@ -215,19 +213,9 @@ impl CustomOp2 for RmsNorm {
     }
 }
 
-impl CustomOp3 for RmsNormBwd {
-    fn name(&self) -> &'static str {
-        "rms-norm-bwd"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+custom_op! {
+    CustomOp3 for RmsNormBwd, "rms-norm-bwd",
+    fn cpu_fwd(&self, s1, l1, s2, l2, s3, l3) {
         let n = self.name();
         let c = l2.shape().elem_count();
         let rows = l1.shape().elem_count() / c;
@@ -261,19 +249,9 @@ fn rope_rows<T: Real>(x: &[T], cos: &[T], sin: &[T], (h, t, d): (usize, usize, u
     unsafe { written(x.len(), fill) }
 }
 
-impl CustomOp3 for Rope {
-    fn name(&self) -> &'static str {
-        "rope"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+custom_op! {
+    CustomOp3 for Rope, "rope",
+    fn cpu_fwd(&self, s1, l1, s2, l2, s3, l3) {
         let n = self.name();
         let (_, h, t, d) = l1.shape().dims4()?;
         if !d.is_multiple_of(2) {
@@ -336,11 +314,9 @@ fn swiglu_bwd<T: Real>(g: &[T], u: &[T], dy: &[T]) -> Vec<T> {
     unsafe { written(2 * n, fill) }
 }
 
-impl CustomOp2 for SwiGlu {
-    fn name(&self) -> &'static str {
-        "swiglu"
-    }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+custom_op! {
+    CustomOp2 for SwiGlu, "swiglu",
+    fn cpu_fwd(&self, s1, l1, s2, l2) {
         let n = self.name();
         let y = by_dtype!(n, s1, |T| swiglu_fwd::<T>(slice(s1, l1, n)?, slice(s2, l2, n)?));
         Ok((y, l1.shape().clone()))
@@ -354,19 +330,9 @@ impl CustomOp2 for SwiGlu {
     }
 }
 
-impl CustomOp3 for SwiGluBwd {
-    fn name(&self) -> &'static str {
-        "swiglu-bwd"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+custom_op! {
+    CustomOp3 for SwiGluBwd, "swiglu-bwd",
+    fn cpu_fwd(&self, s1, l1, s2, l2, s3, l3) {
         let n = self.name();
         let out = by_dtype!(n, s1, |T| swiglu_bwd::<T>(slice(s1, l1, n)?, slice(s2, l2, n)?, slice(s3, l3, n)?));
         Ok((out, Shape::from(2 * l1.shape().elem_count())))

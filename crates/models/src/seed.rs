@@ -13,6 +13,8 @@
 //!   bootstrap streams, the start seed of experiment seed i).
 //! - [`mix`]`(seed, step, stream)`: a SplitMix64 finaliser on a mix of the three, for the training
 //!   loops, whose step-s randomness is a function of (seed, s) alone.
+//! - [`permutation`]`(n, seed)`: the seeded shuffle of `0..n` (ChaCha8) that batch orders and
+//!   data splits are cut from.
 //!
 //! All arithmetic is modulo 2⁶⁴ (wrapping): a seed near `u64::MAX` derives a valid, if no longer
 //! "readable", seed instead of panicking (debug) or silently depending on the build (release).
@@ -40,6 +42,16 @@ pub fn mix(seed: u64, step: u64, stream: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// A seeded permutation of `0..n`: `0..n` shuffled by a ChaCha8 stream seeded with `seed`, so the
+/// same (n, seed) gives the same order on every machine.
+pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut v: Vec<usize> = (0..n).collect();
+    v.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    v
 }
 
 #[cfg(test)]

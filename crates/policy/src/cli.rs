@@ -18,7 +18,6 @@
 use crate::train::{train, Algo, Demo, PolicyConfig, PrefPair, RunOptions, TrainData};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use mismatch_reward::train::render;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Subcommand)]
@@ -310,7 +309,7 @@ pub fn read_pairs_or_demos(path: &Path) -> anyhow::Result<(Vec<PrefPair>, Vec<De
     let (prefs, _) = ds.records.to_pairs();
     let pairs: Vec<PrefPair> = prefs
         .iter()
-        .map(|p| PrefPair { prompt: render(&p.prompt), chosen: p.chosen.text(), rejected: p.rejected.text() })
+        .map(|p| PrefPair { prompt: p.prompt.render(), chosen: p.chosen.text(), rejected: p.rejected.text() })
         .collect();
     let demos = pairs.iter().map(|p| Demo { prompt: p.prompt.clone(), completion: p.chosen.clone() }).collect();
     Ok((pairs, demos))

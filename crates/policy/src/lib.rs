@@ -30,4 +30,7 @@ pub mod train;
 pub use kl::{KlController, KlEstimator};
 pub use mismatch_models::{Error, Result};
 pub use reward::{parse_reward, Reward, RmReward, RuleReward};
+/// The policy handle, one batch of samples and the sampler, for callers that sample and score
+/// outside a training loop (the world's real-model setting): the same code the loops use.
+pub use train::common::{derive_seed, rollout, Policy, Rollout};
 pub use train::{train, Algo, Demo, OnLog, PolicyConfig, PrefPair, RunOptions, TrainData, TrainOutcome};

@@ -8,7 +8,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use mismatch_models::CompletionLogprobs;
 use mismatch_policy::train::chunks::Scored;
-use mismatch_policy::train::common::Policy;
+use mismatch_policy::Policy;
 use rand::{Rng, SeedableRng};
 
 /// 23 prompts with 1–4 rows each (73 rows: more than two chunks), completions of 1–9 tokens.

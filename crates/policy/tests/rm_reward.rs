@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use mismatch_policy::reward::{parse_reward, Reward, RmReward};
 use mismatch_policy::train::{train, Algo, RunOptions, TrainData};
-use mismatch_reward::train::{train_in_memory, Pair, TrainConfig};
+use mismatch_reward::{train_in_memory, Pair, TrainConfig};
 use rand::{Rng, SeedableRng};
 
 fn pairs(n: usize, seed: u64) -> Vec<Pair> {

@@ -94,7 +94,7 @@ fn ppo_step_raises_probability_of_positive_advantage_tokens() {
 fn shared_prompt_logprobs_match_the_expanded_rows() {
     let tmp = tempfile::tempdir().unwrap();
     common::write_random_policy(tmp.path(), 3);
-    let policy = mismatch_policy::train::common::Policy::load(tmp.path().to_str().unwrap(), true, false).unwrap();
+    let policy = mismatch_policy::Policy::load(tmp.path().to_str().unwrap(), true, false).unwrap();
     let enc = |s: &str| policy.encode_prompt(s).unwrap();
     let long = (0..30).map(|j| common::WORDS[j % common::WORDS.len()]).collect::<Vec<_>>().join(" ");
     for prompts in [vec![enc(&long), enc("tell me a story")], vec![enc("a cat"), enc("the dog ran")]] {

@@ -19,4 +19,4 @@ pub use ensemble::{aggregate, Aggregate};
 pub use head::HeadKind;
 pub use member::{BackboneKind, Member};
 pub use model::{encode_decoder, format_input, RewardModel, RmConfig};
-pub use train::{train, train_in_memory, LossKind, Pair, TrainConfig};
+pub use train::{pairs_of, train, train_in_memory, LossKind, Pair, TrainConfig};

@@ -29,31 +29,13 @@ pub struct Pair {
     pub margin: f64,
 }
 
-/// Renders a prompt: plain text as is, a conversation as `Role: content` blocks joined by
-/// blank lines (so the backbone sees who said what). Completions use their plain text.
-pub fn render(t: &mismatch_data::Turns) -> String {
-    match t {
-        mismatch_data::Turns::Text(s) => s.clone(),
-        mismatch_data::Turns::Chat(m) => m
-            .iter()
-            .map(|m| {
-                let role = match m.role {
-                    mismatch_data::Role::System => "System",
-                    mismatch_data::Role::User => "User",
-                    mismatch_data::Role::Assistant => "Assistant",
-                };
-                format!("{role}: {}", m.content)
-            })
-            .collect::<Vec<_>>()
-            .join("\n\n"),
-    }
-}
-
+/// Preference records as training pairs: prompts rendered with [`mismatch_data::Turns::render`],
+/// completions as their plain text, a missing margin as 0.
 pub fn pairs_of(prefs: &[mismatch_data::Preference]) -> Vec<Pair> {
     prefs
         .iter()
         .map(|p| Pair {
-            prompt: render(&p.prompt),
+            prompt: p.prompt.render(),
             chosen: p.chosen.text(),
             rejected: p.rejected.text(),
             margin: p.margin.unwrap_or(0.0),
@@ -145,7 +127,7 @@ pub struct Ranked {
 pub fn ranked_of(r: &[mismatch_data::Ranking]) -> Vec<Ranked> {
     r.iter()
         .map(|x| Ranked {
-            prompt: render(&x.prompt),
+            prompt: x.prompt.render(),
             completions: x.order.iter().map(|&i| x.completions[i].text()).collect(),
         })
         .collect()
@@ -342,6 +324,148 @@ fn batch_loss(cfg: &TrainConfig, items: &[&Item], out: &Tensor, dev: &Device) ->
     Ok(total.expect("non-empty batch"))
 }
 
+/// How far a run got and where it keeps its state: `out/state` and `out/metrics.jsonl` on
+/// disk, nothing in memory.
+struct RunLog {
+    /// The point to start from: the checkpoint's with `resume`, else the beginning.
+    start: TrainerState,
+    state_dir: Option<PathBuf>,
+    metrics_path: Option<PathBuf>,
+    metrics_lines: usize,
+}
+
+impl RunLog {
+    /// A fresh run (an empty metrics.jsonl) or, with `resume`, the checkpoint in `out/state`,
+    /// whose config must match; the metrics are cut back to the lines it had written.
+    fn open(cfg: &TrainConfig, disk: Option<&Disk>) -> Result<Self> {
+        let mut start = TrainerState { config: cfg.clone(), member: 0, epochs_done: 0, adam_t: 0, metrics_lines: 0 };
+        let (state_dir, metrics_path) = match disk {
+            Some(d) => (Some(d.out.join("state")), Some(d.out.join("metrics.jsonl"))),
+            None => (None, None),
+        };
+        if let (Some(d), Some(sd), Some(mp)) = (disk, &state_dir, &metrics_path) {
+            let state_path = sd.join("trainer_state.json");
+            if d.resume {
+                if !state_path.exists() {
+                    return Err(Error::invalid(&state_path, "--resume: no checkpoint to resume from"));
+                }
+                start = read_json(&state_path)?;
+                if start.config != *cfg {
+                    return Err(Error::invalid(
+                        &state_path,
+                        "--resume: the checkpoint was trained with different options",
+                    ));
+                }
+                let text = std::fs::read_to_string(mp).map_err(|e| Error::io(mp, e))?;
+                let kept: String = text.lines().take(start.metrics_lines).map(|l| format!("{l}\n")).collect();
+                write_atomic(mp, kept.as_bytes())?;
+            } else {
+                std::fs::create_dir_all(d.out).map_err(|e| Error::io(d.out, e))?;
+                write_atomic(mp, b"")?;
+            }
+        }
+        let metrics_lines = start.metrics_lines;
+        Ok(Self { start, state_dir, metrics_path, metrics_lines })
+    }
+
+    /// Appends one record to metrics.jsonl (on disk only).
+    fn append(&mut self, v: serde_json::Value) -> Result<()> {
+        let Some(mp) = &self.metrics_path else { return Ok(()) };
+        let mut f = std::fs::OpenOptions::new().append(true).open(mp).map_err(|e| Error::io(mp, e))?;
+        writeln!(f, "{v}").map_err(|e| Error::io(mp, e))?;
+        self.metrics_lines += 1;
+        Ok(())
+    }
+
+    fn member_dir(&self, k: usize) -> Option<PathBuf> {
+        self.state_dir.as_ref().map(|s| s.join(format!("member-{k}")))
+    }
+
+    /// Checkpoint after member `k`'s epoch `epoch` (0-based): member weights first, then the
+    /// state file that points at them (on disk only).
+    fn checkpoint(&self, cfg: &TrainConfig, k: usize, epoch: usize, m: &Member, opt: &AdamW) -> Result<()> {
+        let Some(sd) = &self.state_dir else { return Ok(()) };
+        m.save(&sd.join(format!("member-{k}")))?;
+        write_atomic(&sd.join("optimizer.safetensors"), &safetensors_bytes(&opt.state()?)?)?;
+        let done_member = epoch + 1 == cfg.epochs;
+        let st = TrainerState {
+            config: cfg.clone(),
+            member: if done_member { k + 1 } else { k },
+            epochs_done: if done_member { 0 } else { epoch + 1 },
+            adam_t: opt.t,
+            metrics_lines: self.metrics_lines,
+        };
+        let j = serde_json::to_vec_pretty(&st).map_err(|e| Error::Usage(e.to_string()))?;
+        write_atomic(&sd.join("trainer_state.json"), &j)
+    }
+}
+
+/// What every member trains and is evaluated on, tokenised once: the training items'
+/// completions in order (item `i`'s from `offsets[i]`), then each eval pair's chosen and
+/// rejected from `n_eval_off`; with a frozen backbone, also their features.
+struct Encoded {
+    inputs: Inputs,
+    offsets: Vec<usize>,
+    n_eval_off: usize,
+    cache: Option<Tensor>,
+}
+
+impl Encoded {
+    /// Tokenises through a one-member model on `probe` and, when frozen, computes each
+    /// input's features once (the frozen backbone's features never change).
+    fn new(cfg: &TrainConfig, probe: &Backbone, train: &[Item], eval: &[Pair], progress: bool) -> Result<Self> {
+        let proto_member = probe.clone().member(cfg.head, 0, true)?;
+        let proto_cfg = RmConfig { chat_template: cfg.chat_template, ..RmConfig::new(&cfg.backbone, cfg.frozen, 1) };
+        let proto = RewardModel::from_members(proto_cfg, vec![proto_member])?;
+        let mut offsets = Vec::with_capacity(train.len());
+        let (mut prompts, mut comps): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+        for it in train {
+            offsets.push(prompts.len());
+            for c in &it.completions {
+                prompts.push(it.prompt);
+                comps.push(c);
+            }
+        }
+        let n_eval_off = prompts.len();
+        for p in eval {
+            prompts.extend([p.prompt.as_str(), p.prompt.as_str()]);
+            comps.extend([p.chosen.as_str(), p.rejected.as_str()]);
+        }
+        let inputs = proto.prepare(&prompts, &comps)?;
+        let cache = if cfg.frozen {
+            let bar = progress.then(|| bar(inputs.len() as u64, "features"));
+            let mut feats = Vec::new();
+            let all: Vec<usize> = (0..inputs.len()).collect();
+            for chunk in all.chunks(64) {
+                feats.push(proto.members[0].features(&inputs, chunk)?.detach());
+                if let Some(b) = &bar {
+                    b.inc(chunk.len() as u64)
+                }
+            }
+            if let Some(b) = bar {
+                b.finish_and_clear()
+            }
+            Some(Tensor::cat(&feats, 0)?)
+        } else {
+            None
+        };
+        Ok(Self { inputs, offsets, n_eval_off, cache })
+    }
+
+    /// Member `m`'s rewards of the `n_eval` eval pairs' chosen and rejected completions.
+    fn eval_rewards(&self, m: &Member, n_eval: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (mut rc, mut rr) = (Vec::new(), Vec::new());
+        for chunk in (0..n_eval).collect::<Vec<_>>().chunks(64) {
+            let ix: Vec<usize> =
+                chunk.iter().flat_map(|&i| [self.n_eval_off + 2 * i, self.n_eval_off + 2 * i + 1]).collect();
+            let r = reward_of(&outputs(m, &self.cache, &self.inputs, &ix)?)?.detach().to_vec1::<f32>()?;
+            rc.extend(r.iter().step_by(2));
+            rr.extend(r.iter().skip(1).step_by(2));
+        }
+        Ok((rc, rr))
+    }
+}
+
 fn run(
     cfg: &TrainConfig,
     backbone_dir: &Path,
@@ -358,92 +482,13 @@ fn run(
     }
     let dev = Device::Cpu;
     let (kind, _) = detect(backbone_dir.to_str().ok_or_else(|| Error::invalid(backbone_dir, "path is not UTF-8"))?)?;
-    let mut start = TrainerState { config: cfg.clone(), member: 0, epochs_done: 0, adam_t: 0, metrics_lines: 0 };
-    let (state_dir, metrics_path) = match &disk {
-        Some(d) => (Some(d.out.join("state")), Some(d.out.join("metrics.jsonl"))),
-        None => (None, None),
-    };
+    let mut log = RunLog::open(cfg, disk.as_ref())?;
+    let start = log.start.clone();
     let resume = disk.as_ref().is_some_and(|d| d.resume);
-    if let (Some(d), Some(sd), Some(mp)) = (&disk, &state_dir, &metrics_path) {
-        let state_path = sd.join("trainer_state.json");
-        if d.resume {
-            if !state_path.exists() {
-                return Err(Error::invalid(&state_path, "--resume: no checkpoint to resume from"));
-            }
-            start = read_json(&state_path)?;
-            if start.config != *cfg {
-                return Err(Error::invalid(&state_path, "--resume: the checkpoint was trained with different options"));
-            }
-            let text = std::fs::read_to_string(mp).map_err(|e| Error::io(mp, e))?;
-            let kept: String = text.lines().take(start.metrics_lines).map(|l| format!("{l}\n")).collect();
-            write_atomic(mp, kept.as_bytes())?;
-        } else {
-            std::fs::create_dir_all(d.out).map_err(|e| Error::io(d.out, e))?;
-            write_atomic(mp, b"")?;
-        }
-    }
-    let mut metrics_lines = start.metrics_lines;
     let mut epochs_run = 0usize;
-    let log = |v: serde_json::Value, lines: &mut usize| -> Result<()> {
-        let Some(mp) = &metrics_path else { return Ok(()) };
-        let mut f = std::fs::OpenOptions::new().append(true).open(mp).map_err(|e| Error::io(mp, e))?;
-        writeln!(f, "{v}").map_err(|e| Error::io(mp, e))?;
-        *lines += 1;
-        Ok(())
-    };
 
-    // Inputs: training items' completions in order, then eval chosen/rejected pairs.
     let mut proto_backbone = Some(Backbone::load(kind, backbone_dir, &dev, cfg.frozen)?);
-    let probe = proto_backbone.as_ref().expect("just loaded");
-    let proto_member = probe.clone().member(cfg.head, 0, true)?;
-    let proto_cfg = RmConfig { chat_template: cfg.chat_template, ..RmConfig::new(&cfg.backbone, cfg.frozen, 1) };
-    let proto = RewardModel::from_members(proto_cfg, vec![proto_member])?;
-    let mut offsets = Vec::with_capacity(train.len());
-    let (mut prompts, mut comps): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
-    for it in train {
-        offsets.push(prompts.len());
-        for c in &it.completions {
-            prompts.push(it.prompt);
-            comps.push(c);
-        }
-    }
-    let n_eval_off = prompts.len();
-    for p in eval {
-        prompts.extend([p.prompt.as_str(), p.prompt.as_str()]);
-        comps.extend([p.chosen.as_str(), p.rejected.as_str()]);
-    }
-    let inputs = proto.prepare(&prompts, &comps)?;
-    let cache = if cfg.frozen {
-        // The frozen backbone's features never change: compute each once.
-        let bar = progress.then(|| bar(inputs.len() as u64, "features"));
-        let mut feats = Vec::new();
-        let all: Vec<usize> = (0..inputs.len()).collect();
-        for chunk in all.chunks(64) {
-            feats.push(proto.members[0].features(&inputs, chunk)?.detach());
-            if let Some(b) = &bar {
-                b.inc(chunk.len() as u64)
-            }
-        }
-        if let Some(b) = bar {
-            b.finish_and_clear()
-        }
-        Some(Tensor::cat(&feats, 0)?)
-    } else {
-        None
-    };
-    drop(proto);
-
-    let eval_rewards = |m: &Member| -> Result<(Vec<f32>, Vec<f32>)> {
-        let (mut rc, mut rr) = (Vec::new(), Vec::new());
-        for chunk in (0..eval.len()).collect::<Vec<_>>().chunks(64) {
-            let ix: Vec<usize> = chunk.iter().flat_map(|&i| [n_eval_off + 2 * i, n_eval_off + 2 * i + 1]).collect();
-            let r = reward_of(&outputs(m, &cache, &inputs, &ix)?)?.detach().to_vec1::<f32>()?;
-            rc.extend(r.iter().step_by(2));
-            rr.extend(r.iter().skip(1).step_by(2));
-        }
-        Ok((rc, rr))
-    };
-    let member_dir = |k: usize| state_dir.as_ref().map(|s| s.join(format!("member-{k}")));
+    let enc = Encoded::new(cfg, proto_backbone.as_ref().expect("just loaded"), train, eval, progress)?;
     // Frozen members share one backbone; fine-tuned ones each load their own copy.
     let fresh_backbone = |proto: &mut Option<Backbone>| -> Result<Backbone> {
         match proto {
@@ -461,13 +506,12 @@ fn run(
 
     let mut members: Vec<Member> = Vec::new();
     for k in 0..start.member {
-        members.push(load_member(&member_dir(k).expect("resume implies disk"), &proto_backbone)?);
+        members.push(load_member(&log.member_dir(k).expect("resume implies disk"), &proto_backbone)?);
     }
-    let steps_per_epoch = train.len().div_ceil(cfg.batch_size);
     for k in start.member..cfg.members {
         let resuming = resume && k == start.member && start.epochs_done > 0;
         let m = if resuming {
-            load_member(&member_dir(k).expect("resume implies disk"), &proto_backbone)?
+            load_member(&log.member_dir(k).expect("resume implies disk"), &proto_backbone)?
         } else {
             fresh_backbone(&mut proto_backbone)?.member(
                 cfg.head,
@@ -477,98 +521,118 @@ fn run(
         };
         let mut opt = AdamW::new(m.named_vars(), cfg.lr, cfg.weight_decay)?;
         let first_epoch = if resuming {
-            let p = state_dir.as_ref().expect("disk").join("optimizer.safetensors");
+            let p = log.state_dir.as_ref().expect("disk").join("optimizer.safetensors");
             opt.restore(&p, &load_safetensors(&p, &dev)?, start.adam_t)?;
             start.epochs_done
         } else {
             0
         };
         for epoch in first_epoch..cfg.epochs {
-            // Order depends only on (seed, member, epoch), so a resumed run sees the same batches.
-            let mut order: Vec<usize> = (0..train.len()).collect();
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
-                cfg.seed ^ ((k as u64) << 32) ^ ((epoch as u64 + 1) * 0x9E37_79B9),
-            );
-            order.shuffle(&mut rng);
-            let bar = progress.then(|| bar(steps_per_epoch as u64, &format!("member {k} epoch {}", epoch + 1)));
-            let (mut loss_sum, mut rc_all, mut rr_all) = (0.0, Vec::new(), Vec::new());
-            for (step, batch) in order.chunks(cfg.batch_size).enumerate() {
-                let ix: Vec<usize> =
-                    batch.iter().flat_map(|&i| offsets[i]..offsets[i] + train[i].completions.len()).collect();
-                let out = outputs(&m, &cache, &inputs, &ix)?;
-                let its: Vec<&Item> = batch.iter().map(|&i| &train[i]).collect();
-                let loss = batch_loss(cfg, &its, &out, &dev)?;
-                let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                if !l.is_finite() {
-                    let where_ = state_dir.as_ref().map_or("memory".to_string(), |s| s.display().to_string());
-                    return Err(Error::Usage(format!(
-                        "loss is {l} at member {k}, epoch {}, step {}: stopping; the last good checkpoint in {where_} is intact",
-                        epoch + 1, step + 1
-                    )));
-                }
-                opt.step(&loss)?;
-                loss_sum += l;
-                // Pairwise stats on (best, worst) of each item.
-                let r = reward_of(&out)?.detach().to_vec1::<f32>()?;
-                let mut o = 0;
-                for it in &its {
-                    rc_all.push(r[o]);
-                    rr_all.push(r[o + it.completions.len() - 1]);
-                    o += it.completions.len();
-                }
-                if let Some(b) = &bar {
-                    let acc = rc_all.iter().zip(&rr_all).filter(|(c, r)| c > r).count() as f64 / rc_all.len() as f64;
-                    b.set_message(format!("loss {:.4} acc {:.3}", loss_sum / (step + 1) as f64, acc));
-                    b.inc(1);
-                }
-            }
-            if let Some(b) = bar {
-                b.finish_and_clear()
-            }
-            let s = stats(loss_sum, steps_per_epoch, &rc_all, &rr_all);
-            let mut rec = serde_json::json!({"member": k, "epoch": epoch + 1, "step": opt.t});
-            merge(&mut rec, "", &s);
-            if !eval.is_empty() {
-                let (ec, er) = eval_rewards(&m)?;
-                let loss = ec.iter().zip(&er).map(|(c, r)| softplus(-(c - r) as f64)).sum::<f64>() / ec.len() as f64;
-                merge(&mut rec, "eval_", &stats(loss, 1, &ec, &er));
-            }
-            log(rec, &mut metrics_lines)?;
-            if let Some(sd) = &state_dir {
-                // Checkpoint: member weights first, then the state file that points at them.
-                m.save(&sd.join(format!("member-{k}")))?;
-                write_atomic(&sd.join("optimizer.safetensors"), &safetensors_bytes(&opt.state()?)?)?;
-                let done_member = epoch + 1 == cfg.epochs;
-                let st = TrainerState {
-                    config: cfg.clone(),
-                    member: if done_member { k + 1 } else { k },
-                    epochs_done: if done_member { 0 } else { epoch + 1 },
-                    adam_t: opt.t,
-                    metrics_lines,
-                };
-                let j = serde_json::to_vec_pretty(&st).map_err(|e| Error::Usage(e.to_string()))?;
-                write_atomic(&sd.join("trainer_state.json"), &j)?;
-            }
+            let rec = train_epoch(cfg, k, epoch, &m, &mut opt, train, &enc, eval, log.state_dir.as_deref(), progress)?;
+            log.append(rec)?;
+            log.checkpoint(cfg, k, epoch, &m, &opt)?;
             epochs_run += 1;
             if let Some(d) = &disk {
                 if d.stop_after == Some(epochs_run) {
                     return Err(Error::Usage(format!(
                         "stopped after {epochs_run} epoch(s) as requested; continue with --resume (checkpoint in {})",
-                        state_dir.as_ref().expect("disk").display()
+                        log.state_dir.as_ref().expect("disk").display()
                     )));
                 }
             }
         }
         members.push(m);
     }
+    assemble(cfg, members, &enc, eval, disk.as_ref(), &dev)
+}
 
-    // Temperature on the eval split, from the aggregated (mean) margins.
+/// Member `k`'s epoch `epoch` (0-based) and its metrics record: the batches' loss and pairwise
+/// statistics, then the same on the eval pairs. The order depends only on (seed, member,
+/// epoch), so a resumed run sees the same batches. A non-finite loss stops the run before its
+/// update; `state_dir` is named as holding the last good checkpoint.
+#[allow(clippy::too_many_arguments)]
+fn train_epoch(
+    cfg: &TrainConfig,
+    k: usize,
+    epoch: usize,
+    m: &Member,
+    opt: &mut AdamW,
+    train: &[Item],
+    enc: &Encoded,
+    eval: &[Pair],
+    state_dir: Option<&Path>,
+    progress: bool,
+) -> Result<serde_json::Value> {
+    let dev = Device::Cpu;
+    let steps_per_epoch = train.len().div_ceil(cfg.batch_size);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut rng =
+        rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ ((k as u64) << 32) ^ ((epoch as u64 + 1) * 0x9E37_79B9));
+    order.shuffle(&mut rng);
+    let bar = progress.then(|| bar(steps_per_epoch as u64, &format!("member {k} epoch {}", epoch + 1)));
+    let (mut loss_sum, mut rc_all, mut rr_all) = (0.0, Vec::new(), Vec::new());
+    for (step, batch) in order.chunks(cfg.batch_size).enumerate() {
+        let ix: Vec<usize> =
+            batch.iter().flat_map(|&i| enc.offsets[i]..enc.offsets[i] + train[i].completions.len()).collect();
+        let out = outputs(m, &enc.cache, &enc.inputs, &ix)?;
+        let its: Vec<&Item> = batch.iter().map(|&i| &train[i]).collect();
+        let loss = batch_loss(cfg, &its, &out, &dev)?;
+        let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !l.is_finite() {
+            let where_ = state_dir.map_or("memory".to_string(), |s| s.display().to_string());
+            return Err(Error::Usage(format!(
+                "loss is {l} at member {k}, epoch {}, step {}: stopping; the last good checkpoint in {where_} is intact",
+                epoch + 1,
+                step + 1
+            )));
+        }
+        opt.step(&loss)?;
+        loss_sum += l;
+        // Pairwise stats on (best, worst) of each item.
+        let r = reward_of(&out)?.detach().to_vec1::<f32>()?;
+        let mut o = 0;
+        for it in &its {
+            rc_all.push(r[o]);
+            rr_all.push(r[o + it.completions.len() - 1]);
+            o += it.completions.len();
+        }
+        if let Some(b) = &bar {
+            let acc = rc_all.iter().zip(&rr_all).filter(|(c, r)| c > r).count() as f64 / rc_all.len() as f64;
+            b.set_message(format!("loss {:.4} acc {:.3}", loss_sum / (step + 1) as f64, acc));
+            b.inc(1);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear()
+    }
+    let s = stats(loss_sum, steps_per_epoch, &rc_all, &rr_all);
+    let mut rec = serde_json::json!({"member": k, "epoch": epoch + 1, "step": opt.t});
+    merge(&mut rec, "", &s);
+    if !eval.is_empty() {
+        let (ec, er) = enc.eval_rewards(m, eval.len())?;
+        let loss = ec.iter().zip(&er).map(|(c, r)| softplus(-(c - r) as f64)).sum::<f64>() / ec.len() as f64;
+        merge(&mut rec, "eval_", &stats(loss, 1, &ec, &er));
+    }
+    Ok(rec)
+}
+
+/// The trained members as one model: its temperature fitted on the eval split from the
+/// aggregated (mean) margins, saved to `out/model` (with `warm`, in the warm form and reloaded
+/// from it, the ensemble also in `out/ensemble`); in memory, returned as is unless `warm`.
+fn assemble(
+    cfg: &TrainConfig,
+    members: Vec<Member>,
+    enc: &Encoded,
+    eval: &[Pair],
+    disk: Option<&Disk>,
+    dev: &Device,
+) -> Result<RewardModel> {
     let mut rm_cfg =
         RmConfig { chat_template: cfg.chat_template, ..RmConfig::new(&cfg.backbone, cfg.frozen, cfg.members) };
     if !eval.is_empty() {
         let mut margins = vec![0f64; eval.len()];
         for m in &members {
-            let (ec, er) = eval_rewards(m)?;
+            let (ec, er) = enc.eval_rewards(m, eval.len())?;
             for (i, (c, r)) in ec.iter().zip(&er).enumerate() {
                 margins[i] += (c - r) as f64 / members.len() as f64;
             }
@@ -576,7 +640,7 @@ fn run(
         rm_cfg.temperature = fit_temperature(&margins);
     }
     let rm = RewardModel::from_members(rm_cfg, members)?;
-    let (model_dir, _tmp) = match &disk {
+    let (model_dir, _tmp) = match disk {
         Some(d) => (d.out.join("model"), None),
         None if cfg.warm => {
             let t = tempfile::tempdir().map_err(|e| Error::io(Path::new("."), e))?;
@@ -586,10 +650,10 @@ fn run(
     };
     if cfg.warm {
         rm.save_warm(&model_dir)?;
-        if let Some(d) = &disk {
+        if let Some(d) = disk {
             rm.save(&d.out.join("ensemble"))?;
         }
-        return RewardModel::load(&model_dir, &dev);
+        return RewardModel::load(&model_dir, dev);
     }
     rm.save(&model_dir)?;
     Ok(rm)

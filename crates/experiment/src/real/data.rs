@@ -3,8 +3,8 @@
 
 use crate::proxy::LabelledPair;
 use mismatch_eval::PromptKind;
+use mismatch_models::seed::permutation;
 use mismatch_models::{Error, Result};
-use mismatch_policy::train::common::permutation;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -37,7 +37,7 @@ pub fn read_pairs(path: &Path) -> Result<Vec<Record>> {
     let (prefs, _) = ds.records.to_pairs();
     let out: Vec<Record> = prefs
         .iter()
-        .zip(mismatch_reward::train::pairs_of(&prefs))
+        .zip(mismatch_reward::pairs_of(&prefs))
         .map(|(p, q)| {
             let (first_user, single_turn) = match &p.prompt {
                 mismatch_data::Turns::Text(s) => (Some(s.clone()), true),

@@ -5,24 +5,22 @@ use crate::sample::EvalPoint;
 use mismatch_eval::text::TextReader;
 use mismatch_eval::PromptKind;
 use mismatch_models::Result;
-use mismatch_policy::train::common::{derive_seed, rollout, Policy, Rollout};
 use mismatch_policy::train::PolicyConfig;
 use mismatch_policy::Reward;
+use mismatch_policy::{derive_seed, rollout, Policy, Rollout};
 
 /// Rows per generation batch: keeps the KV cache small on a CPU.
 const CHUNK: usize = 16;
 
-/// A reward model trained on rendered conversations (`User: …`, [`mismatch_reward::train::render`])
+/// A reward model trained on rendered conversations (`User: …`, [`mismatch_data::Turns::render`])
 /// scoring the policy's single-turn prompts: each prompt is rendered as one user turn first, so
 /// the RM sees the same text shape it was trained on.
 pub struct UserTurn<'a>(pub &'a dyn Reward);
 
 /// `render` of a one-user-turn conversation.
 pub fn as_user_turn(p: &str) -> String {
-    mismatch_reward::train::render(&mismatch_data::Turns::Chat(vec![mismatch_data::Message {
-        role: mismatch_data::Role::User,
-        content: p.to_string(),
-    }]))
+    mismatch_data::Turns::Chat(vec![mismatch_data::Message { role: mismatch_data::Role::User, content: p.to_string() }])
+        .render()
 }
 
 impl Reward for UserTurn<'_> {

@@ -11,9 +11,10 @@ use crate::proxy::{train_ensemble, Ensemble, LabelledPair, Proxy, RmKind, RmTrai
 use crate::sample::EvalPoint;
 use mismatch_eval::rm;
 use mismatch_eval::PromptKind;
+use mismatch_models::seed::permutation;
 use mismatch_models::{Error, Result};
-use mismatch_policy::train::common::{permutation, Policy};
 use mismatch_policy::train::{PolicyConfig, PrefPair, TrainData};
+use mismatch_policy::Policy;
 use mismatch_policy::Reward;
 use mismatch_reward::ensemble::{aggregate, Aggregate};
 use rand::{Rng, SeedableRng};
