@@ -105,11 +105,17 @@ fn byte_muts() -> impl Strategy<Value = Vec<ByteMut>> {
     proptest::collection::vec(one, 1..4)
 }
 
-/// Mutations aimed at the first `focus` bytes (the magic, version, counts and first keys) half of the time.
+/// Mutations aimed at the first or last `focus` bytes two times in three.
 fn apply_bytes(mut b: Vec<u8>, muts: &[ByteMut], focus: usize) -> Vec<u8> {
     for (k, m) in muts.iter().enumerate() {
         let n = b.len().max(1);
-        let pos = |at: usize| if k % 2 == 0 { at % n.min(focus) } else { at % n };
+        // Alternately the head (magic, counts, first keys), the tail (the tensor table: names, shapes,
+        // types, offsets) and anywhere.
+        let pos = |at: usize| match k % 3 {
+            0 => at % n.min(focus),
+            1 => n - 1 - at % n.min(focus),
+            _ => at % n,
+        };
         match m {
             ByteMut::Flip { at, xor } => {
                 if !b.is_empty() {
@@ -143,9 +149,9 @@ fn mutated_gguf_headers_fail_cleanly_naming_the_file() {
     let h = header();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mutated.gguf");
-    runner(1, 48)
+    runner(1, 64)
         .run(&byte_muts(), |muts| {
-            let bytes = apply_bytes(h.bytes.clone(), &muts, 4096);
+            let bytes = apply_bytes(h.bytes.clone(), &muts, 16384);
             let f = std::fs::File::create(&path).unwrap();
             std::io::Write::write_all(&mut &f, &bytes).unwrap();
             f.set_len(h.file_len.max(bytes.len() as u64)).unwrap();
@@ -402,4 +408,27 @@ fn mutated_chat_templates_fail_cleanly_naming_the_file() {
             Ok(())
         })
         .unwrap();
+}
+
+/// `u64::MAX` written over each 8-byte step of the tensor table's end (the last tensors' shapes, types
+/// and data offsets): refused naming the file, never an overflow panic.
+#[test]
+fn huge_values_in_the_tensor_table_are_refused() {
+    let h = header();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.gguf");
+    let n = h.bytes.len();
+    for back in (8..=640).step_by(8) {
+        for v in [u64::MAX, u64::MAX / 2 + 1] {
+            let mut b = h.bytes.clone();
+            b[n - back..n - back + 8].copy_from_slice(&v.to_le_bytes());
+            let f = std::fs::File::create(&path).unwrap();
+            std::io::Write::write_all(&mut &f, &b).unwrap();
+            f.set_len(h.file_len).unwrap();
+            drop(f);
+            if let Err(e) = Gguf::open(&path).and_then(|g| g.llama_config()) {
+                assert!(e.to_string().contains("huge.gguf"), "{e}");
+            }
+        }
+    }
 }
