@@ -37,17 +37,25 @@ impl Gguf {
             .map_err(|e| Error::invalid(path, format!("not a valid GGUF file: {}", crate::error::candle_msg(&e))))?;
         let g = Self { path: path.to_path_buf(), content, file_len };
         for (name, info) in &g.content.tensor_infos {
-            let elems = info.shape.elem_count();
+            // Checked: a corrupt shape or offset must be an error, not an overflow panic.
+            let dims = info.shape.dims();
+            let Some(elems) = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) else {
+                return Err(g.invalid(format!("tensor {name}: shape {dims:?} has more elements than fit in memory")));
+            };
             let block = info.ggml_dtype.block_size();
             if elems % block != 0 {
                 return Err(
                     g.invalid(format!("tensor {name}: {elems} elements is not a multiple of the block size {block}"))
                 );
             }
-            let end = g.content.tensor_data_offset + info.offset + (elems / block * info.ggml_dtype.type_size()) as u64;
-            if end > file_len {
+            let end = ((elems / block) as u64)
+                .checked_mul(info.ggml_dtype.type_size() as u64)
+                .and_then(|n| n.checked_add(info.offset))
+                .and_then(|n| n.checked_add(g.content.tensor_data_offset));
+            if end.is_none_or(|end| end > file_len) {
+                let end = end.map_or("past byte 2^64".to_string(), |e| format!("at byte {e}"));
                 return Err(g.invalid(format!(
-                    "truncated file: tensor {name} ends at byte {end} but the file has only {file_len} bytes"
+                    "truncated file: tensor {name} ends {end} but the file has only {file_len} bytes"
                 )));
             }
         }
