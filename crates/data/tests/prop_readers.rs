@@ -8,8 +8,8 @@
 mod common;
 use common::*;
 use mismatch_data::*;
+use mismatch_testkit::{apply, mutations, runner, Syntax};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -17,12 +17,6 @@ use std::sync::OnceLock;
 const CASES: u32 = 64;
 /// Records kept from each real file: enough for several lines of every kind, small enough for seconds.
 const KEEP: usize = 40;
-
-fn runner(seed: u8) -> TestRunner {
-    let config =
-        Config { cases: CASES, failure_persistence: None, rng_algorithm: RngAlgorithm::ChaCha, ..Config::default() };
-    TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]))
-}
 
 fn jsonl_prefix(bytes: &[u8]) -> Vec<u8> {
     let text = String::from_utf8(bytes.to_vec()).unwrap();
@@ -118,159 +112,6 @@ const WRONG: &[&str] = &[
     "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
 ];
 
-#[derive(Debug, Clone)]
-enum Mutation {
-    Flip {
-        at: usize,
-        xor: u8,
-    },
-    Truncate {
-        at: usize,
-    },
-    DeleteLine {
-        line: usize,
-    },
-    DuplicateLine {
-        line: usize,
-    },
-    /// Replace the value after the `nth` `": ` (a JSON key's value, in JSONL or pretty-printed JSON).
-    Replace {
-        nth: usize,
-        with: usize,
-    },
-    /// Insert bytes that are not UTF-8 (a lone continuation byte, an overlong lead, 0xff).
-    BadUtf8 {
-        at: usize,
-        which: usize,
-    },
-    Insert {
-        at: usize,
-        bytes: Vec<u8>,
-    },
-}
-
-fn mutation() -> impl Strategy<Value = Vec<Mutation>> {
-    let one = prop_oneof![
-        (any::<usize>(), 1u8..=255).prop_map(|(at, xor)| Mutation::Flip { at, xor }),
-        any::<usize>().prop_map(|at| Mutation::Truncate { at }),
-        any::<usize>().prop_map(|line| Mutation::DeleteLine { line }),
-        any::<usize>().prop_map(|line| Mutation::DuplicateLine { line }),
-        (any::<usize>(), 0..WRONG.len()).prop_map(|(nth, with)| Mutation::Replace { nth, with }),
-        (any::<usize>(), 0usize..3).prop_map(|(at, which)| Mutation::BadUtf8 { at, which }),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..8))
-            .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
-    ];
-    proptest::collection::vec(one, 1..4)
-}
-
-fn line_spans(b: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut s = 0;
-    for (i, &c) in b.iter().enumerate() {
-        if c == b'\n' {
-            out.push((s, i + 1));
-            s = i + 1;
-        }
-    }
-    if s < b.len() {
-        out.push((s, b.len()));
-    }
-    out
-}
-
-/// The end of the JSON value starting at `s` (a string, a number / literal, or a bracketed value).
-fn value_end(b: &[u8], s: usize) -> usize {
-    let mut i = s;
-    match b.get(s) {
-        Some(b'"') => {
-            i += 1;
-            while i < b.len() && b[i] != b'"' {
-                i += if b[i] == b'\\' { 2 } else { 1 };
-            }
-            (i + 1).min(b.len())
-        }
-        Some(b'{') | Some(b'[') => {
-            let (mut depth, mut in_str, mut esc) = (0usize, false, false);
-            while i < b.len() {
-                let c = b[i];
-                if in_str {
-                    match (esc, c) {
-                        (true, _) => esc = false,
-                        (false, b'\\') => esc = true,
-                        (false, b'"') => in_str = false,
-                        _ => {}
-                    }
-                } else {
-                    match c {
-                        b'"' => in_str = true,
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                return i + 1;
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                i += 1;
-            }
-            b.len()
-        }
-        _ => {
-            while i < b.len() && !matches!(b[i], b',' | b'}' | b']' | b'\n') {
-                i += 1;
-            }
-            i
-        }
-    }
-}
-
-fn apply(mut b: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
-    for m in muts {
-        let n = b.len().max(1);
-        match m {
-            Mutation::Flip { at, xor } => {
-                if !b.is_empty() {
-                    b[at % n] ^= xor;
-                }
-            }
-            Mutation::Truncate { at } => b.truncate(at % n),
-            Mutation::DeleteLine { line } | Mutation::DuplicateLine { line } => {
-                let spans = line_spans(&b);
-                if spans.is_empty() {
-                    continue;
-                }
-                let (s, e) = spans[line % spans.len()];
-                if matches!(m, Mutation::DeleteLine { .. }) {
-                    b.drain(s..e);
-                } else {
-                    let dup = b[s..e].to_vec();
-                    b.splice(e..e, dup);
-                }
-            }
-            Mutation::Replace { nth, with } => {
-                let keys: Vec<usize> =
-                    b.windows(3).enumerate().filter(|(_, w)| w == b"\": ").map(|(i, _)| i + 3).collect();
-                if keys.is_empty() {
-                    continue;
-                }
-                let s = keys[nth % keys.len()];
-                let e = value_end(&b, s);
-                b.splice(s..e, WRONG[*with].bytes());
-            }
-            Mutation::BadUtf8 { at, which } => {
-                let bad: &[u8] = [&[0x80u8][..], &[0xc0, 0xaf], &[0xff, 0xfe]][*which];
-                b.splice(at % n..at % n, bad.iter().copied());
-            }
-            Mutation::Insert { at, bytes } => {
-                b.splice(at % n..at % n, bytes.iter().copied());
-            }
-        }
-    }
-    b
-}
-
 /// Reads the mutated file; an error must start with the file's name and, when it names a line, a line of
 /// the (decompressed) file.
 fn check(path: &Path, lines: usize, opts: ReadOptions) -> std::result::Result<(), TestCaseError> {
@@ -295,9 +136,9 @@ fn check(path: &Path, lines: usize, opts: ReadOptions) -> std::result::Result<()
 fn run_mutations(seed: u8, src: &Source, as_gzip: bool, opts: ReadOptions) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(src.name);
-    runner(seed)
-        .run(&mutation(), |muts| {
-            let bytes = apply(src.bytes.clone(), &muts);
+    runner(seed, CASES)
+        .run(&mutations(WRONG.len()), |muts| {
+            let bytes = apply(src.bytes.clone(), &muts, Syntax::Json, WRONG);
             let lines = bytes.iter().filter(|&&c| c == b'\n').count() + 1;
             std::fs::write(&path, if as_gzip { gzip(&bytes) } else { bytes }).unwrap();
             check(&path, lines, opts)
@@ -344,7 +185,7 @@ fn corrupt_gzip_streams_name_the_file() {
     let gz = gzip(&src.bytes);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(src.name);
-    runner(200)
+    runner(200, CASES)
         .run(&(any::<usize>(), 1u8..=255, any::<bool>()), |(at, xor, cut)| {
             let mut b = gz.clone();
             if cut {

@@ -11,16 +11,12 @@
 
 use mismatch_models::gguf::Gguf;
 use mismatch_models::{ChatMessage, Tok};
+use mismatch_testkit::{edit_line, runner};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use proptest::test_runner::TestCaseError;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-
-fn runner(seed: u8, cases: u32) -> TestRunner {
-    let config = Config { cases, failure_persistence: None, rng_algorithm: RngAlgorithm::ChaCha, ..Config::default() };
-    TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]))
-}
 
 fn gguf_path() -> PathBuf {
     mismatch_models::hub::model_dir("smollm2-135m").unwrap().join("SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -181,21 +177,6 @@ fn mutated_gguf_headers_fail_cleanly_naming_the_file() {
         .unwrap();
 }
 
-fn line_spans(b: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut s = 0;
-    for (i, &c) in b.iter().enumerate() {
-        if c == b'\n' {
-            out.push((s, i + 1));
-            s = i + 1;
-        }
-    }
-    if s < b.len() {
-        out.push((s, b.len()));
-    }
-    out
-}
-
 const WRONG_JSON: &[&str] = &[
     "5",
     "-1",
@@ -258,19 +239,8 @@ fn apply_text(mut b: Vec<u8>, muts: &[TextMut]) -> Vec<u8> {
     for m in muts {
         match m {
             TextMut::Bytes(bm) => b = apply_bytes(b, std::slice::from_ref(bm), usize::MAX),
-            TextMut::DeleteLine(l) | TextMut::DuplicateLine(l) => {
-                let spans = line_spans(&b);
-                if spans.is_empty() {
-                    continue;
-                }
-                let (s, e) = spans[l % spans.len()];
-                if matches!(m, TextMut::DeleteLine(_)) {
-                    b.drain(s..e);
-                } else {
-                    let dup = b[s..e].to_vec();
-                    b.splice(e..e, dup);
-                }
-            }
+            TextMut::DeleteLine(l) => edit_line(&mut b, *l, true),
+            TextMut::DuplicateLine(l) => edit_line(&mut b, *l, false),
             TextMut::Replace { nth, with } => {
                 let keys: Vec<usize> =
                     b.windows(3).enumerate().filter(|(_, w)| w == b"\": ").map(|(i, _)| i + 3).collect();
