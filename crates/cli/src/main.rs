@@ -33,6 +33,8 @@ enum Command {
     Policy(mismatch_policy::cli::PolicyCmd),
     /// Sample completions from a causal LM (short name, .gguf file or HF checkpoint directory).
     Generate(cmd::generate::GenerateArgs),
+    /// Serve a causal LM (and a reward model) under the OpenAI API, with continuous batching.
+    Serve(mismatch_serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Models(c) => cmd::models::run(c),
         Command::Generate(a) => cmd::generate::run(a),
+        Command::Serve(a) => mismatch_serve::run(a),
         Command::Run(a) => mismatch_experiment::cli::run(a),
         Command::Policy(c) => mismatch_policy::cli::run(c),
         Command::Rm(c) => mismatch_reward::cli::run(c),

@@ -96,6 +96,79 @@ impl KvCache {
         }
         Ok(())
     }
+
+    /// Stacks `other`'s rows below this cache's, the shorter of the two left-padded with zeros
+    /// to the longer's length: a request joining a running batch (continuous batching). The
+    /// caller masks the padding columns, as it masks a prompt's left padding.
+    pub fn join(&mut self, other: KvCache) -> Result<()> {
+        if self.is_empty() {
+            let capacity = self.capacity;
+            *self = other;
+            self.capacity = self.capacity.max(capacity);
+            return Ok(());
+        }
+        if other.layers.len() != self.layers.len() {
+            candle_core::bail!("joining KV caches of {} and {} layers", self.layers.len(), other.layers.len());
+        }
+        let t = self.len().max(other.len());
+        for (mine, theirs) in self.layers.iter_mut().zip(other.layers) {
+            *mine = match (mine.take(), theirs) {
+                (Some(Entry::Split(k1, v1)), Some(Entry::Split(k2, v2))) => Some(Entry::Split(
+                    Tensor::cat(&[left_pad(&k1, 2, t)?, left_pad(&k2, 2, t)?], 0)?,
+                    Tensor::cat(&[left_pad(&v1, 2, t)?, left_pad(&v2, 2, t)?], 0)?,
+                )),
+                (Some(Entry::Packed { buf: b1, len: l1 }), Some(Entry::Packed { buf: b2, len: l2 })) => {
+                    // Room for as many further tokens as the roomier of the two had.
+                    let room = (b1.dim(1)? - l1).max(b2.dim(1)? - l2).max(16);
+                    let a = left_pad(&b1.narrow(1, 0, l1)?, 1, t)?;
+                    let b = left_pad(&b2.narrow(1, 0, l2)?, 1, t)?;
+                    let joined = Tensor::cat(&[a, b], 0)?;
+                    let (rows, _, w) = joined.dims3()?;
+                    let buf = Tensor::zeros((rows, t + room, w), joined.dtype(), joined.device())?;
+                    buf.slice_set(&joined, 1, 0)?;
+                    Some(Entry::Packed { buf, len: t })
+                }
+                (None, None) => None,
+                _ => candle_core::bail!("joining KV caches of different layouts"),
+            };
+        }
+        Ok(())
+    }
+
+    /// Drops the oldest `n` positions of every row: columns every row masks (the padding left
+    /// behind by rows that have left the batch), so that the cache stays as long as its longest
+    /// live row rather than growing for as long as the batch runs.
+    pub fn drop_front(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        for l in self.layers.iter_mut().flatten() {
+            *l = match l {
+                Entry::Split(k, v) => {
+                    let t = k.dim(2)?;
+                    Entry::Split(k.narrow(2, n, t - n)?.contiguous()?, v.narrow(2, n, t - n)?.contiguous()?)
+                }
+                Entry::Packed { buf, len } => {
+                    let kept = buf.narrow(1, n, *len - n)?;
+                    let fresh = buf.zeros_like()?;
+                    fresh.slice_set(&kept.contiguous()?, 1, 0)?;
+                    Entry::Packed { buf: fresh, len: *len - n }
+                }
+            };
+        }
+        Ok(())
+    }
+}
+
+/// `x` with zeros prepended along `dim` up to length `t`.
+fn left_pad(x: &Tensor, dim: usize, t: usize) -> Result<Tensor> {
+    let have = x.dim(dim)?;
+    if have == t {
+        return Ok(x.clone());
+    }
+    let mut shape = x.dims().to_vec();
+    shape[dim] = t - have;
+    Tensor::cat(&[&Tensor::zeros(shape, x.dtype(), x.device())?, x], dim)
 }
 
 /// The inputs a decoder needs besides token ids: per-token positions and the attention bias.

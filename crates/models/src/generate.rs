@@ -247,7 +247,7 @@ impl Part {
 
 /// Draws one token by inverse CDF at the uniform `u` (unused when greedy); returns
 /// (token, log q(token), log π(token)).
-fn sample(logits: &[f32], p: &SamplingParams, u: f64) -> (u32, f32, f32) {
+pub(crate) fn sample(logits: &[f32], p: &SamplingParams, u: f64) -> (u32, f32, f32) {
     let lse = log_sum_exp(logits);
     let raw = |tok: usize| (logits[tok] as f64 - lse) as f32;
     if p.temperature <= 0.0 {
@@ -291,7 +291,7 @@ fn sample(logits: &[f32], p: &SamplingParams, u: f64) -> (u32, f32, f32) {
 /// draw are deterministic). Sorting packed keys — the value's bits mapped to an unsigned
 /// integer in `f32::total_cmp` order, then the id — gives exactly the order of the comparator
 /// `x[b].total_cmp(&x[a]).then(a.cmp(&b))`, several times faster on a 49k vocabulary.
-fn descending(x: &[f32]) -> Vec<usize> {
+pub(crate) fn descending(x: &[f32]) -> Vec<usize> {
     let mut keys: Vec<u64> = x
         .iter()
         .enumerate()
@@ -316,7 +316,7 @@ fn argmax(x: &[f32]) -> usize {
 }
 
 /// `ln Σ exp(x)`, shifted by the maximum, accumulated in f64.
-fn log_sum_exp(x: &[f32]) -> f64 {
+pub(crate) fn log_sum_exp(x: &[f32]) -> f64 {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     max + x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln()
 }

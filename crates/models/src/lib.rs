@@ -16,6 +16,7 @@ pub mod ops;
 pub use attention::{KvCache, Positions};
 pub use decoder::{CausalLm, ScalarHead};
 pub use error::{Error, Result};
+pub mod engine;
 pub mod generate;
 pub mod score;
 

@@ -4,10 +4,13 @@ use anyhow::{bail, Result};
 use candle_core::Device;
 use clap::Args;
 use mismatch_models::{generate, load_causal_lm, ChatMessage, SamplingParams};
+use mismatch_openai::api::{ChatRequest, CompletionRequest, Message, OneOrMany};
+use mismatch_openai::{Client, EndpointArgs};
 
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// Short name (smollm2-135m), a .gguf file, or an HF checkpoint directory.
+    /// Short name (smollm2-135m), a .gguf file, an HF checkpoint directory, or an
+    /// OpenAI-compatible endpoint `openai:URL#MODEL` (key from MISMATCH_API_KEY / OPENAI_API_KEY).
     #[arg(long)]
     model: String,
     /// Prompt text; repeat the flag for a batch (rows are left-padded and decoded together).
@@ -35,6 +38,8 @@ pub struct GenerateArgs {
     /// Print one JSON object per prompt (text, tokens, log-probs) instead of plain text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    endpoint: EndpointArgs,
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
@@ -43,6 +48,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     }
     if !(a.top_p > 0.0 && a.top_p <= 1.0) {
         bail!("--top-p must be in (0, 1] (got {})", a.top_p);
+    }
+    if let Some(client) = a.endpoint.client(&a.model) {
+        return remote(&client?, &a);
     }
     let lm = load_causal_lm(&a.model, &Device::Cpu, false)?;
     let mut prompts = Vec::with_capacity(a.prompt.len());
@@ -86,4 +94,65 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The same command against an endpoint: one request per prompt (so a seed gives each prompt
+/// what it gets alone), chat or text completions, log-probs as the endpoint reports them.
+fn remote(client: &Client, a: &GenerateArgs) -> Result<()> {
+    if a.top_k > 0 {
+        bail!("--top-k is not part of the OpenAI API; leave it at 0 with an openai: model");
+    }
+    let model = client.endpoint.model.clone();
+    let rows = client.map(&a.prompt, |p| -> mismatch_openai::Result<(String, Vec<f32>, bool)> {
+        let (temperature, top_p, seed) = (Some(a.temperature), Some(a.top_p), Some(a.seed));
+        if a.chat {
+            let mut messages: Vec<Message> = a.system.iter().map(|s| Message::new("system", s)).collect();
+            messages.push(Message::new("user", p));
+            let req = ChatRequest {
+                model: model.clone(),
+                messages,
+                temperature,
+                top_p,
+                seed,
+                max_tokens: Some(a.max_new_tokens),
+                logprobs: a.json.then_some(true),
+                ..Default::default()
+            };
+            let c = client.chat(&req)?.choices.into_iter().next().ok_or_else(|| no_choice(client))?;
+            let lps = c.logprobs.map(|l| l.content.iter().map(|t| t.logprob).collect()).unwrap_or_default();
+            Ok((c.message.content.text().unwrap_or_default(), lps, c.finish_reason.as_deref() == Some("stop")))
+        } else {
+            let req = CompletionRequest {
+                model: model.clone(),
+                prompt: Some(OneOrMany::One(p.clone())),
+                temperature,
+                top_p,
+                seed,
+                max_tokens: Some(a.max_new_tokens),
+                logprobs: a.json.then_some(0),
+                ..Default::default()
+            };
+            let c = client.complete(&req)?.choices.into_iter().next().ok_or_else(|| no_choice(client))?;
+            let lps = c.logprobs.map(|l| l.token_logprobs.into_iter().flatten().collect()).unwrap_or_default();
+            Ok((c.text, lps, c.finish_reason.as_deref() == Some("stop")))
+        }
+    });
+    for (p, row) in a.prompt.iter().zip(rows) {
+        let (text, logprobs, finished) = row?;
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"prompt": p, "completion": text, "logprobs": logprobs, "finished": finished})
+            );
+        } else {
+            println!("{text}");
+        }
+    }
+    let (sent, cached) = client.counts();
+    eprintln!("{}: {sent} requests sent, {cached} answered from the cache", client.endpoint.base);
+    Ok(())
+}
+
+fn no_choice(client: &Client) -> mismatch_openai::Error {
+    mismatch_openai::Error::Decode { url: client.endpoint.base.clone(), message: "a response with no choices".into() }
 }
