@@ -363,3 +363,67 @@ fn the_reward_model_scores_on_v1_score() {
         s.post("/v1/score", &json!({"model": "model", "text_1": ["a", "b"], "text_2": ["x", "y", "z"]}).to_string());
     assert_eq!(status, 400, "{text}");
 }
+
+#[test]
+fn a_best_of_n_pool_is_sampled_on_the_endpoint_and_cached() {
+    let s = Server::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let prompts = tmp.path().join("prompts.jsonl");
+    std::fs::write(
+        &prompts,
+        "{\"prompt\": \"Tell me about cats.\"}\n{\"prompt\": \"What is rain?\"}\n{\"prompt\": \"Say hello.\"}\n",
+    )
+    .unwrap();
+    let spec = format!("openai:{}#smollm2-135m", s.base);
+    let cache = tmp.path().join("cache.sqlite");
+    let bon = |out: &str| {
+        let out = tmp.path().join(out);
+        run(&[
+            "policy",
+            "train",
+            "--algo",
+            "bon",
+            "--policy",
+            &spec,
+            "--chat",
+            "--reward",
+            "rule:length",
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--num-generations",
+            "4",
+            "--batch-size",
+            "2",
+            "--max-new-tokens",
+            "16",
+            "--no-progress",
+            "--cache",
+            cache.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        (
+            std::fs::read_to_string(out.join("samples.jsonl")).unwrap(),
+            std::fs::read_to_string(out.join("bon.json")).unwrap(),
+        )
+    };
+    let (samples, curve) = bon("a");
+    // One request per prompt, each with n = 4.
+    assert_eq!(s.posts(), 3);
+    let rows: Vec<Value> = samples.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 12);
+    assert!(rows.iter().all(|r| r["logprob"].as_f64().unwrap() < 0.0 && r["reward"].as_f64().is_some()));
+    let texts: std::collections::HashSet<&str> = rows[..4].iter().map(|r| r["completion"].as_str().unwrap()).collect();
+    assert!(texts.len() > 1, "four samples of one prompt should differ");
+    let again = bon("b");
+    assert_eq!(s.posts(), 3, "the rerun must be answered from the cache");
+    assert_eq!(again, (samples, curve));
+    // A policy that is trained cannot be remote.
+    let o = Command::new(BIN)
+        .args(["policy", "train", "--algo", "rloo", "--policy", &spec, "--reward", "rule:length", "--prompts"])
+        .args([prompts.to_str().unwrap(), "--out", tmp.path().join("c").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("stays local"));
+}

@@ -30,7 +30,8 @@ pub enum PolicyCmd {
 pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub algo: Option<Algo>,
-    /// Policy model: short name, .gguf file or HF directory (mismatch-gpt, llama, qwen2).
+    /// Policy model: short name, .gguf file or HF directory (mismatch-gpt, llama, qwen2); for
+    /// --algo bon also an endpoint `openai:URL#MODEL` (its pool is sampled there).
     #[arg(long)]
     pub policy: String,
     /// `rm:DIR` (or a reward-model DIR), `rule:length[:N]`, `rule:regex:PATTERN`, `rule:contains:TEXT`, `rule:exact:ANSWER`.
@@ -85,6 +86,8 @@ pub struct TrainArgs {
     pub stop_after: Option<usize>,
     #[arg(long)]
     pub no_progress: bool,
+    #[command(flatten)]
+    pub endpoint: mismatch_openai::EndpointArgs,
 }
 
 pub fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
@@ -163,6 +166,9 @@ fn flag_uses(a: &TrainArgs) -> Vec<(&'static str, bool, &'static [Algo])> {
 
 /// Refuses a flag the chosen algorithm does not use, naming both.
 pub fn check_flags(a: &TrainArgs, algo: Algo) -> anyhow::Result<()> {
+    if a.policy.starts_with(mismatch_openai::SCHEME) && algo != Algo::Bon {
+        bail!("--policy {}: only --algo bon samples from an endpoint; a policy that is trained stays local", a.policy);
+    }
     for (flag, given, uses) in flag_uses(a) {
         if given && !uses.contains(&algo) {
             let users: Vec<&str> = uses.iter().map(|x| x.name()).collect();
@@ -209,6 +215,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         resume: a.resume,
         stop_after: a.stop_after,
         on_log: None,
+        endpoint: a.endpoint.clone(),
     };
     let outcome = train(&cfg, &a.policy, reward.as_deref(), &data, &a.out, &opts)?;
     if let Some((step, dir)) = outcome.checkpoints.last() {

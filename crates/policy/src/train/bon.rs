@@ -6,6 +6,11 @@
 //!
 //! Writes `out/samples.jsonl` (prompt_index, sample, prompt, completion, reward, logprob = Σ raw
 //! log π) and `out/bon.json`.
+//!
+//! The pool may come from an endpoint (`--policy openai:URL#MODEL`): each prompt's N samples are
+//! one request with `n = N` and a seed derived from the run's, through the response cache; the
+//! reward that scores them stays local. An endpoint reports no end-of-sequence token, so there
+//! `logprob` sums the log-probs of the tokens it returns.
 
 use super::common::{derive_seed, put, rollout, score, Metrics, Policy};
 use super::{PolicyConfig, RunOptions, TrainData, TrainOutcome};
@@ -32,7 +37,10 @@ pub fn run(
     out: &Path,
     opts: &RunOptions,
 ) -> Result<TrainOutcome> {
-    let policy = Policy::load(spec, false, cfg.chat)?;
+    let source = match opts.endpoint.client(spec) {
+        Some(client) => Source::Remote(client.map_err(|e| Error::Usage(e.to_string()))?),
+        None => Source::Local(Policy::load(spec, false, cfg.chat)?),
+    };
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let tc = serde_json::json!({"config": cfg, "policy": spec, "reward": reward.name()});
     write_atomic(&out.join("train_config.json"), &serde_json::to_vec_pretty(&tc).expect("json"))?;
@@ -41,8 +49,7 @@ pub fn run(
     let mut lines = String::new();
     let mut pools: Vec<Vec<f64>> = Vec::with_capacity(data.prompts.len());
     for (chunk_no, chunk) in data.prompts.chunks(cfg.batch_size).enumerate() {
-        let rows: Vec<&str> = chunk.iter().flat_map(|p| std::iter::repeat_n(p.as_str(), big_n)).collect();
-        let ro = rollout(&policy, cfg, &rows, derive_seed(cfg.seed, chunk_no as u64, 3))?;
+        let ro = source.sample(cfg, chunk, derive_seed(cfg.seed, chunk_no as u64, 3))?;
         let s = score(reward, &ro.prompts, &ro.texts, chunk_no + 1)?;
         for (j, p) in chunk.iter().enumerate() {
             let prompt_index = chunk_no * cfg.batch_size + j;
@@ -92,4 +99,108 @@ pub fn run(
         "curve": curve});
     write_atomic(&out.join("bon.json"), &serde_json::to_vec_pretty(&doc).expect("json"))?;
     Ok(outcome)
+}
+
+/// Where the pool is sampled: the policy loaded here, or an endpoint serving it.
+enum Source {
+    Local(Policy),
+    Remote(mismatch_openai::Client),
+}
+
+/// A pool chunk: `num_generations` rows per prompt, in prompt order.
+struct Pool {
+    prompts: Vec<String>,
+    texts: Vec<String>,
+    raw_logprob: Vec<f64>,
+}
+
+impl Source {
+    fn sample(&self, cfg: &PolicyConfig, chunk: &[String], seed: u64) -> Result<Pool> {
+        let n = cfg.num_generations;
+        let prompts: Vec<String> = chunk.iter().flat_map(|p| std::iter::repeat_n(p.clone(), n)).collect();
+        match self {
+            Source::Local(policy) => {
+                let rows: Vec<&str> = prompts.iter().map(String::as_str).collect();
+                let ro = rollout(policy, cfg, &rows, seed)?;
+                Ok(Pool { prompts, texts: ro.texts, raw_logprob: ro.raw_logprob })
+            }
+            Source::Remote(client) => {
+                if cfg.top_k.is_some() {
+                    return Err(Error::Usage(
+                        "top_k is not part of the OpenAI API; unset it for an openai: policy".into(),
+                    ));
+                }
+                let indexed: Vec<(usize, &String)> = chunk.iter().enumerate().collect();
+                let answers =
+                    client.map(&indexed, |&(j, p)| remote_samples(client, cfg, p, derive_seed(seed, j as u64, 0)));
+                let (mut texts, mut raw_logprob) =
+                    (Vec::with_capacity(prompts.len()), Vec::with_capacity(prompts.len()));
+                for a in answers {
+                    let (t, l) = a.map_err(|e| Error::Usage(e.to_string()))?;
+                    texts.extend(t);
+                    raw_logprob.extend(l);
+                }
+                Ok(Pool { prompts, texts, raw_logprob })
+            }
+        }
+    }
+}
+
+/// One prompt's `num_generations` samples from an endpoint, with Σ log π of each.
+fn remote_samples(
+    client: &mismatch_openai::Client,
+    cfg: &PolicyConfig,
+    prompt: &str,
+    seed: u64,
+) -> mismatch_openai::Result<(Vec<String>, Vec<f64>)> {
+    use mismatch_openai::api::{ChatRequest, CompletionRequest, Message, OneOrMany};
+    let model = client.endpoint.model.clone();
+    let (n, seed, temperature, max_tokens) =
+        (Some(cfg.num_generations), Some(seed), Some(cfg.temperature), Some(cfg.max_new_tokens));
+    let got: Vec<(String, f64)> = if cfg.chat {
+        let req = ChatRequest {
+            model,
+            messages: vec![Message::new("user", prompt)],
+            n,
+            seed,
+            temperature,
+            max_tokens,
+            logprobs: Some(true),
+            ..Default::default()
+        };
+        let r = client.chat(&req)?;
+        r.choices
+            .into_iter()
+            .map(|c| {
+                let lp = c.logprobs.map_or(f64::NAN, |l| l.content.iter().map(|t| t.logprob as f64).sum());
+                (c.message.content.text().unwrap_or_default(), lp)
+            })
+            .collect()
+    } else {
+        let req = CompletionRequest {
+            model,
+            prompt: Some(OneOrMany::One(prompt.to_string())),
+            n,
+            seed,
+            temperature,
+            max_tokens,
+            logprobs: Some(0),
+            ..Default::default()
+        };
+        let r = client.complete(&req)?;
+        r.choices
+            .into_iter()
+            .map(|c| {
+                let lp = c.logprobs.map_or(f64::NAN, |l| l.token_logprobs.iter().flatten().map(|&x| x as f64).sum());
+                (c.text, lp)
+            })
+            .collect()
+    };
+    if got.len() != cfg.num_generations {
+        return Err(mismatch_openai::Error::Decode {
+            url: client.endpoint.base.clone(),
+            message: format!("asked for {} choices, got {}", cfg.num_generations, got.len()),
+        });
+    }
+    Ok(got.into_iter().unzip())
 }

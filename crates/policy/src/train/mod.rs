@@ -262,6 +262,8 @@ pub struct RunOptions {
     /// Called with every record right after it is appended to metrics.jsonl (best-of-N writes
     /// bon.json instead and calls nothing).
     pub on_log: Option<OnLog>,
+    /// How to reach an endpoint when the policy spec is `openai:URL#MODEL` (best-of-N only).
+    pub endpoint: mismatch_openai::EndpointArgs,
 }
 
 /// A hook on each metrics record, as TRL's `TrainerCallback.on_log`: live displays, per-step
