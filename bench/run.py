@@ -1,13 +1,15 @@
 """Runs each candle benchmark next to its PyTorch equivalent and tabulates the ratio.
 
-    python bench/run.py [--python PY] [--only train,generate,embed,policy] [--write] [--no-build]
+    python bench/run.py [--python PY] [--only train,generate,embed,policy,serve] [--write] [--no-build]
 
 Builds `cargo build --release -p mismatch-bench`, then for every pair whose files exist
 (train: bench-train vs bench/torch_train.py; generate: bench-generate vs
 bench/torch_generate.py; embed: bench-embed vs bench/torch_embed.py; policy-{ppo,rloo,dpo}
 and policy-{ppo,rloo,dpo}-t1 (`--only policy` for all six): bench-policy vs
 bench/torch_policy.py at 2 and 1 threads; smollm2-{ppo,rloo} (`--only smollm2`): the same on
-SmolLM2-135M, plus smollm2-rloo-long with ~100-token prompts) runs both with the same
+SmolLM2-135M, plus smollm2-rloo-long with ~100-token prompts; serve-{1,4,16} (`--only serve`):
+bench-serve, `mismatch serve` under that many concurrent clients, vs bench/torch_generate.py at
+that batch) runs both with the same
 arguments, each printing one JSON line with `tokens_per_s`. Prints a table of both numbers
 and candle/PyTorch; with --write appends a dated section (machine, command, numbers, raw JSON)
 to docs/benchmarks-history.md. docs/benchmarks.md holds the current result of each benchmark.
@@ -49,8 +51,13 @@ for _algo in ("ppo", "rloo"):
 PAIRS["smollm2-rloo-long"] = ("bench-policy", "bench/torch_policy.py",
                               ["--algo", "rloo", "--model", "smollm2-135m", "--prompts", "2", "--samples", "4",
                                "--new-tokens", "16", "--prompt-repeat", "8", "--steps", "3", "--warmup", "1"])
+# Serving: `mismatch serve` with 1, 4 and 16 clients at once (bench-serve) against transformers'
+# generate over the same prompts as one batch of that size (torch_generate.py).
+for _c in ("1", "4", "16"):
+    PAIRS[f"serve-{_c}"] = ("bench-serve", "bench/torch_generate.py", ["--batch", _c, "--new-tokens", "32"])
 # Names for --only that stand for several pairs.
 GROUPS = {"policy": [n for n in PAIRS if n.startswith("policy-")],
+          "serve": [n for n in PAIRS if n.startswith("serve-")],
           "smollm2": [n for n in PAIRS if n.startswith("smollm2-")]}
 
 

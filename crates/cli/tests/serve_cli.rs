@@ -427,3 +427,20 @@ fn a_best_of_n_pool_is_sampled_on_the_endpoint_and_cached() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("stays local"));
 }
+
+/// With the `openai` package installed (`$MISMATCH_OPENAI_PYTHON`, else `python3`); skipped with
+/// a printed reason otherwise.
+#[test]
+fn the_openai_python_package_talks_to_it() {
+    let python = std::env::var("MISMATCH_OPENAI_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has = Command::new(&python).args(["-c", "import openai"]).output().is_ok_and(|o| o.status.success());
+    if !has {
+        eprintln!("skipped: {python} has no `openai` package (pip install openai, or set MISMATCH_OPENAI_PYTHON)");
+        return;
+    }
+    let s = Server::start(&[]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/openai_client.py");
+    let o = Command::new(&python).args([script, &s.base]).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && out.trim() == "ok", "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -35,6 +35,10 @@ pub struct ChatRequest {
     pub stream: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
+    /// vLLM's extension: keep generating past the end-of-sequence token, up to `max_tokens`
+    /// (benchmarks that need a fixed length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_eos: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -150,6 +154,10 @@ pub struct CompletionRequest {
     pub stream: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
+    /// vLLM's extension: keep generating past the end-of-sequence token, up to `max_tokens`
+    /// (benchmarks that need a fixed length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_eos: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -55,6 +55,7 @@ pub async fn handle(State(s): State<Arc<Served>>, body: Result<Bytes, BytesRejec
             seed: req.seed,
             stop: req.stop.as_ref(),
             top_logprobs: top,
+            ignore_eos: req.ignore_eos,
         },
         prompt.len(),
         None,

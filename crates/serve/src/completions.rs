@@ -49,6 +49,7 @@ pub async fn handle(State(s): State<Arc<Served>>, body: Result<Bytes, BytesRejec
         seed: req.seed,
         stop: req.stop.as_ref(),
         top_logprobs: top,
+        ignore_eos: req.ignore_eos,
     };
     let plans = ids.iter().map(|t| plan(&s, asked(()), t.len(), Some(16))).collect::<Result<Vec<_>, _>>()?;
     if plans[0].params.max_new_tokens == 0 && !echo {

@@ -99,6 +99,33 @@ pub(crate) struct Usage(pub mismatch_openai::api::Usage);
 
 /// Loads the models, binds, and serves until SIGTERM or Ctrl-C; requests in flight finish first.
 pub fn run(a: ServeArgs) -> anyhow::Result<()> {
+    let served = load(&a)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port)).await?;
+        let addr = listener.local_addr()?;
+        eprintln!("serving {} on http://{addr}/v1 (Ctrl-C or SIGTERM stops)", served.name);
+        axum::serve(listener, router(served, a.max_body)).with_graceful_shutdown(shutdown()).await?;
+        eprintln!("stopped: every request in flight was answered");
+        Ok(())
+    })
+}
+
+/// Serves on a background thread for the life of the process and returns the bound address
+/// (benchmarks and embedding programs).
+pub fn spawn(a: ServeArgs) -> anyhow::Result<std::net::SocketAddr> {
+    let served = load(&a)?;
+    let rt = runtime()?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind((a.host.as_str(), a.port)))?;
+    let addr = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("serve".into())
+        .spawn(move || rt.block_on(async move { axum::serve(listener, router(served, a.max_body)).await }))?;
+    Ok(addr)
+}
+
+/// The language model, the reward model and the decode thread for `a`.
+fn load(a: &ServeArgs) -> anyhow::Result<Arc<Served>> {
     let lm = load_causal_lm(&a.model, &Device::Cpu, false)?;
     let reward = match &a.reward {
         Some(dir) => {
@@ -109,22 +136,18 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let jobs = worker::spawn(&lm.model, a.max_batch)?;
-    let served = Arc::new(Served {
+    Ok(Arc::new(Served {
         lm,
         name: a.served_model_name.clone().unwrap_or_else(|| a.model.clone()),
         reward,
         jobs: Mutex::new(jobs),
         created: sampling::now(),
-    });
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port)).await?;
-        let addr = listener.local_addr()?;
-        eprintln!("serving {} on http://{addr}/v1 (Ctrl-C or SIGTERM stops)", served.name);
-        axum::serve(listener, router(served, a.max_body)).with_graceful_shutdown(shutdown()).await?;
-        eprintln!("stopped: every request in flight was answered");
-        Ok(())
-    })
+    }))
+}
+
+/// HTTP needs little: two threads, while the decode thread and the tensor pool do the work.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
 }
 
 pub fn router(s: Arc<Served>, max_body: usize) -> Router {

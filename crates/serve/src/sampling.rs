@@ -19,6 +19,7 @@ pub struct Asked<'a> {
     pub seed: Option<u64>,
     pub stop: Option<&'a Stop>,
     pub top_logprobs: usize,
+    pub ignore_eos: Option<bool>,
 }
 
 /// Checked parameters: what the engine gets, and the stop strings the handler applies.
@@ -79,7 +80,7 @@ pub fn plan(s: &Served, a: Asked, prompt_len: usize, default_max: Option<usize>)
         temperature,
         top_k: None,
         top_p: Some(top_p).filter(|&p| p < 1.0),
-        stop_tokens: s.lm.tok.eos_ids.clone(),
+        stop_tokens: if a.ignore_eos.unwrap_or(false) { vec![] } else { s.lm.tok.eos_ids.clone() },
         seed: a.seed.unwrap_or_else(rand::random),
     };
     Ok(Plan { params, n, top_logprobs: a.top_logprobs, stops })
