@@ -189,3 +189,41 @@ fn missing_files_are_named_relative_to_the_config() {
         mismatch_experiment::report::run_and_report(&cfg, &dir.path().join("out"), "x", false).unwrap_err().to_string();
     assert!(err.contains("missing.csv") && err.contains("not found"), "{err}");
 }
+
+/// `real.pool_endpoint`: the best-of-n pool sampled on `mismatch serve` (started here on the
+/// start policy), scored here; a second pool of the same seed comes from the cache.
+#[test]
+fn the_best_of_n_pool_can_be_sampled_on_an_endpoint() {
+    let addr = mismatch_serve::spawn(mismatch_serve::ServeArgs {
+        model: "smollm2-135m".into(),
+        reward: None,
+        served_model_name: None,
+        host: "127.0.0.1".into(),
+        port: 0,
+        max_batch: 8,
+        max_body: 1 << 20,
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = mismatch_openai::Endpoint { base: format!("http://{addr}/v1"), model: "smollm2-135m".into() };
+    let options = mismatch_openai::Options { cache: Some(dir.path().join("cache.sqlite")), ..Default::default() };
+    let client = mismatch_openai::Client::new(endpoint.clone(), options.clone()).unwrap();
+    let gold = mismatch_policy::reward::parse_reward("rule:length").unwrap();
+    let prompts = ["Tell me about cats.", "What is rain?"];
+    let pool = mismatch_experiment::real::sample::pool_on(&client, true, gold.as_ref(), &prompts, 3, 10, 5).unwrap();
+    assert_eq!(pool.texts.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3]);
+    assert!(pool.texts[0].iter().collect::<std::collections::HashSet<_>>().len() > 1);
+    for (t, g) in pool.texts.iter().flatten().zip(pool.gold.iter().flatten()) {
+        assert_eq!(*g, gold.score(&["x"], &[t.as_str()]).unwrap()[0] as f64);
+    }
+    assert_eq!(client.counts(), (2, 0));
+    let again = mismatch_openai::Client::new(endpoint, options).unwrap();
+    let pool2 = mismatch_experiment::real::sample::pool_on(&again, true, gold.as_ref(), &prompts, 3, 10, 5).unwrap();
+    assert_eq!((pool2.texts, pool2.gold), (pool.texts, pool.gold));
+    assert_eq!(again.counts(), (0, 2));
+    // A malformed endpoint is refused when the config is read, naming the field.
+    let p = dir.path().join("e.toml");
+    std::fs::write(&p, "[real]\npairs = \"x.jsonl\"\npool_endpoint = \"openai:http://x/v1\"\n").unwrap();
+    let err = RunConfig::load(&p).unwrap_err().to_string();
+    assert!(err.contains("e.toml") && err.contains("real.pool_endpoint"), "{err}");
+}

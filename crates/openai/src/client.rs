@@ -186,7 +186,7 @@ fn decode<A: DeserializeOwned>(url: &str, text: &str) -> Result<A> {
 }
 
 /// The flags every command that can send work to an endpoint takes.
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct EndpointArgs {
     /// Requests in flight at once to an `openai:` endpoint.
     #[arg(long, default_value_t = 8)]
@@ -203,6 +203,20 @@ pub struct EndpointArgs {
     /// Send every request to the endpoint, neither reading nor writing the cache.
     #[arg(long)]
     pub no_cache: bool,
+}
+
+/// The flags' defaults, for callers that build the arguments in code.
+impl Default for EndpointArgs {
+    fn default() -> Self {
+        let o = Options::default();
+        Self {
+            concurrency: o.concurrency,
+            request_timeout: o.timeout.as_secs_f64(),
+            retries: o.retries,
+            cache: None,
+            no_cache: false,
+        }
+    }
 }
 
 impl EndpointArgs {
@@ -230,5 +244,90 @@ impl EndpointArgs {
     /// A client for `spec` when it names an endpoint (`openai:URL#MODEL`), else `None`.
     pub fn client(&self, spec: &str) -> Option<Result<Client>> {
         Endpoint::from_spec(spec).map(|e| Client::new(e?, self.options()?))
+    }
+}
+
+/// How to sample a prompt on an endpoint: chat (the prompt as one user turn, through the
+/// server's chat template) or raw text completion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    pub chat: bool,
+    pub system: Option<String>,
+    pub n: usize,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub max_tokens: usize,
+    pub seed: u64,
+}
+
+/// One completion from an endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub text: String,
+    /// log π of each token the endpoint returned (it shows no end-of-sequence token).
+    pub logprobs: Vec<f32>,
+    /// It ended at a stop (`finish_reason: "stop"`) rather than the length limit.
+    pub finished: bool,
+}
+
+impl Client {
+    /// `s.n` completions of `prompt` with their log-probs, in one request.
+    pub fn samples(&self, prompt: &str, s: &Sampling) -> Result<Vec<Sample>> {
+        use crate::api::{Message, OneOrMany};
+        let model = self.endpoint.model.clone();
+        let (n, seed, temperature, top_p, max_tokens) =
+            (Some(s.n), Some(s.seed), Some(s.temperature), Some(s.top_p), Some(s.max_tokens));
+        let got: Vec<Sample> = if s.chat {
+            let mut messages: Vec<Message> = s.system.iter().map(|t| Message::new("system", t)).collect();
+            messages.push(Message::new("user", prompt));
+            let req = ChatRequest {
+                model,
+                messages,
+                n,
+                seed,
+                temperature,
+                top_p,
+                max_tokens,
+                logprobs: Some(true),
+                ..Default::default()
+            };
+            self.chat(&req)?
+                .choices
+                .into_iter()
+                .map(|c| Sample {
+                    text: c.message.content.text().unwrap_or_default(),
+                    logprobs: c.logprobs.map(|l| l.content.iter().map(|t| t.logprob).collect()).unwrap_or_default(),
+                    finished: c.finish_reason.as_deref() == Some("stop"),
+                })
+                .collect()
+        } else {
+            let req = CompletionRequest {
+                model,
+                prompt: Some(OneOrMany::One(prompt.to_string())),
+                n,
+                seed,
+                temperature,
+                top_p,
+                max_tokens,
+                logprobs: Some(0),
+                ..Default::default()
+            };
+            self.complete(&req)?
+                .choices
+                .into_iter()
+                .map(|c| Sample {
+                    text: c.text,
+                    logprobs: c.logprobs.map(|l| l.token_logprobs.into_iter().flatten().collect()).unwrap_or_default(),
+                    finished: c.finish_reason.as_deref() == Some("stop"),
+                })
+                .collect()
+        };
+        if got.len() != s.n {
+            return Err(Error::Decode {
+                url: self.endpoint.base.clone(),
+                message: format!("asked for {} choices, got {}", s.n, got.len()),
+            });
+        }
+        Ok(got)
     }
 }

@@ -10,7 +10,7 @@ pub mod cache;
 pub mod client;
 
 pub use cache::Cache;
-pub use client::{Client, EndpointArgs, Options};
+pub use client::{Client, EndpointArgs, Options, Sample, Sampling};
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]

@@ -4,8 +4,7 @@ use anyhow::{bail, Result};
 use candle_core::Device;
 use clap::Args;
 use mismatch_models::{generate, load_causal_lm, ChatMessage, SamplingParams};
-use mismatch_openai::api::{ChatRequest, CompletionRequest, Message, OneOrMany};
-use mismatch_openai::{Client, EndpointArgs};
+use mismatch_openai::{Client, EndpointArgs, Sampling};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -102,57 +101,28 @@ fn remote(client: &Client, a: &GenerateArgs) -> Result<()> {
     if a.top_k > 0 {
         bail!("--top-k is not part of the OpenAI API; leave it at 0 with an openai: model");
     }
-    let model = client.endpoint.model.clone();
-    let rows = client.map(&a.prompt, |p| -> mismatch_openai::Result<(String, Vec<f32>, bool)> {
-        let (temperature, top_p, seed) = (Some(a.temperature), Some(a.top_p), Some(a.seed));
-        if a.chat {
-            let mut messages: Vec<Message> = a.system.iter().map(|s| Message::new("system", s)).collect();
-            messages.push(Message::new("user", p));
-            let req = ChatRequest {
-                model: model.clone(),
-                messages,
-                temperature,
-                top_p,
-                seed,
-                max_tokens: Some(a.max_new_tokens),
-                logprobs: a.json.then_some(true),
-                ..Default::default()
-            };
-            let c = client.chat(&req)?.choices.into_iter().next().ok_or_else(|| no_choice(client))?;
-            let lps = c.logprobs.map(|l| l.content.iter().map(|t| t.logprob).collect()).unwrap_or_default();
-            Ok((c.message.content.text().unwrap_or_default(), lps, c.finish_reason.as_deref() == Some("stop")))
-        } else {
-            let req = CompletionRequest {
-                model: model.clone(),
-                prompt: Some(OneOrMany::One(p.clone())),
-                temperature,
-                top_p,
-                seed,
-                max_tokens: Some(a.max_new_tokens),
-                logprobs: a.json.then_some(0),
-                ..Default::default()
-            };
-            let c = client.complete(&req)?.choices.into_iter().next().ok_or_else(|| no_choice(client))?;
-            let lps = c.logprobs.map(|l| l.token_logprobs.into_iter().flatten().collect()).unwrap_or_default();
-            Ok((c.text, lps, c.finish_reason.as_deref() == Some("stop")))
-        }
-    });
+    let sampling = Sampling {
+        chat: a.chat,
+        system: a.system.clone(),
+        n: 1,
+        temperature: a.temperature,
+        top_p: a.top_p,
+        max_tokens: a.max_new_tokens,
+        seed: a.seed,
+    };
+    let rows = client.map(&a.prompt, |p| client.samples(p, &sampling));
     for (p, row) in a.prompt.iter().zip(rows) {
-        let (text, logprobs, finished) = row?;
+        let s = row?.remove(0);
         if a.json {
             println!(
                 "{}",
-                serde_json::json!({"prompt": p, "completion": text, "logprobs": logprobs, "finished": finished})
+                serde_json::json!({"prompt": p, "completion": s.text, "logprobs": s.logprobs, "finished": s.finished})
             );
         } else {
-            println!("{text}");
+            println!("{}", s.text);
         }
     }
     let (sent, cached) = client.counts();
     eprintln!("{}: {sent} requests sent, {cached} answered from the cache", client.endpoint.base);
     Ok(())
-}
-
-fn no_choice(client: &Client) -> mismatch_openai::Error {
-    mismatch_openai::Error::Decode { url: client.endpoint.base.clone(), message: "a response with no choices".into() }
 }

@@ -57,6 +57,14 @@ pub struct RealConfig {
     pub standardise_samples: usize,
     /// DPO pairs are the single-turn proxy pairs whose responses have at most this many characters.
     pub dpo_max_chars: usize,
+    /// An OpenAI-compatible endpoint serving the start policy, `openai:URL#MODEL` (e.g. `mismatch
+    /// serve --model smollm2-135m`): the best-of-n pool, the experiment's largest batch of
+    /// start-policy samples, is sampled there (one request per prompt with `n = bon.n_max`,
+    /// seeded, through the response cache). Empty: sampled here. Gold and the proxies score it
+    /// here either way; policies that are trained are always sampled here.
+    pub pool_endpoint: String,
+    /// The endpoint's response cache (SQLite); empty: `$MISMATCH_HOME/cache/openai.sqlite`.
+    pub pool_cache: String,
     /// Where relative paths resolve: set by `RunConfig::load` to the TOML file's directory.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
@@ -79,6 +87,8 @@ impl Default for RealConfig {
             max_prompt_chars: 300,
             standardise_samples: 64,
             dpo_max_chars: 600,
+            pool_endpoint: String::new(),
+            pool_cache: String::new(),
             base_dir: None,
         }
     }
@@ -118,6 +128,13 @@ impl RealConfig {
         }
         if self.standardise_samples < 2 {
             return bad("standardise_samples", "standardising needs at least 2 samples");
+        }
+        if !self.pool_endpoint.is_empty() {
+            match mismatch_openai::Endpoint::from_spec(&self.pool_endpoint) {
+                None => return bad("pool_endpoint", "must be openai:URL#MODEL"),
+                Some(Err(e)) => return bad("pool_endpoint", &e.to_string()),
+                Some(Ok(_)) => {}
+            }
         }
         Ok(())
     }

@@ -131,6 +131,42 @@ pub fn pool(
     })
 }
 
+/// The best-of-n pool sampled on an endpoint serving the start policy: one request per prompt
+/// with `n = n_max` and a seed derived from `seed`; gold scores it here.
+pub fn pool_on(
+    client: &mismatch_openai::Client,
+    chat: bool,
+    gold: &dyn Reward,
+    prompts: &[&str],
+    n_max: usize,
+    max_new: usize,
+    seed: u64,
+) -> Result<crate::bon::Pool> {
+    let indexed: Vec<(usize, &str)> = prompts.iter().copied().enumerate().collect();
+    let sampling = |j: usize| mismatch_openai::Sampling {
+        chat,
+        system: None,
+        n: n_max,
+        temperature: 1.0,
+        top_p: 1.0,
+        max_tokens: max_new,
+        seed: derive_seed(seed, j as u64, 7),
+    };
+    let mut texts = Vec::with_capacity(prompts.len());
+    for got in client.map(&indexed, |&(j, p)| client.samples(p, &sampling(j))) {
+        let got = got.map_err(|e| mismatch_models::Error::Usage(format!("best-of-n pool: {e}")))?;
+        texts.push(got.into_iter().map(|s| s.text).collect::<Vec<_>>());
+    }
+    let rep: Vec<&str> = prompts.iter().flat_map(|p| std::iter::repeat_n(*p, n_max)).collect();
+    let comps: Vec<&str> = texts.iter().flatten().map(String::as_str).collect();
+    let g = scores(gold, &rep, &comps)?;
+    Ok(crate::bon::Pool {
+        prompts: prompts.iter().map(|s| s.to_string()).collect(),
+        texts,
+        gold: g.chunks(n_max).map(|c| c.to_vec()).collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 
 use super::config::Resolved;
 use super::data::{first_turns, read_pairs, read_prompts, short_pairs, split, xstest_prompts, Record, Split};
-use super::sample::{evaluate, pool, sample, EvalSet, UserTurn};
+use super::sample::{evaluate, pool, pool_on, sample, EvalSet, UserTurn};
 use crate::bon::Pool;
 use crate::config::RunConfig;
 use crate::pipeline::{RmEval, SeedSetting, Setting, KINDS};
@@ -34,6 +34,8 @@ pub struct RealSetting {
     /// Gold scores of the test pairs' chosen and rejected responses.
     gold_test: (Vec<f64>, Vec<f64>),
     dpo_max_chars: usize,
+    /// Where the best-of-n pool is sampled when not here (`real.pool_endpoint`).
+    pool_endpoint: Option<mismatch_openai::Client>,
 }
 
 impl RealSetting {
@@ -123,8 +125,21 @@ impl RealSetting {
             gold,
             gold_test,
             dpo_max_chars: real.dpo_max_chars,
+            pool_endpoint: pool_client(real)?,
         })
     }
+}
+
+/// The client of `real.pool_endpoint` (None when empty), caching in `real.pool_cache`.
+fn pool_client(real: &super::config::RealConfig) -> Result<Option<mismatch_openai::Client>> {
+    let Some(endpoint) = mismatch_openai::Endpoint::from_spec(&real.pool_endpoint) else { return Ok(None) };
+    let usage = |e: mismatch_openai::Error| Error::Usage(format!("field `real.pool_endpoint`: {e}"));
+    let cache = match real.pool_cache.as_str() {
+        "" => mismatch_openai::default_cache_path(),
+        c => Some(real.base_dir.as_deref().map_or_else(|| c.into(), |b| b.join(c))),
+    };
+    let options = mismatch_openai::Options { cache, ..Default::default() };
+    Ok(Some(mismatch_openai::Client::new(endpoint.map_err(usage)?, options).map_err(usage)?))
 }
 
 /// Scores of the chosen and rejected responses of `pairs` (prompts as the RMs were trained on).
@@ -258,7 +273,11 @@ impl SeedSetting for RealSeed<'_> {
         let set = &self.shared.eval;
         let prompts: Vec<&str> =
             set.prompts.iter().take(self.cfg.bon.prompts.min(set.prompts.len())).map(String::as_str).collect();
-        pool(&self.start, &self.shared.gold, &prompts, self.cfg.bon.n_max, self.cfg.max_new_tokens, seed)
+        let (n_max, max_new) = (self.cfg.bon.n_max, self.cfg.max_new_tokens);
+        match &self.shared.pool_endpoint {
+            Some(client) => pool_on(client, self.shared.chat, &self.shared.gold, &prompts, n_max, max_new, seed),
+            None => pool(&self.start, &self.shared.gold, &prompts, n_max, max_new, seed),
+        }
     }
 
     fn as_seen<'r>(&self, reward: &'r dyn Reward) -> Box<dyn Reward + 'r> {

@@ -131,76 +131,26 @@ impl Source {
                     ));
                 }
                 let indexed: Vec<(usize, &String)> = chunk.iter().enumerate().collect();
-                let answers =
-                    client.map(&indexed, |&(j, p)| remote_samples(client, cfg, p, derive_seed(seed, j as u64, 0)));
+                let sampling = |j: usize| mismatch_openai::Sampling {
+                    chat: cfg.chat,
+                    system: None,
+                    n,
+                    temperature: cfg.temperature,
+                    top_p: 1.0,
+                    max_tokens: cfg.max_new_tokens,
+                    seed: derive_seed(seed, j as u64, 0),
+                };
+                let answers = client.map(&indexed, |&(j, p)| client.samples(p, &sampling(j)));
                 let (mut texts, mut raw_logprob) =
                     (Vec::with_capacity(prompts.len()), Vec::with_capacity(prompts.len()));
                 for a in answers {
-                    let (t, l) = a.map_err(|e| Error::Usage(e.to_string()))?;
-                    texts.extend(t);
-                    raw_logprob.extend(l);
+                    for s in a.map_err(|e| Error::Usage(e.to_string()))? {
+                        texts.push(s.text);
+                        raw_logprob.push(s.logprobs.iter().map(|&x| x as f64).sum());
+                    }
                 }
                 Ok(Pool { prompts, texts, raw_logprob })
             }
         }
     }
-}
-
-/// One prompt's `num_generations` samples from an endpoint, with Σ log π of each.
-fn remote_samples(
-    client: &mismatch_openai::Client,
-    cfg: &PolicyConfig,
-    prompt: &str,
-    seed: u64,
-) -> mismatch_openai::Result<(Vec<String>, Vec<f64>)> {
-    use mismatch_openai::api::{ChatRequest, CompletionRequest, Message, OneOrMany};
-    let model = client.endpoint.model.clone();
-    let (n, seed, temperature, max_tokens) =
-        (Some(cfg.num_generations), Some(seed), Some(cfg.temperature), Some(cfg.max_new_tokens));
-    let got: Vec<(String, f64)> = if cfg.chat {
-        let req = ChatRequest {
-            model,
-            messages: vec![Message::new("user", prompt)],
-            n,
-            seed,
-            temperature,
-            max_tokens,
-            logprobs: Some(true),
-            ..Default::default()
-        };
-        let r = client.chat(&req)?;
-        r.choices
-            .into_iter()
-            .map(|c| {
-                let lp = c.logprobs.map_or(f64::NAN, |l| l.content.iter().map(|t| t.logprob as f64).sum());
-                (c.message.content.text().unwrap_or_default(), lp)
-            })
-            .collect()
-    } else {
-        let req = CompletionRequest {
-            model,
-            prompt: Some(OneOrMany::One(prompt.to_string())),
-            n,
-            seed,
-            temperature,
-            max_tokens,
-            logprobs: Some(0),
-            ..Default::default()
-        };
-        let r = client.complete(&req)?;
-        r.choices
-            .into_iter()
-            .map(|c| {
-                let lp = c.logprobs.map_or(f64::NAN, |l| l.token_logprobs.iter().flatten().map(|&x| x as f64).sum());
-                (c.text, lp)
-            })
-            .collect()
-    };
-    if got.len() != cfg.num_generations {
-        return Err(mismatch_openai::Error::Decode {
-            url: client.endpoint.base.clone(),
-            message: format!("asked for {} choices, got {}", cfg.num_generations, got.len()),
-        });
-    }
-    Ok(got.into_iter().unzip())
 }
