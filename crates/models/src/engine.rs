@@ -118,44 +118,67 @@ impl Engine {
         Ok(())
     }
 
-    /// Prefills `r` and samples each choice's first token; the rows that go on join the batch
-    /// and take part in the next [`Engine::step`].
-    pub fn add(&mut self, id: u64, r: Request) -> Result<Vec<Event>> {
-        self.check(&r)?;
+    /// Prefills `requests` in one forward (their prompts left-padded to the longest) and samples
+    /// each choice's first token; the rows that go on join the batch and take part in the next
+    /// [`Engine::step`]. Requests arriving together share the prefill, as a batch shares it in
+    /// `generate`.
+    pub fn add(&mut self, requests: Vec<(u64, Request)>) -> Result<Vec<Event>> {
+        if requests.is_empty() {
+            return Ok(vec![]);
+        }
+        for (_, r) in &requests {
+            self.check(r)?;
+        }
         let model = self.model.as_ref();
         let dev = model.device();
-        let p = r.prompt.len();
-        let mut cache = KvCache::with_capacity(model.num_layers(), p + r.params.max_new_tokens);
-        let logits = on_pool(|| -> Result<Vec<f32>> {
-            let ids = Tensor::from_vec(r.prompt.clone(), (1, p), dev)?;
-            let h = model.hidden(&ids, &Positions::causal(1, p, dev)?, Some(&mut cache))?;
-            Ok(model.lm_logits(&h.narrow(1, p - 1, 1)?)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
+        let p = requests.iter().map(|(_, r)| r.prompt.len()).max().expect("not empty");
+        let mask: Vec<Vec<u8>> = requests
+            .iter()
+            .map(|(_, r)| {
+                std::iter::repeat_n(0u8, p - r.prompt.len()).chain(std::iter::repeat_n(1, r.prompt.len())).collect()
+            })
+            .collect();
+        let ids: Vec<u32> = requests
+            .iter()
+            .flat_map(|(_, r)| std::iter::repeat_n(0, p - r.prompt.len()).chain(r.prompt.iter().copied()))
+            .collect();
+        let longest = requests.iter().map(|(_, r)| r.params.max_new_tokens).max().expect("not empty");
+        let mut cache = KvCache::with_capacity(model.num_layers(), p + longest);
+        let logits = on_pool(|| -> Result<Vec<Vec<f32>>> {
+            let x = Tensor::from_vec(ids, (requests.len(), p), dev)?;
+            let h = model.hidden(&x, &Positions::from_mask(&mask, p, dev)?, Some(&mut cache))?;
+            Ok(model.lm_logits(&h.narrow(1, p - 1, 1)?)?.squeeze(1)?.to_dtype(DType::F32)?.to_vec2()?)
         })?;
-        let mut group = Group { id, params: r.params, top: r.top_logprobs, rng: ChaCha8Rng::seed_from_u64(0) };
-        group.rng = ChaCha8Rng::seed_from_u64(group.params.seed);
-        let draws: Vec<f64> = (0..r.n).map(|_| draw(&mut group)).collect();
-        let mut events = Vec::with_capacity(r.n);
-        let mut going = Vec::new();
-        for (choice, u) in draws.into_iter().enumerate() {
-            let e = pick(&logits, &group, u, id, choice, 1);
-            if e.finish.is_none() {
-                going.push(Row { request: id, choice, generated: 1, next: e.token });
+        let mut events = Vec::new();
+        // Per row that goes on: the prompt (row of the prefill) it came from.
+        let mut from = Vec::new();
+        for (i, (id, r)) in requests.into_iter().enumerate() {
+            let mut group = Group { id, params: r.params, top: r.top_logprobs, rng: ChaCha8Rng::seed_from_u64(0) };
+            group.rng = ChaCha8Rng::seed_from_u64(group.params.seed);
+            let draws: Vec<f64> = (0..r.n).map(|_| draw(&mut group)).collect();
+            for (choice, u) in draws.into_iter().enumerate() {
+                let e = pick(&logits[i], &group, u, id, choice, 1);
+                if e.finish.is_none() {
+                    self.rows.push(Row { request: id, choice, generated: 1, next: e.token });
+                    from.push(i as u32);
+                }
+                events.push(e);
             }
-            events.push(e);
+            if from.last() == Some(&(i as u32)) {
+                self.groups.push(group);
+            }
         }
-        if !going.is_empty() {
-            cache.select_rows(&Tensor::from_vec(vec![0u32; going.len()], going.len(), dev)?)?;
+        if !from.is_empty() {
+            cache.select_rows(&Tensor::from_vec(from.clone(), from.len(), dev)?)?;
             let t = self.cache.len().max(p);
             for m in self.mask.iter_mut() {
                 m.splice(0..0, std::iter::repeat_n(0, t - m.len()));
             }
-            self.mask.extend(std::iter::repeat_n(
-                std::iter::repeat_n(0u8, t - p).chain(std::iter::repeat_n(1, p)).collect::<Vec<_>>(),
-                going.len(),
-            ));
+            for &i in &from {
+                let m = &mask[i as usize];
+                self.mask.push(std::iter::repeat_n(0u8, t - p).chain(m.iter().copied()).collect());
+            }
             self.cache.join(cache)?;
-            self.rows.extend(going);
-            self.groups.push(group);
         }
         Ok(events)
     }

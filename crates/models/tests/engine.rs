@@ -46,10 +46,15 @@ fn run(m: &dyn CausalLm, reqs: &[(usize, Request)]) -> BTreeMap<(u64, usize), Ve
     let mut step = 0;
     let mut longest = 0;
     loop {
-        for (id, (_, r)) in reqs.iter().enumerate().filter(|(_, (at, _))| *at == step) {
-            for ev in e.add(id as u64, r.clone()).unwrap() {
-                out.entry((ev.request, ev.choice)).or_default().push(ev);
-            }
+        // Requests arriving at one step are prefilled together.
+        let now: Vec<(u64, Request)> = reqs
+            .iter()
+            .enumerate()
+            .filter(|(_, (at, _))| *at == step)
+            .map(|(id, (_, r))| (id as u64, r.clone()))
+            .collect();
+        for ev in e.add(now).unwrap() {
+            out.entry((ev.request, ev.choice)).or_default().push(ev);
         }
         if e.rows() == 0 && reqs.iter().all(|(at, _)| *at <= step) {
             break;
@@ -104,7 +109,7 @@ fn a_cancelled_request_leaves_and_the_others_carry_on() {
     let reqs = requests();
     let mut e = Engine::new(&m).unwrap();
     for (id, (_, r)) in reqs.iter().enumerate().take(2) {
-        e.add(id as u64, r.clone()).unwrap();
+        e.add(vec![(id as u64, r.clone())]).unwrap();
     }
     e.step().unwrap();
     assert_eq!(e.rows(), 3);

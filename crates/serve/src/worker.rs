@@ -46,24 +46,38 @@ fn run(engine: &mut Engine, jobs: mpsc::Receiver<Job>, max_batch: usize) {
             }
         }
         queue.extend(jobs.try_iter());
+        // Everything that fits joins now, prefilled together.
+        let mut joining = Vec::new();
+        let mut rows = engine.rows();
         while let Some(j) = queue.front() {
-            if engine.rows() > 0 && engine.rows() + j.request.n > max_batch {
+            if rows > 0 && rows + j.request.n > max_batch {
                 break;
             }
             let j = queue.pop_front().expect("front exists");
             if j.updates.is_closed() {
                 continue;
             }
-            let id = next_id;
+            if let Err(e) = engine.check(&j.request) {
+                let _ = j.updates.send(Err(e.to_string()));
+                continue;
+            }
+            rows += j.request.n;
+            joining.push((next_id, j));
             next_id += 1;
-            let n = j.request.n;
-            match engine.add(id, j.request) {
+        }
+        if !joining.is_empty() {
+            let requests = joining.iter().map(|(id, j)| (*id, j.request.clone())).collect();
+            match engine.add(requests) {
                 Ok(events) => {
-                    live.insert(id, Live { updates: j.updates, rows: n });
+                    for (id, j) in joining {
+                        live.insert(id, Live { updates: j.updates, rows: j.request.n });
+                    }
                     deliver(engine, &mut live, events);
                 }
                 Err(e) => {
-                    let _ = j.updates.send(Err(e.to_string()));
+                    for (_, j) in joining {
+                        let _ = j.updates.send(Err(e.to_string()));
+                    }
                 }
             }
         }
