@@ -195,13 +195,8 @@ fn missing_files_are_named_relative_to_the_config() {
 #[test]
 fn the_best_of_n_pool_can_be_sampled_on_an_endpoint() {
     let addr = mismatch_serve::spawn(mismatch_serve::ServeArgs {
-        model: "smollm2-135m".into(),
-        reward: None,
-        served_model_name: None,
-        host: "127.0.0.1".into(),
-        port: 0,
         max_batch: 8,
-        max_body: 1 << 20,
+        ..mismatch_serve::ServeArgs::new("smollm2-135m")
     })
     .unwrap();
     let dir = tempfile::tempdir().unwrap();

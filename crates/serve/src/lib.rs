@@ -31,7 +31,6 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use candle_core::Device;
 use mismatch_models::{load_causal_lm, CausalLm, LoadedLm};
 use mismatch_openai::api::{ModelCard, ModelList};
 use std::path::PathBuf;
@@ -60,6 +59,25 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     pub max_body: usize,
+    /// `cpu`, or `cuda` / `cuda:N` in a build with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl ServeArgs {
+    /// `model` on a free loopback port with the flags' defaults (programs that serve in-process).
+    pub fn new(model: &str) -> Self {
+        Self {
+            model: model.into(),
+            reward: None,
+            served_model_name: None,
+            host: "127.0.0.1".into(),
+            port: 0,
+            max_batch: 32,
+            max_body: 4 << 20,
+            device: "cpu".into(),
+        }
+    }
 }
 
 /// The served models and the queue to the decode thread.
@@ -126,10 +144,11 @@ pub fn spawn(a: ServeArgs) -> anyhow::Result<std::net::SocketAddr> {
 
 /// The language model, the reward model and the decode thread for `a`.
 fn load(a: &ServeArgs) -> anyhow::Result<Arc<Served>> {
-    let lm = load_causal_lm(&a.model, &Device::Cpu, false)?;
+    let device = mismatch_models::device(&a.device)?;
+    let lm = load_causal_lm(&a.model, &device, false)?;
     let reward = match &a.reward {
         Some(dir) => {
-            let model = mismatch_reward::model::RewardModel::load(dir, &Device::Cpu)?;
+            let model = mismatch_reward::model::RewardModel::load(dir, &device)?;
             let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
             Some(Reward { name, model })
         }

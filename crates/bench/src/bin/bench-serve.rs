@@ -42,13 +42,8 @@ fn main() -> Result<()> {
         bail!("--batch and --new-tokens must be positive");
     }
     let addr = mismatch_serve::spawn(mismatch_serve::ServeArgs {
-        model: "smollm2-135m".into(),
-        reward: None,
-        served_model_name: None,
-        host: "127.0.0.1".into(),
-        port: 0,
-        max_batch: clients.max(1),
-        max_body: 4 << 20,
+        max_batch: clients,
+        ..mismatch_serve::ServeArgs::new("smollm2-135m")
     })?;
     let url = format!("http://{addr}/v1/chat/completions");
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();

@@ -1,7 +1,6 @@
 //! `mismatch generate`: sample completions from any causal LM, with per-token log-probs.
 
 use anyhow::{bail, Result};
-use candle_core::Device;
 use clap::Args;
 use mismatch_models::{generate, load_causal_lm, ChatMessage, SamplingParams};
 use mismatch_openai::{Client, EndpointArgs, Sampling};
@@ -37,6 +36,9 @@ pub struct GenerateArgs {
     /// Print one JSON object per prompt (text, tokens, log-probs) instead of plain text.
     #[arg(long)]
     json: bool,
+    /// `cpu`, or `cuda` / `cuda:N` in a build with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     #[command(flatten)]
     endpoint: EndpointArgs,
 }
@@ -51,7 +53,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     if let Some(client) = a.endpoint.client(&a.model) {
         return remote(&client?, &a);
     }
-    let lm = load_causal_lm(&a.model, &Device::Cpu, false)?;
+    let lm = load_causal_lm(&a.model, &mismatch_models::device(&a.device)?, false)?;
     let mut prompts = Vec::with_capacity(a.prompt.len());
     for p in &a.prompt {
         let text = if a.chat {
