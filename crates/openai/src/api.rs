@@ -7,30 +7,22 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// `POST /v1/chat/completions`.
+/// The sampling fields chat and text completions share.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct ChatRequest {
-    pub model: String,
-    pub messages: Vec<Message>,
+pub struct Params {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
+    /// Default: the rest of the context in chat, 16 in text completions (OpenAI's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<usize>,
-    /// The newer name of `max_tokens`; either is accepted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_completion_tokens: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<Stop>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logprobs: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_logprobs: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,6 +31,22 @@ pub struct ChatRequest {
     /// (benchmarks that need a fixed length).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_eos: Option<bool>,
+}
+
+/// `POST /v1/chat/completions`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    #[serde(flatten)]
+    pub params: Params,
+    /// The newer name of `max_tokens`; either is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -132,32 +140,13 @@ impl OneOrMany {
 pub struct CompletionRequest {
     pub model: String,
     pub prompt: Option<OneOrMany>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_p: Option<f64>,
-    /// OpenAI's default is 16.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_tokens: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub n: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop: Option<Stop>,
+    #[serde(flatten)]
+    pub params: Params,
     /// Number of alternatives per token; any value (0 too) turns log-probs on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub echo: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream_options: Option<StreamOptions>,
-    /// vLLM's extension: keep generating past the end-of-sequence token, up to `max_tokens`
-    /// (benchmarks that need a fixed length).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ignore_eos: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

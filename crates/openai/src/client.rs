@@ -273,24 +273,20 @@ pub struct Sample {
 impl Client {
     /// `s.n` completions of `prompt` with their log-probs, in one request.
     pub fn samples(&self, prompt: &str, s: &Sampling) -> Result<Vec<Sample>> {
-        use crate::api::{Message, OneOrMany};
+        use crate::api::{Message, OneOrMany, Params};
         let model = self.endpoint.model.clone();
-        let (n, seed, temperature, top_p, max_tokens) =
-            (Some(s.n), Some(s.seed), Some(s.temperature), Some(s.top_p), Some(s.max_tokens));
+        let params = Params {
+            n: Some(s.n),
+            seed: Some(s.seed),
+            temperature: Some(s.temperature),
+            top_p: Some(s.top_p),
+            max_tokens: Some(s.max_tokens),
+            ..Default::default()
+        };
         let got: Vec<Sample> = if s.chat {
             let mut messages: Vec<Message> = s.system.iter().map(|t| Message::new("system", t)).collect();
             messages.push(Message::new("user", prompt));
-            let req = ChatRequest {
-                model,
-                messages,
-                n,
-                seed,
-                temperature,
-                top_p,
-                max_tokens,
-                logprobs: Some(true),
-                ..Default::default()
-            };
+            let req = ChatRequest { model, messages, params, logprobs: Some(true), ..Default::default() };
             self.chat(&req)?
                 .choices
                 .into_iter()
@@ -304,11 +300,7 @@ impl Client {
             let req = CompletionRequest {
                 model,
                 prompt: Some(OneOrMany::One(prompt.to_string())),
-                n,
-                seed,
-                temperature,
-                top_p,
-                max_tokens,
+                params,
                 logprobs: Some(0),
                 ..Default::default()
             };

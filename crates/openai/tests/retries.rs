@@ -2,7 +2,7 @@
 //! 429 and 5xx are retried, honouring `Retry-After`; other 4xx are not; the API key goes in the
 //! Authorization header and nowhere else; answers land in the cache.
 
-use mismatch_openai::api::{CompletionRequest, OneOrMany};
+use mismatch_openai::api::{CompletionRequest, OneOrMany, Params};
 use mismatch_openai::{Client, Endpoint, Options};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -48,7 +48,12 @@ fn server(answers: Vec<(u16, &'static str, &'static str)>) -> (String, Arc<Mutex
 }
 
 fn request() -> CompletionRequest {
-    CompletionRequest { model: "m".into(), prompt: Some(OneOrMany::One("hi".into())), max_tokens: Some(1), ..Default::default() }
+    CompletionRequest {
+        model: "m".into(),
+        prompt: Some(OneOrMany::One("hi".into())),
+        params: Params { max_tokens: Some(1), ..Default::default() },
+        ..Default::default()
+    }
 }
 
 fn client(url: &str, cache: Option<std::path::PathBuf>) -> Client {

@@ -48,14 +48,9 @@ pub async fn handle(State(s): State<Arc<Served>>, body: Result<Bytes, BytesRejec
     let p = plan(
         &s,
         Asked {
-            temperature: req.temperature,
-            top_p: req.top_p,
-            max_tokens: req.max_completion_tokens.or(req.max_tokens),
-            n: req.n,
-            seed: req.seed,
-            stop: req.stop.as_ref(),
+            params: &req.params,
+            max_tokens: req.max_completion_tokens.or(req.params.max_tokens),
             top_logprobs: top,
-            ignore_eos: req.ignore_eos,
         },
         prompt.len(),
         None,
@@ -63,61 +58,40 @@ pub async fn handle(State(s): State<Arc<Served>>, body: Result<Bytes, BytesRejec
     let prompt_tokens = prompt.len();
     let rx = submit(&s, prompt, &p)?;
     let (id, created, model) = (new_id("chatcmpl"), now(), s.name.clone());
-    if req.stream.unwrap_or(false) {
-        let chunk = {
-            let (id, model, s2) = (id.clone(), model.clone(), s.clone());
-            move |index: usize, delta: &str, events: &[mismatch_models::engine::Event], finish: Option<&str>| {
-                let logprobs = want_logprobs
-                    .then(|| ChatLogprobs { content: events.iter().map(|e| chat_logprob(&s2, e)).collect() });
-                let c = ChunkChoice {
-                    index,
-                    delta: Delta { role: None, content: Some(delta.to_string()) },
-                    logprobs,
-                    finish_reason: finish.map(Into::into),
-                };
-                serde_json::to_value(ChatChunk {
+    if req.params.stream.unwrap_or(false) {
+        // Every chunk of the stream has the same envelope.
+        let envelope = {
+            let (id, model) = (id.clone(), model.clone());
+            move |choices: Vec<ChunkChoice>, usage: Option<Usage>| {
+                let chunk = ChatChunk {
                     id: id.clone(),
                     object: "chat.completion.chunk".into(),
                     created,
                     model: model.clone(),
-                    choices: vec![c],
-                    usage: None,
-                })
-                .expect("json")
+                    choices,
+                    usage,
+                };
+                serde_json::to_value(chunk).expect("json")
+            }
+        };
+        let chunk = {
+            let (envelope, s2) = (envelope.clone(), s.clone());
+            move |index: usize, delta: &str, events: &[mismatch_models::engine::Event], finish: Option<&str>| {
+                let logprobs = want_logprobs
+                    .then(|| ChatLogprobs { content: events.iter().map(|e| chat_logprob(&s2, e)).collect() });
+                let delta = Delta { role: None, content: Some(delta.to_string()) };
+                envelope(vec![ChunkChoice { index, delta, logprobs, finish_reason: finish.map(Into::into) }], None)
             }
         };
         let opening = (0..p.n)
             .map(|index| {
-                let c = ChunkChoice {
-                    index,
-                    delta: Delta { role: Some("assistant".into()), content: Some(String::new()) },
-                    logprobs: None,
-                    finish_reason: None,
-                };
-                serde_json::to_value(ChatChunk {
-                    id: id.clone(),
-                    object: "chat.completion.chunk".into(),
-                    created,
-                    model: model.clone(),
-                    choices: vec![c],
-                    usage: None,
-                })
-                .expect("json")
+                let delta = Delta { role: Some("assistant".into()), content: Some(String::new()) };
+                envelope(vec![ChunkChoice { index, delta, logprobs: None, finish_reason: None }], None)
             })
             .collect();
-        let usage = req.stream_options.as_ref().filter(|o| o.include_usage).map(|_| {
-            let (id, model) = (id.clone(), model.clone());
-            Box::new(move |u: Usage| {
-                serde_json::to_value(ChatChunk {
-                    id: id.clone(),
-                    object: "chat.completion.chunk".into(),
-                    created,
-                    model: model.clone(),
-                    choices: vec![],
-                    usage: Some(u),
-                })
-                .expect("json")
-            }) as Box<dyn Fn(Usage) -> serde_json::Value + Send + Sync>
+        let usage = req.params.stream_options.as_ref().filter(|o| o.include_usage).map(|_| {
+            let envelope = envelope.clone();
+            Box::new(move |u: Usage| envelope(vec![], Some(u))) as Box<dyn Fn(Usage) -> serde_json::Value + Send + Sync>
         });
         let st =
             Stream { path: "/v1/chat/completions", started, prompt_tokens, opening, chunk: Box::new(chunk), usage };

@@ -29,7 +29,7 @@ pub async fn handle(State(s): State<Arc<Served>>, body: Result<Bytes, BytesRejec
     }
     let echo = req.echo.unwrap_or(false);
     let top = req.logprobs.unwrap_or(0);
-    let stream = req.stream.unwrap_or(false);
+    let stream = req.params.stream.unwrap_or(false);
     if stream && (prompts.len() > 1 || echo) {
         return Err(ApiError::param("stream", "streaming takes one prompt and no echo"));
     }
@@ -41,16 +41,7 @@ pub async fn handle(State(s): State<Arc<Served>>, body: Result<Bytes, BytesRejec
         }
         ids.push(t);
     }
-    let asked = |_: ()| Asked {
-        temperature: req.temperature,
-        top_p: req.top_p,
-        max_tokens: req.max_tokens,
-        n: req.n,
-        seed: req.seed,
-        stop: req.stop.as_ref(),
-        top_logprobs: top,
-        ignore_eos: req.ignore_eos,
-    };
+    let asked = |_: ()| Asked { params: &req.params, max_tokens: req.params.max_tokens, top_logprobs: top };
     let plans = ids.iter().map(|t| plan(&s, asked(()), t.len(), Some(16))).collect::<Result<Vec<_>, _>>()?;
     if plans[0].params.max_new_tokens == 0 && !echo {
         return Err(ApiError::param("max_tokens", "max_tokens 0 generates nothing; it is for scoring with echo"));

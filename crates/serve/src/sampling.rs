@@ -7,19 +7,15 @@ use crate::worker::{Job, Update};
 use crate::Served;
 use mismatch_models::engine::{Event, Finish, Request};
 use mismatch_models::SamplingParams;
-use mismatch_openai::api::{Stop, TokenLogprob, TopLogprob};
+use mismatch_openai::api::{Params, Stop, TokenLogprob, TopLogprob};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-/// The sampling parameters both endpoints take, before checking.
+/// The sampling parameters as asked, before checking.
 pub struct Asked<'a> {
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
+    pub params: &'a Params,
+    /// `max_tokens` as the endpoint reads it.
     pub max_tokens: Option<usize>,
-    pub n: Option<usize>,
-    pub seed: Option<u64>,
-    pub stop: Option<&'a Stop>,
     pub top_logprobs: usize,
-    pub ignore_eos: Option<bool>,
 }
 
 /// Checked parameters: what the engine gets, and the stop strings the handler applies.
@@ -36,15 +32,16 @@ pub const MAX_TOP_LOGPROBS: usize = 20;
 /// Checks `a` for a prompt of `prompt_len` tokens; `default_max` is the endpoint's default for
 /// `max_tokens` (`None`: the rest of the context, as vLLM does).
 pub fn plan(s: &Served, a: Asked, prompt_len: usize, default_max: Option<usize>) -> Result<Plan, ApiError> {
-    let temperature = a.temperature.unwrap_or(1.0);
+    let q = a.params;
+    let temperature = q.temperature.unwrap_or(1.0);
     if !(0.0..=2.0).contains(&temperature) {
         return Err(ApiError::param("temperature", format!("temperature must be in [0, 2] (got {temperature})")));
     }
-    let top_p = a.top_p.unwrap_or(1.0);
+    let top_p = q.top_p.unwrap_or(1.0);
     if !(top_p > 0.0 && top_p <= 1.0) {
         return Err(ApiError::param("top_p", format!("top_p must be in (0, 1] (got {top_p})")));
     }
-    let n = a.n.unwrap_or(1);
+    let n = q.n.unwrap_or(1);
     if !(1..=MAX_N).contains(&n) {
         return Err(ApiError::param("n", format!("n must be between 1 and {MAX_N} (got {n})")));
     }
@@ -71,7 +68,7 @@ pub fn plan(s: &Served, a: Asked, prompt_len: usize, default_max: Option<usize>)
             ),
         ));
     }
-    let stops = a.stop.map(Stop::strings).unwrap_or_default();
+    let stops = q.stop.as_ref().map(Stop::strings).unwrap_or_default();
     if stops.len() > 4 || stops.iter().any(|s| s.is_empty()) {
         return Err(ApiError::param("stop", "stop takes up to 4 non-empty strings"));
     }
@@ -80,8 +77,8 @@ pub fn plan(s: &Served, a: Asked, prompt_len: usize, default_max: Option<usize>)
         temperature,
         top_k: None,
         top_p: Some(top_p).filter(|&p| p < 1.0),
-        stop_tokens: if a.ignore_eos.unwrap_or(false) { vec![] } else { s.lm.tok.eos_ids.clone() },
-        seed: a.seed.unwrap_or_else(rand::random),
+        stop_tokens: if q.ignore_eos.unwrap_or(false) { vec![] } else { s.lm.tok.eos_ids.clone() },
+        seed: q.seed.unwrap_or_else(rand::random),
     };
     Ok(Plan { params, n, top_logprobs: a.top_logprobs, stops })
 }

@@ -9,20 +9,10 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use mismatch_models::{generate, ChatMessage, Llama, SamplingParams};
 
+use mismatch_bench::QUESTIONS;
+
 #[global_allocator]
 static A: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `bench/torch_generate.py` uses the same questions; row `i` asks `QUESTIONS[i % 8]`.
-const QUESTIONS: [&str; 8] = [
-    "What is the capital of France?",
-    "Explain photosynthesis in simple terms.",
-    "Write a short poem about autumn leaves.",
-    "How do I bake sourdough bread?",
-    "What are the benefits of regular exercise?",
-    "Summarise the plot of Romeo and Juliet.",
-    "Why is the sky blue?",
-    "Give me three tips for learning a new language.",
-];
 
 fn main() -> Result<()> {
     let (mut batch, mut new_tokens, mut temperature, mut model) = (1usize, 128usize, 0.0f64, None);

@@ -11,20 +11,10 @@
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+use mismatch_bench::QUESTIONS;
+
 #[global_allocator]
 static A: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `bench/torch_generate.py` asks the same questions; client `i` asks `QUESTIONS[i % 8]`.
-const QUESTIONS: [&str; 8] = [
-    "What is the capital of France?",
-    "Explain photosynthesis in simple terms.",
-    "Write a short poem about autumn leaves.",
-    "How do I bake sourdough bread?",
-    "What are the benefits of regular exercise?",
-    "Summarise the plot of Romeo and Juliet.",
-    "Why is the sky blue?",
-    "Give me three tips for learning a new language.",
-];
 
 fn main() -> Result<()> {
     let (mut clients, mut new_tokens, mut temperature) = (1usize, 32usize, 0.0f64);

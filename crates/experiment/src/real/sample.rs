@@ -122,13 +122,16 @@ pub fn pool(
 ) -> Result<crate::bon::Pool> {
     let rep: Vec<&str> = prompts.iter().flat_map(|p| std::iter::repeat_n(*p, n_max)).collect();
     let s = sample(policy, &rep, max_new, seed)?;
-    let comps: Vec<&str> = s.texts.iter().map(String::as_str).collect();
-    let g = scores(gold, &rep, &comps)?;
-    Ok(crate::bon::Pool {
-        prompts: prompts.iter().map(|s| s.to_string()).collect(),
-        texts: s.texts.chunks(n_max).map(|c| c.to_vec()).collect(),
-        gold: g.chunks(n_max).map(|c| c.to_vec()).collect(),
-    })
+    scored_pool(gold, prompts, s.texts.chunks(n_max).map(|c| c.to_vec()).collect())
+}
+
+/// A pool of `texts[i]` for `prompts[i]`, scored by gold.
+fn scored_pool(gold: &dyn Reward, prompts: &[&str], texts: Vec<Vec<String>>) -> Result<crate::bon::Pool> {
+    let rep: Vec<&str> = prompts.iter().zip(&texts).flat_map(|(p, t)| std::iter::repeat_n(*p, t.len())).collect();
+    let comps: Vec<&str> = texts.iter().flatten().map(String::as_str).collect();
+    let mut g = scores(gold, &rep, &comps)?.into_iter();
+    let gold = texts.iter().map(|t| g.by_ref().take(t.len()).collect()).collect();
+    Ok(crate::bon::Pool { prompts: prompts.iter().map(|s| s.to_string()).collect(), texts, gold })
 }
 
 /// The best-of-n pool sampled on an endpoint serving the start policy: one request per prompt
@@ -157,14 +160,7 @@ pub fn pool_on(
         let got = got.map_err(|e| mismatch_models::Error::Usage(format!("best-of-n pool: {e}")))?;
         texts.push(got.into_iter().map(|s| s.text).collect::<Vec<_>>());
     }
-    let rep: Vec<&str> = prompts.iter().flat_map(|p| std::iter::repeat_n(*p, n_max)).collect();
-    let comps: Vec<&str> = texts.iter().flatten().map(String::as_str).collect();
-    let g = scores(gold, &rep, &comps)?;
-    Ok(crate::bon::Pool {
-        prompts: prompts.iter().map(|s| s.to_string()).collect(),
-        texts,
-        gold: g.chunks(n_max).map(|c| c.to_vec()).collect(),
-    })
+    scored_pool(gold, prompts, texts)
 }
 
 #[cfg(test)]
