@@ -16,44 +16,7 @@ fn refused(o: &Output) -> String {
     e
 }
 
-/// A world experiment small enough to run in seconds.
-const TINY: &str = r#"
-seeds = 1
-threads = 1
-max_new_tokens = 6
-eval_prompts = 2
-[start]
-n_layer = 1
-n_head = 1
-n_embd = 8
-block_size = 24
-demos = 200
-steps = 2
-batch_size = 2
-[data]
-pair_sizes = [8]
-eval_pairs = 4
-[rm]
-members = 2
-[rm.train]
-epochs = 1
-batch_size = 4
-[bon]
-n_max = 2
-prompts = 2
-ns = [1, 2]
-[rl]
-steps = 1
-prompts_per_step = 2
-samples_per_prompt = 2
-kl_coefs = [0.1]
-eval_every = 1
-mitigations = []
-[dpo]
-steps = 1
-batch_size = 4
-eval_every = 1
-"#;
+use mismatch_testkit::TINY_EXPERIMENT as TINY;
 
 #[test]
 fn run_refuses_a_config_that_would_panic_naming_file_and_field() {

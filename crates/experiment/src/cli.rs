@@ -4,7 +4,7 @@ use crate::config::RunConfig;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct RunArgs {
     /// Experiment config (TOML); every field is optional and defaults to the built-in config.
     #[arg(long)]
@@ -25,9 +25,38 @@ pub struct RunArgs {
     /// a report from an older version rendered by this one.
     #[arg(long, requires = "out")]
     pub report_only: bool,
+    /// Run only seed index I (0-based into the config's seeds) into `--out`, as one job of a
+    /// sweep: its metrics, `seed.json` and `manifest.json`, for `--merge`.
+    #[arg(long, value_name = "I", requires = "out", conflicts_with_all = ["report_only", "emit_slurm"])]
+    pub seed_only: Option<usize>,
+    /// Build `summary.json`, `report.html` and `metrics/` in `--out` from the `--seed-only`
+    /// directories given (every seed of one experiment), byte-identical to the single-process run.
+    #[arg(
+        long,
+        value_name = "DIR",
+        num_args = 1..,
+        requires = "out",
+        conflicts_with_all = ["config", "seeds", "report_only", "seed_only", "emit_slurm", "print_config"]
+    )]
+    pub merge: Vec<PathBuf>,
+    /// Write `--out`/sweep.slurm, a Slurm job array with one `--seed-only` task per seed, and
+    /// print how to submit it and the merge after it.
+    #[arg(long, requires = "out", conflicts_with = "report_only")]
+    pub emit_slurm: bool,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    if !args.merge.is_empty() {
+        let out = args.out.as_deref().expect("clap: --merge requires --out");
+        let summary = crate::sweep::merge(&args.merge, out)?;
+        eprintln!(
+            "merged {} seeds: {}; report: {}",
+            args.merge.len(),
+            headline(&summary),
+            out.join("report.html").display()
+        );
+        return Ok(());
+    }
     let mut cfg = match &args.config {
         Some(p) => RunConfig::load(p)?,
         None => RunConfig::default(),
@@ -35,7 +64,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(s) = args.seeds {
         cfg.seeds = s;
     }
-    cfg.validate(args.config.as_deref().unwrap_or(std::path::Path::new("<built-in config>")))?;
+    let cfg_path = args.config.as_deref().unwrap_or(std::path::Path::new("<built-in config>"));
+    cfg.validate(cfg_path)?;
     if args.print_config {
         print!("{}", cfg.to_toml());
         return Ok(());
@@ -49,42 +79,81 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         eprintln!("report: {}", out.join("report.html").display());
         return Ok(());
     }
-    check_start_corpora(&cfg, args.config.as_deref().unwrap_or(std::path::Path::new("<built-in config>")))?;
+    let command = single_run_command(&args);
+    if args.emit_slurm {
+        let cwd = std::env::current_dir().map_err(|e| mismatch_models::Error::io(".", e))?;
+        let script = out.join("sweep.slurm");
+        let text = crate::sweep::slurm_script(&command, cfg.seeds, &out, &cwd);
+        mismatch_models::checkpoint::write_atomic(&script, text.as_bytes())?;
+        let merge = crate::sweep::quote(&crate::sweep::merge_command(&out));
+        println!(
+            "wrote {} ({} tasks). Submit it, and the merge to run once every task has succeeded:",
+            script.display(),
+            cfg.seeds
+        );
+        println!("  jobid=$(sbatch --parsable {})", crate::sweep::quote(&script.to_string_lossy()));
+        println!("  sbatch --dependency=afterok:$jobid --job-name=mismatch-merge --wrap {merge}");
+        return Ok(());
+    }
     let progress = !args.no_progress && std::io::stderr().is_terminal();
+    let t0 = std::time::Instant::now();
+    if let Some(i) = args.seed_only {
+        crate::sweep::check_index(&cfg, i)?;
+        check_start_corpora(&cfg, &[i], cfg_path)?;
+        let r = crate::sweep::run_seed_only(&cfg, i, &command, &out, progress)?;
+        eprintln!(
+            "seed index {i} (seed {}) done in {:.1}s: {}; once every seed has run: mismatch run --merge SEED_DIRS... --out DIR",
+            r.seed,
+            t0.elapsed().as_secs_f64(),
+            out.display(),
+        );
+        return Ok(());
+    }
+    let all: Vec<usize> = (0..cfg.seeds).collect();
+    check_start_corpora(&cfg, &all, cfg_path)?;
+    let summary = crate::report::run_and_report(&cfg, &out, &command, progress)?;
+    let (secs, report) = (t0.elapsed().as_secs_f64(), out.join("report.html"));
+    eprintln!("done in {secs:.1}s: {}; report: {}", headline(&summary), report.display());
+    Ok(())
+}
+
+/// `mismatch run` with the flags that change results (`--config`, `--seeds`): what the summary
+/// records as the command that reproduces it. The output directory does not change any result,
+/// so it is left out: runs into different directories give byte-identical summaries. A
+/// `--seed-only` run records this too, so that its merge records the command of the
+/// single-process run it reproduces.
+fn single_run_command(args: &RunArgs) -> String {
     let mut command = String::from("mismatch run");
     if let Some(c) = &args.config {
-        command += &format!(" --config {}", c.display());
+        command += &format!(" --config {}", crate::sweep::quote(&c.to_string_lossy()));
     }
     if let Some(s) = args.seeds {
         command += &format!(" --seeds {s}");
     }
-    // The output directory does not change any result, so it is left out: runs into different
-    // directories give byte-identical summaries.
-    let t0 = std::time::Instant::now();
-    let summary = crate::report::run_and_report(&cfg, &out, &command, progress)?;
+    command
+}
+
+/// The line a finished run ends with: where gold peaked and ended.
+fn headline(summary: &serde_json::Value) -> String {
     let h = &summary["headline"];
-    eprintln!(
-        "done in {:.1}s: gold peaked at {:.3} (step {}), ended at {:.3}; report: {}",
-        t0.elapsed().as_secs_f64(),
+    format!(
+        "gold peaked at {:.3} (step {}), ended at {:.3}",
         h["gold_peak"]["gold"].as_f64().unwrap_or(f64::NAN),
         h["gold_peak"]["step"],
         h["gold_final"]["gold"].as_f64().unwrap_or(f64::NAN),
-        out.join("report.html").display()
-    );
-    Ok(())
+    )
 }
 
-/// Before anything runs: every seed's start policy has a corpus long enough to train on (a
-/// small `start.demos` can give fewer tokens than one row of `start.block_size + 1`), so a run
-/// does not fail half-way with some seeds' metrics written. Cached start policies are not
-/// checked again.
-fn check_start_corpora(cfg: &RunConfig, path: &std::path::Path) -> mismatch_models::Result<()> {
+/// Before anything runs: the start policy of every seed at `indices` has a corpus long enough
+/// to train on (a small `start.demos` can give fewer tokens than one row of
+/// `start.block_size + 1`), so a run does not fail half-way with some seeds' metrics written.
+/// Cached start policies are not checked again.
+fn check_start_corpora(cfg: &RunConfig, indices: &[usize], path: &std::path::Path) -> mismatch_models::Result<()> {
     if cfg.real.is_some() {
         return Ok(());
     }
     let world = mismatch_world::world::World::new(&cfg.world)?;
-    let mut seeds: Vec<u64> =
-        (0..cfg.seeds as u64).map(|i| cfg.start_seed_of(mismatch_models::seed::offset(cfg.seed, i))).collect();
+    let mut seeds: Vec<u64> = indices.iter().map(|&i| cfg.start_seed_of(crate::pipeline::seed_of(cfg, i))).collect();
     seeds.dedup();
     let root = mismatch_world::start::home()?;
     for s in seeds {

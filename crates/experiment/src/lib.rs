@@ -9,6 +9,8 @@
 //!   [`optimise`]: train from the start policy and evaluate every checkpoint;
 //! - [`sample`]: sampling and evaluating a world policy ([`sample::EvalPoint`]: one evaluation);
 //! - [`summary`]: `summary.json`, every number of the page; [`report`]: `report.html`;
+//! - [`sweep`]: one seed per job (`--seed-only`), merged into the same summary (`--merge`),
+//!   and a Slurm array script (`--emit-slurm`); [`record`]: a seed's results as `seed.json`;
 //! - [`cli`]: `mismatch run`.
 
 pub mod bon;
@@ -21,10 +23,12 @@ pub mod pipeline;
 pub mod progress;
 pub mod proxy;
 pub mod real;
+pub mod record;
 pub mod report;
 pub mod rl;
 pub mod sample;
 pub mod summary;
+pub mod sweep;
 
 pub use config::RunConfig;
 pub use mismatch_models::{Error, Result};

@@ -123,6 +123,7 @@ impl RmEval {
 }
 
 /// Everything one seed produced.
+#[derive(Debug)]
 pub struct SeedResult {
     pub seed: u64,
     pub rms: Vec<RmEval>,
@@ -136,13 +137,27 @@ pub fn run_name_rl(kind: RmKind, beta: f64) -> String {
     format!("rl-{}-kl{}", kind.name(), beta)
 }
 
-/// Runs every seed of `setting` and returns the results in seed order.
-pub fn run_all(setting: &dyn Setting, cfg: &RunConfig, out: &Path, progress: bool) -> Result<Vec<SeedResult>> {
+/// Seed `index` (0-based) of the experiment: `cfg.seed + index`. The one definition both the
+/// single-process run and `mismatch run --seed-only` use, so seed index I derives the same
+/// numbers in either.
+pub fn seed_of(cfg: &RunConfig, index: usize) -> u64 {
+    mismatch_models::seed::offset(cfg.seed, index as u64)
+}
+
+/// Runs the seeds at `indices` (0-based, [`seed_of`]) of `setting` and returns the results in
+/// the order of `indices`.
+pub fn run_all(
+    setting: &dyn Setting,
+    cfg: &RunConfig,
+    indices: &[usize],
+    out: &Path,
+    progress: bool,
+) -> Result<Vec<SeedResult>> {
     let multi = indicatif::MultiProgress::new();
     if !progress {
         multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    for_each_seed(cfg, |seed| {
+    for_each_seed(cfg, indices, |seed| {
         let s = setting.seed(cfg, seed, &multi, progress)?;
         let bar = multi.add(crate::progress::bar(progress, units(cfg), &format!("seed {seed}")));
         let r = run_seed(cfg, s.as_ref(), out, seed, &bar);
@@ -151,15 +166,19 @@ pub fn run_all(setting: &dyn Setting, cfg: &RunConfig, out: &Path, progress: boo
     })
 }
 
-/// Runs `work` for seeds `cfg.seed..cfg.seed + cfg.seeds` on `cfg.threads` threads and returns
-/// the results in seed order (each seed's work depends only on its seed, so scheduling does
-/// not change any result).
-pub fn for_each_seed<T: Send>(cfg: &RunConfig, work: impl Fn(u64) -> Result<T> + Sync) -> Result<Vec<T>> {
-    let seeds: Vec<u64> = (0..cfg.seeds as u64).map(|i| mismatch_models::seed::offset(cfg.seed, i)).collect();
+/// Runs `work` for the seeds at `indices` ([`seed_of`]) on `cfg.threads` threads and returns
+/// the results in the order of `indices` (each seed's work depends only on its seed, so
+/// scheduling does not change any result).
+pub fn for_each_seed<T: Send>(
+    cfg: &RunConfig,
+    indices: &[usize],
+    work: impl Fn(u64) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let seeds: Vec<u64> = indices.iter().map(|&i| seed_of(cfg, i)).collect();
     let results: Vec<std::sync::Mutex<Option<Result<T>>>> = seeds.iter().map(|_| std::sync::Mutex::new(None)).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
-        for _ in 0..cfg.threads.clamp(1, seeds.len()) {
+        for _ in 0..cfg.threads.clamp(1, seeds.len().max(1)) {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 if i >= seeds.len() {
@@ -250,7 +269,7 @@ fn run_seed(
             &p,
             eval_seed,
             &work,
-            &format!("{name}-seed{seed}"),
+            &run_dir_name(&name, seed),
             bar,
         )?;
         write_metrics(out, &log)?;
@@ -264,11 +283,16 @@ fn run_seed(
         let pcfg = s.policy_config(crate::dpo::policy_config(&cfg.dpo, mismatch_models::seed::derive(seed, 9)));
         let single = ens.proxy(RmKind::Single, cfg.rm.uwo_lambda, "single")?;
         let log =
-            train_and_evaluate(s, &pcfg, None, &data, &single, eval_seed, &work, &format!("dpo-seed{seed}"), bar)?;
+            train_and_evaluate(s, &pcfg, None, &data, &single, eval_seed, &work, &run_dir_name("dpo", seed), bar)?;
         write_metrics(out, &log)?;
         runs.push(RunLog { name: "dpo".into(), ..log });
     }
     Ok(SeedResult { seed, rms, bon: curves, runs, annotator_acc_gold })
+}
+
+/// The directory name of run `run` of seed `seed` under `metrics/` and `work/`: `<run>-seed<seed>`.
+pub fn run_dir_name(run: &str, seed: u64) -> String {
+    format!("{run}-seed{seed}")
 }
 
 /// Writes `out/metrics/<run>/metrics.jsonl`: the trainer's per-step records, then the
@@ -285,7 +309,12 @@ pub fn write_metrics(out: &Path, log: &RunLog) -> Result<()> {
         s += &v.to_string();
         s.push('\n');
     }
-    mismatch_models::checkpoint::write_atomic(&out.join("metrics").join(&log.name).join("metrics.jsonl"), s.as_bytes())
+    mismatch_models::checkpoint::write_atomic(&metrics_path(out, &log.name), s.as_bytes())
+}
+
+/// `out/metrics/<run_dir>/metrics.jsonl` ([`run_dir_name`]).
+pub fn metrics_path(out: &Path, run_dir: &str) -> PathBuf {
+    out.join("metrics").join(run_dir).join("metrics.jsonl")
 }
 
 /// Default output directory: `runs/<UTC timestamp>`.

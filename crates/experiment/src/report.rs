@@ -3,13 +3,25 @@
 //! meters over training, and the command that reproduces it).
 
 use crate::config::RunConfig;
+use crate::pipeline::SeedResult;
 use mismatch_models::{Error, Result};
 use mismatch_report::html::Page;
 use mismatch_report::svg::{LinePlot, Series};
 use serde_json::Value;
 use std::path::Path;
 
+/// Runs every seed of `cfg` and writes `summary.json`, `config.toml` and `report.html` (with
+/// the metrics and final policies under `out`); `command` is what the summary records.
 pub fn run_and_report(cfg: &RunConfig, out: &Path, command: &str, progress: bool) -> Result<Value> {
+    let all: Vec<usize> = (0..cfg.seeds).collect();
+    let results = run_seeds(cfg, &all, out, progress)?;
+    write_report(cfg, &results, command, out)
+}
+
+/// Runs the seeds at `indices` (0-based into the config's seeds) of the config's setting,
+/// writing their metrics and final policies under `out`: the part of a run that
+/// `mismatch run --seed-only` does alone.
+pub fn run_seeds(cfg: &RunConfig, indices: &[usize], out: &Path, progress: bool) -> Result<Vec<SeedResult>> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     // Parallelism comes from running seeds side by side; inside a seed, candle's CPU kernels run
     // single-threaded (they read RAYON_NUM_THREADS at every call). The tiny models gain nothing
@@ -18,18 +30,24 @@ pub fn run_and_report(cfg: &RunConfig, out: &Path, command: &str, progress: bool
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }
-    let summary = if cfg.real.is_some() {
+    if cfg.real.is_some() {
         // Real models and data: no world, no start-policy pre-training (crate::real).
-        let results = crate::pipeline::run_all(&crate::real::RealSetting::new(cfg, progress)?, cfg, out, progress)?;
-        let mut s = crate::summary::summarise(&results, command, cfg);
-        s["setting"] = "real".into();
-        s["gold"] = crate::real::GOLD_DESCRIPTION.into();
-        s
+        crate::pipeline::run_all(&crate::real::RealSetting::new(cfg, progress)?, cfg, indices, out, progress)
     } else {
         let setting = crate::embedded::WorldSetting::new(cfg, &mismatch_world::start::home()?)?;
-        let results = crate::pipeline::run_all(&setting, cfg, out, progress)?;
-        crate::summary::summarise(&results, command, cfg)
-    };
+        crate::pipeline::run_all(&setting, cfg, indices, out, progress)
+    }
+}
+
+/// Writes `summary.json`, `config.toml` and `report.html` into `out` from every seed's results
+/// (in seed order) and returns the summary: the part of a run that `mismatch run --merge` does
+/// alone, so both write the same bytes.
+pub fn write_report(cfg: &RunConfig, results: &[SeedResult], command: &str, out: &Path) -> Result<Value> {
+    let mut summary = crate::summary::summarise(results, command, cfg);
+    if cfg.real.is_some() {
+        summary["setting"] = "real".into();
+        summary["gold"] = crate::real::GOLD_DESCRIPTION.into();
+    }
     let bytes = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Usage(e.to_string()))?;
     mismatch_models::checkpoint::write_atomic(&out.join("summary.json"), &bytes)?;
     mismatch_models::checkpoint::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())?;

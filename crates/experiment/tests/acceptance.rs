@@ -92,12 +92,10 @@ fn small_run_is_deterministic_and_renders() {
     // `mismatch run --report-only` rebuilds the same page from summary.json alone.
     std::fs::remove_file(b.path().join("report.html")).unwrap();
     let args = mismatch_experiment::cli::RunArgs {
-        config: None,
         out: Some(b.path().to_path_buf()),
-        seeds: None,
         no_progress: true,
-        print_config: false,
         report_only: true,
+        ..Default::default()
     };
     mismatch_experiment::cli::run(args).unwrap();
     assert_eq!(std::fs::read_to_string(b.path().join("report.html")).unwrap(), html);

@@ -1,7 +1,8 @@
 //! Test support shared by the property tests of every parser (`crates/*/tests/prop_*.rs`): a
 //! seeded, deterministic proptest runner, and mutations of real input files — byte flips,
 //! truncation, deleted and duplicated lines, a value replaced by a wrongly typed one, invalid
-//! UTF-8, inserted bytes — applied to JSON / JSONL or TOML text.
+//! UTF-8, inserted bytes — applied to JSON / JSONL or TOML text. Also [`TINY_EXPERIMENT`], the
+//! `mismatch run` config the end-to-end tests of several crates run.
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -12,6 +13,46 @@ pub fn runner(seed: u8, cases: u32) -> TestRunner {
     let config = Config { cases, failure_persistence: None, rng_algorithm: RngAlgorithm::ChaCha, ..Config::default() };
     TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]))
 }
+
+/// A world experiment small enough to run in seconds: one seed (`mismatch run --seeds N` runs
+/// more); top-level keys it does not set (`seed`, `start_seed`) can be written before it.
+pub const TINY_EXPERIMENT: &str = r#"
+seeds = 1
+threads = 1
+max_new_tokens = 6
+eval_prompts = 2
+[start]
+n_layer = 1
+n_head = 1
+n_embd = 8
+block_size = 24
+demos = 200
+steps = 2
+batch_size = 2
+[data]
+pair_sizes = [8]
+eval_pairs = 4
+[rm]
+members = 2
+[rm.train]
+epochs = 1
+batch_size = 4
+[bon]
+n_max = 2
+prompts = 2
+ns = [1, 2]
+[rl]
+steps = 1
+prompts_per_step = 2
+samples_per_prompt = 2
+kl_coefs = [0.1]
+eval_every = 1
+mitigations = []
+[dpo]
+steps = 1
+batch_size = 4
+eval_every = 1
+"#;
 
 /// How values are written in the text being mutated, for [`Mutation::Replace`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
