@@ -188,7 +188,9 @@ impl Bert {
         let position = w.get("embeddings.position_embeddings.weight", &[c.max_position_embeddings, h])?;
         let token_type = w.get("embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h])?;
         let emb_norm = w.norm("embeddings.LayerNorm", h, eps)?;
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        // Not `with_capacity(num_hidden_layers)`: a corrupt count would overflow it; the loop stops at
+        // the first layer whose tensors are missing.
+        let mut layers = Vec::new();
         for l in 0..c.num_hidden_layers {
             let p = format!("encoder.layer.{l}");
             layers.push(Layer {

@@ -101,6 +101,17 @@ pub fn load_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, 
         .map_err(|e| Error::invalid(path, format!("not a valid safetensors file: {e}")))
 }
 
+/// A config's layer count checked against a checkpoint of `tensors` tensors before every layer's
+/// expected tensors are listed: with more layers than tensors (a corrupt count would make that list
+/// endless), the first of layers `0..=tensors` whose tensor is absent, as `absent(layer)` names it
+/// (one is, since there are more names than tensors); `None` when `layers <= tensors`.
+pub(crate) fn missing_layer(layers: usize, tensors: usize, absent: impl Fn(usize) -> Option<String>) -> Option<String> {
+    if layers <= tensors {
+        return None;
+    }
+    (0..=tensors).find_map(absent)
+}
+
 /// Reads and parses a JSON file, naming the file (and line/column) on failure.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;

@@ -15,7 +15,7 @@
 //! `transformer.h.0.attn.c_attn.weight`; the tied head is stored once, as `transformer.wte.weight`.
 
 use crate::attention::{attention, KvCache, Positions};
-use crate::checkpoint::{load_safetensors, read_json, save_checkpoint};
+use crate::checkpoint::{load_safetensors, missing_layer, read_json, save_checkpoint};
 use crate::decoder::CausalLm;
 use crate::error::{Error, Result};
 use crate::ops;
@@ -62,14 +62,29 @@ impl GptConfig {
         if self.n_embd == 0 || !self.n_embd.is_multiple_of(self.n_head) {
             return bad(format!("n_embd ({}) must be a positive multiple of n_head ({})", self.n_embd, self.n_head));
         }
+        if self.checked_num_params().is_none() {
+            return bad(format!(
+                "vocab_size {}, n_layer {}, n_embd {} and block_size {} make more parameters than can be counted",
+                self.vocab_size, self.n_layer, self.n_embd, self.block_size
+            ));
+        }
         Ok(())
     }
 
-    /// Number of parameters (the tied head counted once).
+    /// Number of parameters (the tied head counted once); `usize::MAX` when it overflows.
     pub fn num_params(&self) -> usize {
+        self.checked_num_params().unwrap_or(usize::MAX)
+    }
+
+    /// Number of parameters, `None` when it overflows `usize` (then so may a tensor's shape).
+    fn checked_num_params(&self) -> Option<usize> {
         let c = self.n_embd;
-        let block = 2 * 2 * c + (3 * c * c + 3 * c) + (c * c + c) + (4 * c * c + 4 * c) + (4 * c * c + c);
-        self.vocab_size * c + self.block_size * c + self.n_layer * block + 2 * c
+        // Per block: 2 layer norms (4c), c_attn (3c² + 3c), attn c_proj (c² + c), c_fc (4c² + 4c),
+        // mlp c_proj (4c² + c); every shape's size is at most this.
+        let block = c.checked_mul(c)?.checked_mul(12)?.checked_add(c.checked_mul(13)?)?;
+        [self.vocab_size.checked_mul(c)?, self.block_size.checked_mul(c)?, self.n_layer.checked_mul(block)?, 2 * c]
+            .into_iter()
+            .try_fold(0usize, usize::checked_add)
     }
 
     /// Every parameter's name, shape and init standard deviation (0: zeros, `None`: ones),
@@ -298,6 +313,12 @@ impl Gpt {
         cfg.validate(&cfg_path)?;
         let st_path = dir.join("model.safetensors");
         let tensors = load_safetensors(&st_path, device)?;
+        if let Some(name) = missing_layer(cfg.n_layer, tensors.len(), |i| {
+            let name = format!("transformer.h.{i}.ln_1.weight");
+            (!tensors.contains_key(&name)).then_some(name)
+        }) {
+            return Err(Error::invalid(&st_path, format!("missing tensor {name} (n_layer is {})", cfg.n_layer)));
+        }
         let mut checked = HashMap::new();
         for (name, shape, _) in cfg.param_specs() {
             let t = tensors.get(&name).ok_or_else(|| Error::invalid(&st_path, format!("missing tensor {name}")))?;

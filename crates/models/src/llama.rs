@@ -235,6 +235,13 @@ impl Llama {
         path: &Path,
     ) -> Result<Self> {
         cfg.validate(path)?;
+        let layers = cfg.num_hidden_layers;
+        if let Some(name) = checkpoint::missing_layer(layers, tensors.len(), |i| {
+            let name = format!("model.layers.{i}.input_layernorm.weight");
+            (!tensors.contains_key(&name)).then_some(name)
+        }) {
+            return Err(Error::invalid(path, format!("missing tensor {name} (num_hidden_layers is {layers})")));
+        }
         let mut expected = Self::parameter_shapes(cfg);
         let mut tensors = tensors;
         // Tied checkpoints may still carry a copy of the embeddings as lm_head.

@@ -55,6 +55,10 @@ pub struct LlamaConfig {
     pub rope_scaling: Option<serde_json::Value>,
 }
 
+/// The longest context the RoPE tables are built for: above every released model's (Llama 4 Scout's
+/// is 10M), far below where a corrupt count would make them exhaust memory.
+pub const MAX_POSITIONS: usize = 1 << 24;
+
 fn default_model_type() -> String {
     "llama".into()
 }
@@ -97,6 +101,13 @@ impl LlamaConfig {
         }
         if self.vocab_size == 0 || self.num_hidden_layers == 0 || self.hidden_size == 0 {
             return bad("vocab_size, num_hidden_layers and hidden_size must be positive".into());
+        }
+        if h.checked_mul(self.head_dim()).is_none() {
+            return bad(format!("num_attention_heads {h} × head_dim {} overflows", self.head_dim()));
+        }
+        let p = self.max_position_embeddings;
+        if p == 0 || p > MAX_POSITIONS {
+            return bad(format!("max_position_embeddings {p} must be between 1 and {MAX_POSITIONS} (the RoPE tables hold one row a position)"));
         }
         Ok(())
     }
