@@ -153,8 +153,8 @@ impl Engine {
         // Per row that goes on: the prompt (row of the prefill) it came from.
         let mut from = Vec::new();
         for (i, (id, r)) in requests.into_iter().enumerate() {
-            let mut group = Group { id, params: r.params, top: r.top_logprobs, rng: ChaCha8Rng::seed_from_u64(0) };
-            group.rng = ChaCha8Rng::seed_from_u64(group.params.seed);
+            let rng = ChaCha8Rng::seed_from_u64(r.params.seed);
+            let mut group = Group { id, params: r.params, top: r.top_logprobs, rng };
             let draws: Vec<f64> = (0..r.n).map(|_| draw(&mut group)).collect();
             for (choice, u) in draws.into_iter().enumerate() {
                 let e = pick(&logits[i], &group, u, id, choice, 1);
@@ -201,21 +201,19 @@ impl Engine {
             Ok(model.lm_logits(&h)?.squeeze(1)?.to_dtype(DType::F32)?.to_vec2()?)
         })?;
         // Draws in row order, per request: what `generate` draws for that request alone.
-        let mut draws = Vec::with_capacity(b);
-        for r in &self.rows {
-            let g = self.groups.iter_mut().find(|g| g.id == r.request).expect("a live row's request");
-            draws.push(draw(g));
-        }
+        let group: Vec<usize> = self
+            .rows
+            .iter()
+            .map(|r| self.groups.iter().position(|g| g.id == r.request).expect("a live row's request"))
+            .collect();
+        let draws: Vec<f64> = group.iter().map(|&g| draw(&mut self.groups[g])).collect();
         let groups = &self.groups;
         let events: Vec<Event> = on_pool(|| {
             self.rows
                 .par_iter()
                 .zip(&logits)
-                .zip(&draws)
-                .map(|((r, l), &u)| {
-                    let g = groups.iter().find(|g| g.id == r.request).expect("a live row's request");
-                    pick(l, g, u, r.request, r.choice, r.generated + 1)
-                })
+                .zip(group.par_iter().zip(&draws))
+                .map(|((r, l), (&g, &u))| pick(l, &groups[g], u, r.request, r.choice, r.generated + 1))
                 .collect()
         });
         for (r, e) in self.rows.iter_mut().zip(&events) {

@@ -11,6 +11,11 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+/// The defaults of [`Options`] and of the flags in [`EndpointArgs`].
+const CONCURRENCY: usize = 8;
+const TIMEOUT_S: f64 = 600.0;
+const RETRIES: u32 = 5;
+
 /// How a [`Client`] behaves; the defaults suit a local server and hosted APIs alike.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -29,9 +34,9 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            concurrency: 8,
-            timeout: Duration::from_secs(600),
-            retries: 5,
+            concurrency: CONCURRENCY,
+            timeout: Duration::from_secs_f64(TIMEOUT_S),
+            retries: RETRIES,
             backoff: Duration::from_millis(500),
             cache: None,
         }
@@ -189,13 +194,13 @@ fn decode<A: DeserializeOwned>(url: &str, text: &str) -> Result<A> {
 #[derive(clap::Args, Debug, Clone)]
 pub struct EndpointArgs {
     /// Requests in flight at once to an `openai:` endpoint.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = CONCURRENCY)]
     pub concurrency: usize,
     /// Seconds before an endpoint request is abandoned (then retried).
-    #[arg(long, default_value_t = 600.0)]
+    #[arg(long, default_value_t = TIMEOUT_S)]
     pub request_timeout: f64,
     /// Further attempts after a 429, a 5xx or a dropped connection, with exponential backoff.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = RETRIES)]
     pub retries: u32,
     /// Response cache (SQLite; default: $MISMATCH_HOME/cache/openai.sqlite).
     #[arg(long)]

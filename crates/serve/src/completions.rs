@@ -41,8 +41,8 @@ pub async fn handle(State(s): State<Arc<Served>>, body: Result<Bytes, BytesRejec
         }
         ids.push(t);
     }
-    let asked = |_: ()| Asked { params: &req.params, max_tokens: req.params.max_tokens, top_logprobs: top };
-    let plans = ids.iter().map(|t| plan(&s, asked(()), t.len(), Some(16))).collect::<Result<Vec<_>, _>>()?;
+    let asked = Asked { params: &req.params, max_tokens: req.params.max_tokens, top_logprobs: top };
+    let plans = ids.iter().map(|t| plan(&s, asked, t.len(), Some(16))).collect::<Result<Vec<_>, _>>()?;
     if plans[0].params.max_new_tokens == 0 && !echo {
         return Err(ApiError::param("max_tokens", "max_tokens 0 generates nothing; it is for scoring with echo"));
     }
@@ -53,7 +53,7 @@ pub async fn handle(State(s): State<Arc<Served>>, body: Result<Bytes, BytesRejec
         let chunk = {
             let (id, model, s2) = (id.clone(), model.clone(), s.clone());
             move |index: usize, delta: &str, events: &[Event], finish: Option<&str>| {
-                let logprobs = req.logprobs.is_some().then(|| logprobs(&s2, None, events, top, 0));
+                let logprobs = req.logprobs.is_some().then(|| logprobs(&s2, None, events, top));
                 let c = CompletionChoice {
                     index,
                     text: delta.to_string(),
@@ -105,7 +105,7 @@ pub async fn handle(State(s): State<Arc<Served>>, body: Result<Bytes, BytesRejec
             let text = if echo { format!("{}{}", prompts[i], c.detok.text()) } else { c.detok.text().to_string() };
             let lp = req.logprobs.is_some().then(|| {
                 let echoed = echo.then_some((prompt_ids.as_slice(), scored.as_deref()));
-                logprobs(&s, echoed, &c.events, top, 0)
+                logprobs(&s, echoed, &c.events, top)
             });
             let finish = if p.params.max_new_tokens == 0 { Some("length") } else { c.finish };
             choices.push(CompletionChoice {
@@ -125,16 +125,15 @@ pub async fn handle(State(s): State<Arc<Served>>, body: Result<Bytes, BytesRejec
 }
 
 /// The legacy log-prob arrays: the echoed prompt's tokens (when given, with their scores from
-/// [`prompt_logprobs`]) and then the generated ones. Offsets count bytes from `offset`.
+/// [`prompt_logprobs`]) and then the generated ones. Offsets count bytes of the text.
 fn logprobs(
     s: &Served,
     echoed: Option<(&[u32], Option<&[Scored]>)>,
     events: &[Event],
     top: usize,
-    offset: usize,
 ) -> CompletionLogprobs {
     let mut out = CompletionLogprobs::default();
-    let mut at = offset;
+    let mut at = 0;
     let mut push = |out: &mut CompletionLogprobs, id: u32, lp: Option<f32>, alts: Option<&[(u32, f32)]>| {
         let (text, _) = token_text(&s.lm.tok, id);
         out.text_offset.push(at);

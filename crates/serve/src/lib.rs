@@ -67,16 +67,12 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// `model` on a free loopback port with the flags' defaults (programs that serve in-process).
     pub fn new(model: &str) -> Self {
-        Self {
-            model: model.into(),
-            reward: None,
-            served_model_name: None,
-            host: "127.0.0.1".into(),
-            port: 0,
-            max_batch: 32,
-            max_body: 4 << 20,
-            device: "cpu".into(),
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            args: ServeArgs,
         }
+        <Command as clap::Parser>::parse_from(["serve", "--model", model, "--port", "0"]).args
     }
 }
 

@@ -11,6 +11,7 @@ use mismatch_openai::api::{Params, Stop, TokenLogprob, TopLogprob};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 /// The sampling parameters as asked, before checking.
+#[derive(Clone, Copy)]
 pub struct Asked<'a> {
     pub params: &'a Params,
     /// `max_tokens` as the endpoint reads it.
