@@ -13,7 +13,8 @@
 //!   KL estimate;
 //! - [`kl`]: sequence KL to a reference from samples;
 //! - [`meters`]: failure-mode meters (one definition each) over [`meters::Reading`]s; [`text`]:
-//!   the string rules that read real text.
+//!   the string rules that read real text;
+//! - [`winrate`]: win rates against a baseline and AlpacaEval 2's length-controlled win rate.
 
 pub mod bon;
 pub mod kl;
@@ -23,6 +24,7 @@ pub mod rm;
 pub mod stats;
 pub mod subsets;
 pub mod text;
+pub mod winrate;
 
 pub use meters::{Meters, PromptKind, Reader, Reading, FAILURE_METERS};
 pub use stats::Ci;
