@@ -6,6 +6,8 @@
 //! - [`stats`]: the one statistics module (percentile and BCa bootstrap, clustered and
 //!   stratified bootstrap, Student-t and normal intervals);
 //! - [`rank`]: Pearson and Spearman correlation;
+//! - [`arena`]: ratings of N models from pairwise judgements as Chatbot Arena computes them
+//!   (Bradley–Terry MLE on the Elo scale, online Elo, bootstrap intervals of ratings and ranks);
 //! - [`rm`]: reward-model evaluation (accuracy with RewardBench's tie rule, ECE, length bias,
 //!   consistency, ensemble disagreement, agreement with a reference); [`subsets`]: RewardBench
 //!   sections;
@@ -16,6 +18,7 @@
 //!   the string rules that read real text;
 //! - [`winrate`]: win rates against a baseline and AlpacaEval 2's length-controlled win rate.
 
+pub mod arena;
 pub mod bon;
 pub mod kl;
 pub mod meters;
