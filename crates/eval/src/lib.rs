@@ -16,13 +16,17 @@
 //! - [`kl`]: sequence KL to a reference from samples;
 //! - [`meters`]: failure-mode meters (one definition each) over [`meters::Reading`]s; [`text`]:
 //!   the string rules that read real text;
-//! - [`winrate`]: win rates against a baseline and AlpacaEval 2's length-controlled win rate.
+//! - [`winrate`]: win rates against a baseline and AlpacaEval 2's length-controlled win rate;
+//! - [`refusal`]: XSTest over-refusal — string-match and judge labels (full compliance, full
+//!   refusal, partial refusal), the prompt file, refusal rates with CIs, Cohen's κ between
+//!   labelings.
 
 pub mod arena;
 pub mod bon;
 pub mod kl;
 pub mod meters;
 pub mod rank;
+pub mod refusal;
 pub mod rm;
 pub mod stats;
 pub mod subsets;
