@@ -45,7 +45,7 @@
 //!   expected number of misordered pairs `Σ_{a<b} Φ(−|β_a − β_b|/se_ab)`, se from the observed
 //!   information.
 
-use crate::stats::{normal_cdf, percentile_ci, Ci, Resampler, RESAMPLES};
+use crate::stats::{normal_cdf, percentile_ci, sigmoid, softplus, Ci, Resampler, RESAMPLES};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -172,20 +172,6 @@ fn check(k: usize, battles: &[Battle]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
-}
-
-/// ln(1 + eˣ) = −log σ(−x), without overflow.
-fn softplus(x: f64) -> f64 {
-    x.max(0.0) + (-x.abs()).exp().ln_1p()
 }
 
 /// The battles summed per pair: `(i, j, Wᵢⱼ, nᵢⱼ)` for i < j with nᵢⱼ > 0, and which models

@@ -66,6 +66,28 @@ pub fn mean(xs: &[f64]) -> f64 {
     xs.iter().sum::<f64>() / xs.len() as f64
 }
 
+/// Sample variance, divisor n − 1 (NaN for fewer than two values).
+pub fn variance(xs: &[f64]) -> f64 {
+    let m = mean(xs);
+    xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (xs.len() as f64 - 1.0)
+}
+
+/// The logistic function σ(x) = 1/(1 + e⁻ˣ), the link of the Bradley-Terry and logistic
+/// likelihoods, computed without overflow on either side.
+pub fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// ln(1 + eˣ) = −ln σ(−x), without overflow.
+pub fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
 /// Type-7 quantile of sorted values: interpolates at position `p (m − 1)`; NaN when empty.
 pub fn quantile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -245,12 +267,11 @@ pub fn normal_ci(xs: &[f64]) -> Ci {
         return Ci { mean: f64::NAN, lo: f64::NAN, hi: f64::NAN, n };
     }
     let nf = n as f64;
-    let m = xs.iter().sum::<f64>() / nf;
+    let m = mean(xs);
     if n < 2 {
         return Ci::point(m, n);
     }
-    let var = xs.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (nf - 1.0);
-    let half = 1.96 * (var / nf).sqrt();
+    let half = 1.96 * (variance(xs) / nf).sqrt();
     Ci { mean: m, lo: m - half, hi: m + half, n }
 }
 
@@ -283,8 +304,7 @@ pub fn t_ci(xs: &[f64]) -> Ci {
     if n < 2 {
         return Ci::point(m, n);
     }
-    let var = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64;
-    let half = t_critical(n - 1) * (var / n as f64).sqrt();
+    let half = t_critical(n - 1) * (variance(xs) / n as f64).sqrt();
     Ci { mean: m, lo: m - half, hi: m + half, n }
 }
 

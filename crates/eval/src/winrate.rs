@@ -35,7 +35,7 @@
 //! (coordinate descent on the quadratic model, backtracking line search) run to 1e-12, where
 //! liblinear stops at tol 1e-4; `tests/alpaca_eval.rs` matches AlpacaEval's own code.
 
-use crate::stats::{self, Ci};
+use crate::stats::{self, sigmoid, softplus, Ci};
 use crate::{Error, Result};
 use serde::Serialize;
 
@@ -92,9 +92,7 @@ pub fn win_rate(preferences: &[f64], seed: u64) -> Result<WinRate> {
 
 /// Standard error of the mean, divisor n − 1 (pandas' `sem`); NaN for n < 2.
 fn sem(xs: &[f64]) -> f64 {
-    let n = xs.len() as f64;
-    let m = stats::mean(xs);
-    (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() / n.sqrt()
+    stats::variance(xs).sqrt() / (xs.len() as f64).sqrt()
 }
 
 /// Which of AlpacaEval's GLMs to fit.
@@ -218,7 +216,7 @@ impl<'a> Design<'a> {
             return Err(Error::Usage("length_controlled_v1 needs the gamed-baseline rows (df_gamed)".into()));
         }
         let delta: Vec<f64> = rows.iter().map(|r| r.len_baseline as f64 - r.len_model as f64).collect();
-        let sd = sem(&delta) * (delta.len() as f64).sqrt();
+        let sd = stats::variance(&delta).sqrt();
         if sd.is_nan() || sd <= 0.0 {
             return Err(Error::Usage("every output has the same length difference to the baseline".into()));
         }
@@ -320,15 +318,6 @@ pub fn parse_difficulty(text: &str) -> std::result::Result<Vec<f64>, String> {
         }
     }
     Ok(out.into_iter().map(|(_, v)| v).collect())
-}
-
-fn sigmoid(z: f64) -> f64 {
-    1.0 / (1.0 + (-z).exp())
-}
-
-/// ln(1 + eᶻ) without overflow.
-fn softplus(z: f64) -> f64 {
-    z.max(0.0) + (-z.abs()).exp().ln_1p()
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {

@@ -11,6 +11,7 @@ use crate::loss::{bradley_terry, centering, gaussian_bt, kwise, margin_bt, plack
 use crate::member::{detect, Backbone, Inputs, Member};
 use crate::model::{RewardModel, RmConfig};
 use candle_core::{DType, Device, Tensor};
+use mismatch_eval::stats::softplus;
 use mismatch_models::checkpoint::{load_safetensors, read_json, safetensors_bytes, write_atomic};
 use mismatch_models::optim::AdamW;
 use mismatch_models::{Error, Result};
@@ -657,10 +658,6 @@ fn assemble(
     }
     rm.save(&model_dir)?;
     Ok(rm)
-}
-
-fn softplus(x: f64) -> f64 {
-    x.max(0.0) + (-x.abs()).exp().ln_1p()
 }
 
 fn merge(rec: &mut serde_json::Value, prefix: &str, s: &PairStats) {
