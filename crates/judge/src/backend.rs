@@ -125,18 +125,30 @@ impl Local {
         let tok = &self.lm.tok;
         let ids: Vec<u32> = events.iter().map(|e| e.token).collect();
         let text = tok.decode(&ids, true)?;
-        let alternatives: Vec<TokenLogprob> = match events.first() {
-            Some(e) => e
-                .top
-                .iter()
-                .map(|&(id, lp)| Ok(TokenLogprob { token: tok.decode(&[id], false)?, logprob: lp as f64 }))
-                .collect::<Result<_>>()?,
-            None => vec![],
-        };
-        let candidates =
-            r.candidates.iter().filter_map(|c| alternatives.iter().find(|t| &t.token == c).cloned()).collect();
-        let first_token = alternatives.into_iter().take(r.top_logprobs.min(MAX_TOP_LOGPROBS)).collect();
+        let top: &[(u32, f32)] = events.first().map_or(&[], |e| &e.top);
+        let first_token = top
+            .iter()
+            .take(r.top_logprobs.min(MAX_TOP_LOGPROBS))
+            .map(|&(id, lp)| Ok(TokenLogprob { token: tok.decode(&[id], false)?, logprob: lp as f64 }))
+            .collect::<Result<_>>()?;
+        let mut candidates = Vec::new();
+        for c in &r.candidates {
+            // A candidate is the one token the tokenizer spells it with; text that takes several
+            // tokens cannot be a first token, and is not found (as at an endpoint).
+            let Some(id) = self.single_token(c)? else { continue };
+            if let Some(&(_, lp)) = top.iter().find(|(t, _)| *t == id) {
+                candidates.push(TokenLogprob { token: c.clone(), logprob: lp as f64 });
+            }
+        }
         Ok(JudgeReply { text, first_token, candidates })
+    }
+
+    fn single_token(&self, text: &str) -> Result<Option<u32>> {
+        let tok = &self.lm.tok;
+        Ok(match tok.encode(text, false)?.as_slice() {
+            &[id] if tok.decode(&[id], false)? == text => Some(id),
+            _ => None,
+        })
     }
 }
 
