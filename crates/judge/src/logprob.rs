@@ -23,6 +23,7 @@
 //! match tokens exactly (`" m"` is not `m`), and a token listed twice counts with its last
 //! log-prob.
 
+use crate::verdict::Verdict;
 use serde::{Deserialize, Serialize};
 
 /// One alternative for a generated token, as OpenAI's `top_logprobs` lists it.
@@ -43,6 +44,18 @@ pub fn preference_b(first_token: &[TokenLogprob], label_a: &str, label_b: &str) 
     let hi = la.max(lb);
     let lse = hi + ((la - hi).exp() + (lb - hi).exp()).ln();
     Some((lb - lse).exp())
+}
+
+/// The verdict `alpaca_eval_clf_gpt4_turbo` takes from the log-probs: `logprob_parser` with
+/// `is_binarize: true` gives `float(P(a)/(P(a)+P(b)) > 0.5)`, so A when `p_B < ½` and B
+/// otherwise (an exact ½ goes to B, as `0.5 > 0.5` is false); no label among the alternatives
+/// is AlpacaEval's `NaN`, here [`Verdict::Unparsed`] with the reply `raw`.
+pub fn binarized(first_token: &[TokenLogprob], label_a: &str, label_b: &str, raw: &str) -> Verdict {
+    match preference_b(first_token, label_a, label_b) {
+        Some(p) if 1.0 - p > 0.5 => Verdict::A,
+        Some(_) => Verdict::B,
+        None => Verdict::Unparsed { raw: raw.into() },
+    }
 }
 
 #[cfg(test)]
@@ -69,5 +82,15 @@ mod tests {
         // An annotation of alpaca-7b: "m" at −8.7763e-6, "M" at −11.796884 → preference 1.000007528.
         let p = preference_b(&top(&[("m", -8.7763e-06), ("M", -11.796884), ("The", -13.937509)]), "m", "M");
         assert!((p.unwrap() - 0.000007528).abs() < 1e-9, "{p:?}");
+    }
+
+    #[test]
+    fn binarized_verdicts() {
+        let v = |pairs: &[(&str, f64)]| binarized(&top(pairs), "m", "M", "raw");
+        assert_eq!(v(&[("m", -0.1), ("M", -2.0)]), Verdict::A);
+        assert_eq!(v(&[("M", -0.1), ("m", -2.0)]), Verdict::B);
+        assert_eq!(v(&[("m", -1.0), ("M", -1.0)]), Verdict::B);
+        assert_eq!(v(&[("m", -9.0)]), Verdict::A);
+        assert_eq!(v(&[("The", -0.1)]), Verdict::Unparsed { raw: "raw".into() });
     }
 }

@@ -22,12 +22,15 @@
 //! with both verdicts), and the judge's rate of naming position A (verdicts A ÷ parsed verdicts,
 //! both orders pooled; ½ for a judge without position bias that never ties).
 //!
-//! With a label template (AlpacaEval's `m`/`M`) the judge's first-token log-probs also give a
-//! **weighted preference** per order ([`crate::logprob::preference_b`], mapped to answer 2 as
-//! above) and its swap average.
+//! With a label template (AlpacaEval's `m`/`M`) the verdict in each order is AlpacaEval's: the
+//! first-token log-probs binarised ([`crate::logprob::binarized`]); only a backend that returns
+//! no log-probs at all has its reply text read instead ([`crate::verdict::parse_label`]). The
+//! log-probs also give a **weighted preference** per order ([`crate::logprob::preference_b`],
+//! mapped to answer 2 as above; AlpacaEval 2's `weighted_alpaca_eval_gpt4_turbo`) and its swap
+//! average.
 
-use crate::backend::{Backend, JudgeRequest};
-use crate::logprob::preference_b;
+use crate::backend::{Backend, JudgeReply, JudgeRequest, MAX_TOP_LOGPROBS};
+use crate::logprob::{binarized, preference_b};
 use crate::template::{Fill, Kind, Output, Template};
 use crate::verdict::{parse, Verdict};
 use crate::{Error, JudgeOptions, Result};
@@ -132,7 +135,7 @@ pub fn judge_pairs(
             requests.push(JudgeRequest {
                 messages: template.render(&Fill::pair(&it.question, a, b).with_reference(r))?,
                 max_tokens,
-                top_logprobs: 0,
+                top_logprobs: if labels.is_some() { MAX_TOP_LOGPROBS } else { 0 },
                 candidates: labels.iter().flat_map(|(a, b)| [a.clone(), b.clone()]).collect(),
             });
         }
@@ -149,11 +152,19 @@ pub fn judge_pairs(
     let mut out = Vec::with_capacity(items.len());
     for (it, pair) in items.iter().zip(replies.chunks(2)) {
         let (one, two) = (&pair[0], &pair[1]);
-        let (v1, v2) = (parse(&one.text, &template.output), parse(&two.text, &template.output));
+        let read = |reply: &JudgeReply| match &labels {
+            Some((a, b)) if !reply.first_token.is_empty() || !reply.candidates.is_empty() => {
+                let listed = if reply.candidates.is_empty() { &reply.first_token } else { &reply.candidates };
+                binarized(listed, a, b, &reply.text)
+            }
+            _ => parse(&reply.text, &template.output),
+        };
+        let (v1, v2) = (read(one), read(two));
         let (q1, q2) = (answer_2_preference(&v1, false), answer_2_preference(&v2, true));
-        let weighted = |reply: &crate::JudgeReply, swapped: bool| {
+        let weighted = |reply: &JudgeReply, swapped: bool| {
             let (a, b) = labels.as_ref()?;
-            preference_b(&reply.candidates, a, b).map(|p| if swapped { 1.0 - p } else { p })
+            let listed = if reply.candidates.is_empty() { &reply.first_token } else { &reply.candidates };
+            preference_b(listed, a, b).map(|p| if swapped { 1.0 - p } else { p })
         };
         let (w1, w2) = (weighted(one, false), weighted(two, true));
         let both = q1.zip(q2);

@@ -10,10 +10,12 @@
 //!   `-1`, here [`Verdict::Unparsed`]. A rating outside 1–10 is kept, as FastChat keeps it.
 //!   Digits are ASCII (`literal_eval` reads no other).
 //! - **AlpacaEval 2 classifier** (`alpaca_eval_clf_gpt4_turbo`): the judge answers one token, the
-//!   identifier `m` (the output shown first) or `M`. AlpacaEval reads the first token's
-//!   log-probs ([`crate::logprob`]); as text, the reply's first word (leading whitespace, quotes,
-//!   backticks and asterisks dropped, up to the first character that is not a letter or digit)
-//!   must be one of the two identifiers, case-sensitively.
+//!   identifier `m` (the output shown first) or `M`. AlpacaEval reads it from the first token's
+//!   log-probs, not the text ([`crate::logprob::binarized`]), and so does the pairwise judge
+//!   whenever the backend returns log-probs. [`parse_label`] reads the text, for endpoints that
+//!   return none: the reply's first word (leading whitespace, quotes, backticks and asterisks
+//!   dropped, up to the first character that is not a letter or digit) must be one of the two
+//!   identifiers, case-sensitively.
 
 use crate::template::Output;
 use serde::Serialize;
