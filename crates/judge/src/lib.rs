@@ -10,7 +10,8 @@
 //! - [`verdict`]: a judge's reply to a [`Verdict`] (`[[A]]`/`[[B]]`/`[[C]]`, `Rating: [[x]]`,
 //!   `m`/`M`), exactly as the originals read them; a reply that cannot be read is kept as
 //!   [`Verdict::Unparsed`];
-//! - [`logprob`]: AlpacaEval 2's weighted preference from the first token's log-probs;
+//! - [`logprob`]: AlpacaEval 2's weighted preference from the first token's log-probs, and the
+//!   classifier's verdict from them (binarised, as `alpaca_eval_clf_gpt4_turbo` reads it);
 //! - [`backend`]: where the judge runs — [`Local`] (a loaded model, greedy) or [`Remote`] (an
 //!   endpoint through [`mismatch_openai::Client`], with its concurrency and cache);
 //! - [`pairwise`]: each pair judged in both orders, swap-averaged preference, position
