@@ -33,6 +33,9 @@ enum Command {
     Policy(mismatch_policy::cli::PolicyCmd),
     /// Sample completions from a causal LM (short name, .gguf file or HF checkpoint directory).
     Generate(cmd::generate::GenerateArgs),
+    /// Evaluate outputs: win rates (AlpacaEval's length-controlled one), model ratings, over-refusal.
+    #[command(subcommand)]
+    Eval(cmd::eval::EvalCmd),
     /// Serve a causal LM (and a reward model) under the OpenAI API, with continuous batching.
     Serve(mismatch_serve::ServeArgs),
 }
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Models(c) => cmd::models::run(c),
         Command::Generate(a) => cmd::generate::run(a),
         Command::Serve(a) => mismatch_serve::run(a),
+        Command::Eval(c) => cmd::eval::run(c),
         Command::Run(a) => mismatch_experiment::cli::run(a),
         Command::Policy(c) => mismatch_policy::cli::run(c),
         Command::Rm(c) => mismatch_reward::cli::run(c),

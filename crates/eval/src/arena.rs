@@ -407,6 +407,41 @@ pub fn online_elo(k: usize, battles: &[Battle], k_factor: f64) -> Result<Vec<f64
     Ok(r)
 }
 
+/// Online Elo with percentile intervals, as the Arena notebook's `get_bootstrap_result` over
+/// `compute_online_elo`: each resample draws the battles with replacement (in the drawn order)
+/// and replays them. A model missing from a resample keeps 1000 there, as in the notebook.
+pub fn online_elo_intervals(
+    k: usize,
+    battles: &[Battle],
+    k_factor: f64,
+    resamples: usize,
+    seed: u64,
+) -> Result<Vec<Ci>> {
+    let point = online_elo(k, battles, k_factor)?;
+    let mut games = vec![0usize; k];
+    for b in battles {
+        games[b.a] += 1;
+        games[b.b] += 1;
+    }
+    let mut boots = vec![Vec::with_capacity(resamples); k];
+    let mut resampler = Resampler::new(battles.len(), seed);
+    for _ in 0..resamples {
+        let drawn: Vec<Battle> = resampler.draw().iter().map(|&t| battles[t]).collect();
+        for (i, r) in online_elo(k, &drawn, k_factor)?.into_iter().enumerate() {
+            boots[i].push(r);
+        }
+    }
+    Ok((0..k)
+        .map(|i| {
+            if resamples == 0 {
+                Ci::point(point[i], games[i])
+            } else {
+                percentile_ci(point[i], games[i], std::mem::take(&mut boots[i]))
+            }
+        })
+        .collect())
+}
+
 /// 1 + the number of ratings strictly above each (NaN for NaN ratings).
 fn rank_of(r: &[f64]) -> Vec<f64> {
     r.iter().map(|&x| if x.is_nan() { f64::NAN } else { 1.0 + r.iter().filter(|&&y| y > x).count() as f64 }).collect()
@@ -587,6 +622,24 @@ mod tests {
         assert_ne!(online_elo(3, &rev, ELO_K).unwrap(), r);
         let (f, b) = (fit_bt(3, &v, RIDGE).unwrap(), fit_bt(3, &rev, RIDGE).unwrap());
         assert!(f.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-12));
+    }
+
+    /// Elo intervals: every resample of one repeated battle is that battle n times, so the
+    /// interval is a point at the replayed rating; on mixed battles it brackets the point
+    /// (here the point is an order effect, not the resample mean) and a seed repeats it.
+    #[test]
+    fn online_elo_intervals_replay_resamples() {
+        let same = battles(&[(0, 1, 1.0); 5]);
+        let ci = online_elo_intervals(2, &same, ELO_K, 50, 3).unwrap();
+        let r = online_elo(2, &same, ELO_K).unwrap();
+        for i in 0..2 {
+            assert_eq!((ci[i].lo, ci[i].hi, ci[i].mean, ci[i].n), (r[i], r[i], r[i], 5));
+        }
+        let mixed = battles(&[(0, 1, 1.0), (1, 2, 0.5), (2, 0, 1.0), (0, 2, 0.0), (1, 0, 1.0), (2, 1, 0.0)]);
+        let a = online_elo_intervals(3, &mixed, ELO_K, 200, 7).unwrap();
+        assert_eq!(a, online_elo_intervals(3, &mixed, ELO_K, 200, 7).unwrap());
+        assert!(a.iter().all(|c| c.lo < c.hi && c.lo <= c.mean && c.mean <= c.hi), "{a:?}");
+        assert!(online_elo_intervals(3, &mixed, ELO_K, 0, 7).unwrap().iter().all(|c| c.lo == c.hi));
     }
 
     /// A model that wins everything: no finite MLE without the ridge; with it, finite, on top,

@@ -17,10 +17,13 @@
 //! - [`meters`]: failure-mode meters (one definition each) over [`meters::Reading`]s; [`text`]:
 //!   the string rules that read real text;
 //! - [`winrate`]: win rates against a baseline and AlpacaEval 2's length-controlled win rate;
+//! - [`agreement`]: a judge's (or reward model's) agreement with several human annotators beside
+//!   the humans' own, and leave-one-out accuracies against the others' majority;
 //! - [`refusal`]: XSTest over-refusal — string-match and judge labels (full compliance, full
 //!   refusal, partial refusal), the prompt file, refusal rates with CIs, Cohen's κ between
 //!   labelings.
 
+pub mod agreement;
 pub mod arena;
 pub mod bon;
 pub mod kl;

@@ -44,6 +44,30 @@ use serde::Serialize;
 /// the AlpacaEval repository, because AlpacaEval's own fit lives on the Hugging Face hub.
 pub const ALPACA_EVAL_DIFFICULTY: &str = include_str!("../data/alpaca_eval_instruction_difficulty.csv");
 
+/// AlpacaEval's 805 instructions as `index,sha256` (the first 16 hex digits of the SHA-256 of the
+/// instruction's UTF-8 text), written by `scripts/alpaca_eval_instruction_ids.py`: annotations
+/// in any order find their row of [`ALPACA_EVAL_DIFFICULTY`] through [`alpaca_eval_index`].
+pub const ALPACA_EVAL_INSTRUCTION_IDS: &str = include_str!("../data/alpaca_eval_instruction_ids.csv");
+
+/// The position of `instruction` in AlpacaEval's order (the index of its difficulty), or `None`
+/// when it is not one of AlpacaEval's instructions (the text must match exactly).
+pub fn alpaca_eval_index(instruction: &str) -> Option<usize> {
+    use sha2::{Digest, Sha256};
+    use std::sync::OnceLock;
+    static IDS: OnceLock<std::collections::HashMap<String, usize>> = OnceLock::new();
+    let ids = IDS.get_or_init(|| {
+        ALPACA_EVAL_INSTRUCTION_IDS
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(','))
+            .filter_map(|(i, h)| Some((h.to_string(), i.parse().ok()?)))
+            .collect()
+    });
+    let digest = Sha256::digest(instruction.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    ids.get(&hex).copied()
+}
+
 /// The regularisation grid of scikit-learn's `LogisticRegressionCV(Cs=10)`.
 fn grid() -> Vec<f64> {
     (0..10).map(|i| 10f64.powf(-4.0 + 8.0 * i as f64 / 9.0)).collect()
@@ -318,6 +342,44 @@ pub fn parse_difficulty(text: &str) -> std::result::Result<Vec<f64>, String> {
         }
     }
     Ok(out.into_iter().map(|(_, v)| v).collect())
+}
+
+/// Parse AlpacaEval's `df_gamed.csv` (columns `index`, `preference` in [0, 1], `std_delta_len`,
+/// `instruction_difficulty`, `not_gamed_baseline`; others such as `model` ignored, any order).
+/// Rows with `not_gamed_baseline` true are not gamed rows and are skipped. Errors name the line
+/// and the field.
+pub fn parse_gamed(text: &str) -> std::result::Result<Vec<GamedRow>, String> {
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
+    let Some((_, header)) = lines.next() else {
+        return Err("empty file".into());
+    };
+    let header: Vec<&str> = header.split(',').map(str::trim).collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).ok_or(format!("line 1: no column `{name}`"));
+    let (i, p, s, d) = (col("index")?, col("preference")?, col("std_delta_len")?, col("instruction_difficulty")?);
+    let g = header.iter().position(|h| *h == "not_gamed_baseline");
+    let mut out = Vec::new();
+    for (no, line) in lines {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        let field = |k: usize| f.get(k).copied().ok_or(format!("line {}: field {}: missing", no + 1, header[k]));
+        let num = |k: usize| -> std::result::Result<f64, String> {
+            field(k)?.parse::<f64>().map_err(|_| format!("line {}: field {}: not a number", no + 1, header[k]))
+        };
+        if let Some(g) = g {
+            if field(g)?.eq_ignore_ascii_case("true") {
+                continue;
+            }
+        }
+        let index = field(i)?.parse::<usize>().map_err(|_| format!("line {}: field index: not an integer", no + 1))?;
+        let preference = num(p)?;
+        if !(0.0..=1.0).contains(&preference) {
+            return Err(format!("line {}: field preference: {preference} is outside [0, 1]", no + 1));
+        }
+        out.push(GamedRow { index, preference, std_delta_len: num(s)?, instruction_difficulty: num(d)? });
+    }
+    if out.is_empty() {
+        return Err("no gamed rows".into());
+    }
+    Ok(out)
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {

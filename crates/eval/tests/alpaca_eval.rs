@@ -37,21 +37,7 @@ fn gamed() -> Vec<GamedRow> {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/alpaca_eval_gamed_proxy.csv"))
             .unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
-    let (i, p, s, d) = (col("index"), col("preference"), col("std_delta_len"), col("instruction_difficulty"));
-    lines
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            GamedRow {
-                index: f[i].parse().unwrap(),
-                preference: f[p].parse().unwrap(),
-                std_delta_len: f[s].parse().unwrap(),
-                instruction_difficulty: f[d].parse().unwrap(),
-            }
-        })
-        .collect()
+    winrate::parse_gamed(&text).unwrap()
 }
 
 #[test]
@@ -126,4 +112,31 @@ fn length_controlled_needs_its_inputs() {
         .unwrap_err()
         .to_string()
         .contains("gamed"));
+}
+
+#[test]
+fn annotations_find_their_instruction_index() {
+    let rows: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(ANNOTATIONS).unwrap()).unwrap();
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(winrate::alpaca_eval_index(r["instruction"].as_str().unwrap()), Some(i));
+    }
+    assert_eq!(winrate::alpaca_eval_index("What are the names of some famous actors?"), None);
+    // One changed character is another instruction.
+    let first = rows[0]["instruction"].as_str().unwrap();
+    assert_eq!(winrate::alpaca_eval_index(&format!("{first} ")), None);
+}
+
+#[test]
+fn gamed_csv_errors_name_line_and_field() {
+    assert_eq!(gamed().len(), 2 * 805);
+    let head = "model,index,preference,std_delta_len,instruction_difficulty,not_gamed_baseline\n";
+    let ok = winrate::parse_gamed(&format!("{head}m,3,0.25,-1.5,0.2,False\nm,4,0.5,0,0,True\n")).unwrap();
+    assert_eq!(ok.len(), 1, "rows of the not-gamed baseline are skipped");
+    assert_eq!((ok[0].index, ok[0].preference, ok[0].std_delta_len), (3, 0.25, -1.5));
+    let err = winrate::parse_gamed(&format!("{head}m,3,x,-1.5,0.2,False\n")).unwrap_err();
+    assert_eq!(err, "line 2: field preference: not a number");
+    let err = winrate::parse_gamed(&format!("{head}m,3,1.5,-1.5,0.2,False\n")).unwrap_err();
+    assert!(err.starts_with("line 2: field preference: 1.5 is outside"), "{err}");
+    let err = winrate::parse_gamed("model,index,preference\nm,1,0.5\n").unwrap_err();
+    assert_eq!(err, "line 1: no column `std_delta_len`");
 }
