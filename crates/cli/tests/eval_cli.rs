@@ -676,3 +676,65 @@ fn agreement_of_a_reward_model_follows_its_scores() {
         assert_eq!(r["judge"].as_u64(), Some(want), "line {}", j.line);
     }
 }
+
+#[test]
+fn mtbench_grades_both_turns_with_references_where_mt_bench_uses_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let all = std::fs::read_to_string(format!("{SHARED}/mt-bench/mt_bench_question.jsonl")).unwrap();
+    let rows: Vec<Value> = all.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let writing = rows.iter().find(|r| r["category"] == "writing").unwrap().clone();
+    let math = rows.iter().find(|r| r["category"] == "math").unwrap().clone();
+    let questions = d.join("q.jsonl");
+    write_jsonl(&questions, &[writing.clone(), math.clone()]);
+    let answers = d.join("a.jsonl");
+    let answer = |q: &Value, t: [&str; 2]| json!({"question_id": q["question_id"], "model_id": "m", "choices": [{"index": 0, "turns": t}]});
+    write_jsonl(&answers, &[answer(&writing, ["A short post.", "Rewritten."]), answer(&math, ["4", "8"])]);
+    let refs = format!("{SHARED}/mt-bench/mt_bench_reference_answer_gpt-4.jsonl");
+    let out = d.join("mt");
+    let (q, a, o) = (questions.to_str().unwrap(), answers.to_str().unwrap(), out.to_str().unwrap());
+    let base = [
+        "eval",
+        "mtbench",
+        "--questions",
+        q,
+        "--answers",
+        a,
+        "--judge",
+        "smollm2-135m",
+        "--judge-max-tokens",
+        "8",
+        "--out",
+        o,
+    ];
+    // Math is graded against a reference: without the references it is refused before judging.
+    let e = refused(&mismatch(&base));
+    assert!(
+        e.contains(&format!("question {} (math) is graded against a reference answer", math["question_id"])),
+        "{e}"
+    );
+    assert!(!out.exists());
+    let mut args = base.to_vec();
+    args.extend(["--references", &refs]);
+    ok(&mismatch(&args));
+    let graded: Vec<Value> = std::fs::read_to_string(out.join("judgements.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let templates: Vec<(u64, &str)> =
+        graded.iter().map(|r| (r["turn"].as_u64().unwrap(), r["judgement"]["template"].as_str().unwrap())).collect();
+    assert_eq!(
+        templates,
+        [(1, "single-v1"), (1, "single-math-v1"), (2, "single-v1-multi-turn"), (2, "single-math-v1-multi-turn")]
+    );
+    let s = read_json(&out.join("mtbench.json"));
+    let graded_n = s["overall"]["score"].get("n").and_then(Value::as_u64).unwrap_or(0);
+    assert_eq!(graded_n + s["overall"]["unparsed"].as_u64().unwrap(), 4);
+    assert_eq!(s["categories"].as_array().unwrap().len(), 2);
+    assert!(std::fs::read_to_string(out.join("mtbench.html")).unwrap().contains("<svg"));
+    // An answer file that misses a question is refused, naming it.
+    write_jsonl(&answers, &[answer(&writing, ["x", "y"])]);
+    let e = refused(&mismatch(&args));
+    assert!(e.contains(&format!("no answer to question {}", math["question_id"])), "{e}");
+}

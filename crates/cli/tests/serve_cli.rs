@@ -45,9 +45,16 @@ impl Server {
         Self { child, base, log }
     }
 
-    /// POST requests the server has logged so far.
-    fn posts(&self) -> usize {
-        self.log.lock().unwrap().iter().filter(|l| l.starts_with("POST ")).count()
+    /// POST requests the server has logged, once it has logged at least `expected` or 10 s
+    /// have passed: the log line of a request can reach the reader thread after the client
+    /// already has its response.
+    fn posts(&self, expected: usize) -> usize {
+        let count = || self.log.lock().unwrap().iter().filter(|l| l.starts_with("POST ")).count();
+        let start = std::time::Instant::now();
+        while count() < expected && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        count()
     }
 
     fn post(&self, path: &str, body: &str) -> (u16, String) {
@@ -277,10 +284,10 @@ fn the_endpoint_backend_generates_through_the_cache() {
     let a = args(cache.to_str().unwrap());
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let (first, _) = run(&a);
-    assert_eq!(s.posts(), 2);
+    assert_eq!(s.posts(2), 2);
     let (second, err) = run(&a);
     assert_eq!(first, second);
-    assert_eq!(s.posts(), 2, "the second run must be answered from the cache");
+    assert_eq!(s.posts(2), 2, "the second run must be answered from the cache");
     assert!(err.contains("0 requests sent, 2 answered from the cache"), "{err}");
     // The remote text is the local text for one prompt and a seed.
     let (local, _) = run(&[
@@ -302,7 +309,7 @@ fn the_endpoint_backend_generates_through_the_cache() {
     let mut b = a.clone();
     b.push("--no-cache");
     run(&b);
-    assert_eq!(s.posts(), 4);
+    assert_eq!(s.posts(4), 4);
 }
 
 #[test]
@@ -415,14 +422,14 @@ fn a_best_of_n_pool_is_sampled_on_the_endpoint_and_cached() {
     };
     let (samples, curve) = bon("a");
     // One request per prompt, each with n = 4.
-    assert_eq!(s.posts(), 3);
+    assert_eq!(s.posts(3), 3);
     let rows: Vec<Value> = samples.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len(), 12);
     assert!(rows.iter().all(|r| r["logprob"].as_f64().unwrap() < 0.0 && r["reward"].as_f64().is_some()));
     let texts: std::collections::HashSet<&str> = rows[..4].iter().map(|r| r["completion"].as_str().unwrap()).collect();
     assert!(texts.len() > 1, "four samples of one prompt should differ");
     let again = bon("b");
-    assert_eq!(s.posts(), 3, "the rerun must be answered from the cache");
+    assert_eq!(s.posts(3), 3, "the rerun must be answered from the cache");
     assert_eq!(again, (samples, curve));
     // A policy that is trained cannot be remote.
     let o = Command::new(BIN)
@@ -502,7 +509,7 @@ fn eval_judges_through_the_endpoint_as_the_local_judge_does() {
             .collect()
     };
     let (local, served) = (judged("smollm2-135m", "local"), judged(&remote, "served"));
-    assert_eq!(s.posts(), 6, "three pairs, both orders");
+    assert_eq!(s.posts(6), 6, "three pairs, both orders");
     for (l, r) in local.iter().zip(&served) {
         for k in ["reply_1_first", "reply_2_first", "verdict_1_first", "verdict_2_first", "winner"] {
             assert_eq!(l["judgement"][k], r["judgement"][k], "{k}");

@@ -32,8 +32,8 @@ pub mod verdict;
 pub use backend::{from_spec, Backend, JudgeReply, JudgeRequest, Local, Remote};
 pub use logprob::{preference_b, TokenLogprob};
 pub use pairwise::{judge_pairs, summarise, PairItem, PairJudgement, PairReport, PairSummary, Winner};
-pub use single::{judge_single, needs_reference, SingleItem, SingleJudgement, SingleReport};
-pub use template::{Fill, Kind, Output, Template};
+pub use single::{judge_single, needs_reference, SingleItem, SingleJudgement, SingleReport, Turn};
+pub use template::{Fill, FirstTurn, Kind, Output, Template};
 pub use verdict::Verdict;
 
 use std::path::PathBuf;

@@ -9,7 +9,7 @@
 //! counted, not dropped silently.
 
 use crate::backend::{Backend, JudgeRequest};
-use crate::template::{Fill, Kind, Template};
+use crate::template::{Fill, FirstTurn, Kind, Template};
 use crate::verdict::{parse, Verdict};
 use crate::{Error, JudgeOptions, Result};
 use mismatch_eval::stats::{mean_ci, Ci};
@@ -32,6 +32,18 @@ pub struct SingleItem {
     /// MT-Bench's category; decides whether the reference template is used.
     #[serde(default)]
     pub category: Option<String>,
+    #[serde(default)]
+    pub ref_answer: Option<String>,
+    /// For the second turn of a conversation (multi-turn templates): the first turn.
+    #[serde(default)]
+    pub first_turn: Option<Turn>,
+}
+
+/// One earlier turn: the question, the answer given, and its reference answer if any.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Turn {
+    pub question: String,
+    pub answer: String,
     #[serde(default)]
     pub ref_answer: Option<String>,
 }
@@ -89,8 +101,17 @@ pub fn judge_single(
         if t.needs_reference && r.is_none() {
             return Err(Error::Usage(format!("item '{}' has no reference answer for template '{}'", it.id, t.name)));
         }
+        let mut fill = Fill::single(&it.question, &it.answer).with_reference(r);
+        if t.multi_turn {
+            let f = it
+                .first_turn
+                .as_ref()
+                .ok_or_else(|| Error::Usage(format!("item '{}' has no first turn for template '{}'", it.id, t.name)))?;
+            let first = FirstTurn { question: &f.question, answer: &f.answer, ref_answer: f.ref_answer.as_deref() };
+            fill = fill.with_first_turn(first);
+        }
         requests.push(JudgeRequest {
-            messages: t.render(&Fill::single(&it.question, &it.answer).with_reference(r))?,
+            messages: t.render(&fill)?,
             max_tokens: opts.max_tokens.unwrap_or(t.max_tokens),
             top_logprobs: 0,
             candidates: vec![],

@@ -8,6 +8,8 @@
 //! | `pair-math-v1` | MT-Bench, with a reference answer | `[[A]]` / `[[B]]` / `[[C]]` |
 //! | `single-v1` | MT-Bench | `Rating: [[x]]` |
 //! | `single-math-v1` | MT-Bench, with a reference answer | `Rating: [[x]]` |
+//! | `single-v1-multi-turn` | MT-Bench, the second turn of a two-turn conversation | `Rating: [[x]]` |
+//! | `single-math-v1-multi-turn` | MT-Bench, the second turn, with both turns' references | `Rating: [[x]]` |
 //! | `alpaca_eval_clf_gpt4_turbo` | AlpacaEval 2.0 (`alpaca_eval_clf.txt`) | `m` (A) / `M` (B) |
 //!
 //! MT-Bench prompts become a system message (`system_prompt`) and a user message
@@ -65,6 +67,9 @@ pub struct Template {
     pub needs_reference: bool,
     /// The reply length the original allows its judge (FastChat 2048, AlpacaEval's classifier 1).
     pub max_tokens: usize,
+    /// The template shows a two-turn conversation (MT-Bench's `*-multi-turn`); [`Template::render`]
+    /// needs [`Fill::first`].
+    pub multi_turn: bool,
     body: Body,
 }
 
@@ -85,6 +90,17 @@ pub struct Fill<'a> {
     pub answer_b: Option<&'a str>,
     pub answer: Option<&'a str>,
     pub ref_answer: Option<&'a str>,
+    /// The first turn of a two-turn conversation; `question`, `answer` and `ref_answer` are then
+    /// the second turn's.
+    pub first: Option<FirstTurn<'a>>,
+}
+
+/// The first turn of an MT-Bench conversation (`question_1`, `answer_1`, `ref_answer_1`).
+#[derive(Debug, Clone, Copy)]
+pub struct FirstTurn<'a> {
+    pub question: &'a str,
+    pub answer: &'a str,
+    pub ref_answer: Option<&'a str>,
 }
 
 impl<'a> Fill<'a> {
@@ -97,6 +113,9 @@ impl<'a> Fill<'a> {
     pub fn with_reference(self, ref_answer: Option<&'a str>) -> Self {
         Fill { ref_answer, ..self }
     }
+    pub fn with_first_turn(self, first: FirstTurn<'a>) -> Self {
+        Fill { first: Some(first), ..self }
+    }
 }
 
 /// Variables a user template may use.
@@ -107,8 +126,15 @@ const JINJA_GLOBALS: [&str; 7] = ["range", "dict", "namespace", "debug", "lipsum
 
 impl Template {
     /// Names of the built-in templates.
-    pub const BUILTIN: [&'static str; 5] =
-        ["pair-v2", "pair-math-v1", "single-v1", "single-math-v1", "alpaca_eval_clf_gpt4_turbo"];
+    pub const BUILTIN: [&'static str; 7] = [
+        "pair-v2",
+        "pair-math-v1",
+        "single-v1",
+        "single-math-v1",
+        "single-v1-multi-turn",
+        "single-math-v1-multi-turn",
+        "alpaca_eval_clf_gpt4_turbo",
+    ];
 
     /// A built-in template by name (see the module table).
     pub fn builtin(name: &str) -> Result<Template> {
@@ -122,6 +148,7 @@ impl Template {
                 needs_reference: false,
                 // `max_tokens: 1` in alpaca_eval_clf_gpt4_turbo/configs.yaml.
                 max_tokens: 1,
+                multi_turn: false,
                 body: Body::Placeholders(messages.into_iter().map(|m| (m.role, m.content)).collect()),
             });
         }
@@ -149,6 +176,7 @@ impl Template {
                 needs_reference: body.contains("{ref_answer_1}"),
                 // FastChat's `chat_completion_openai(..., max_tokens=2048)`.
                 max_tokens: 2048,
+                multi_turn: body.contains("{question_2}"),
                 body: Body::Placeholders(vec![("system".into(), system), ("user".into(), body)]),
             });
         }
@@ -202,6 +230,7 @@ impl Template {
             output: if kind == Kind::Pairwise { Output::Markers } else { Output::Rating },
             needs_reference: uses("ref_answer"),
             max_tokens: 2048,
+            multi_turn: false,
             body: Body::Jinja(file, source),
         })
     }
@@ -223,6 +252,15 @@ impl Template {
         }
         if self.needs_reference && fill.ref_answer.is_none() {
             return Err(missing("a reference answer (ref_answer)"));
+        }
+        if self.multi_turn {
+            match fill.first {
+                None => return Err(missing("the conversation's first turn")),
+                Some(f) if self.needs_reference && f.ref_answer.is_none() => {
+                    return Err(missing("a reference answer for the first turn (ref_answer_1)"))
+                }
+                _ => {}
+            }
         }
         match &self.body {
             Body::Placeholders(parts) => {
@@ -265,6 +303,18 @@ fn jinja_error(file: &str, e: &minijinja::Error) -> Error {
 
 /// The value of placeholder `name` (FastChat's and AlpacaEval's names), `None` if it is not one.
 fn value<'a>(name: &str, fill: &Fill<'a>) -> Option<&'a str> {
+    // MT-Bench's multi-turn names: turn 1 from `first`, turn 2 from the fill itself.
+    if let Some(f) = &fill.first {
+        match name {
+            "question_1" => return Some(f.question),
+            "answer_1" => return Some(f.answer),
+            "ref_answer_1" => return f.ref_answer,
+            "question_2" => return Some(fill.question),
+            "answer_2" => return fill.answer,
+            "ref_answer_2" => return fill.ref_answer,
+            _ => {}
+        }
+    }
     match name {
         "question" | "instruction" => Some(fill.question),
         "answer_a" | "output_1" => fill.answer_a,
@@ -366,6 +416,33 @@ mod tests {
             (u.find("\"output\": \"\"\"hi <|im_end|>\"\"\"").unwrap(), u.find("\"\"\"hello\"\"\"").unwrap());
         assert!(one < two && u[..one].ends_with("\"model_identifier\": \"m\",\n        "));
         assert!(u.ends_with("## Best Model Identifier"));
+    }
+
+    /// MT-Bench's second-turn grading: FastChat fills `question_1`, `answer_1`, `question_2`,
+    /// `answer_2` (and `ref_answer_1`, `ref_answer_2` for math) from the two turns.
+    #[test]
+    fn multi_turn_templates_show_both_turns() {
+        let t = Template::builtin("single-v1-multi-turn").unwrap();
+        assert!(t.multi_turn && !t.needs_reference && t.kind == Kind::Single);
+        let first = FirstTurn { question: "Q1?", answer: "A1.", ref_answer: None };
+        let m = t.render(&Fill::single("Q2?", "A2.").with_first_turn(first)).unwrap();
+        assert_eq!(
+            m[1].content,
+            "<|The Start of Assistant A's Conversation with User|>\n\n### User:\nQ1?\n\n### Assistant A:\nA1.\n\n\
+             ### User:\nQ2?\n\n### Assistant A:\nA2.\n\n<|The End of Assistant A's Conversation with User|>"
+        );
+        assert!(m[0].content.contains("second user question"));
+        // Without the first turn it is refused, not rendered with holes.
+        assert!(t.render(&Fill::single("Q2?", "A2.")).is_err());
+        let math = Template::builtin("single-math-v1-multi-turn").unwrap();
+        assert!(math.multi_turn && math.needs_reference);
+        let first = FirstTurn { question: "1+1?", answer: "2", ref_answer: Some("2") };
+        let m = math.render(&Fill::single("2+2?", "5").with_reference(Some("4")).with_first_turn(first)).unwrap();
+        let body = &m[1].content;
+        let refs = "### Reference answer:\n2\n\n### User:\n2+2?\n\n### Reference answer:\n4\n\n<|The End of Reference Answer|>";
+        assert!(body.contains(refs) && !body.contains('{'), "{body}");
+        let no_ref_1 = FirstTurn { ref_answer: None, ..first };
+        assert!(math.render(&Fill::single("2+2?", "5").with_reference(Some("4")).with_first_turn(no_ref_1)).is_err());
     }
 
     #[test]

@@ -197,6 +197,7 @@ fn smollm2_grades_single_answers() {
             answer: "Paris.".into(),
             category: Some("writing".into()),
             ref_answer: None,
+            first_turn: None,
         },
         SingleItem {
             id: "sum".into(),
@@ -204,6 +205,7 @@ fn smollm2_grades_single_answers() {
             answer: "5".into(),
             category: Some("math".into()),
             ref_answer: Some("4".into()),
+            first_turn: None,
         },
     ];
     let (general, reference) = (Template::builtin("single-v1").unwrap(), Template::builtin("single-math-v1").unwrap());

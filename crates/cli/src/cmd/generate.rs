@@ -129,53 +129,63 @@ fn remote(client: &Client, a: &GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-/// How [`complete`] samples: each prompt as one user turn of the chat template.
+/// How [`complete`] samples.
 pub struct ChatSampling {
-    pub system: Option<String>,
     pub max_new_tokens: usize,
     pub temperature: f64,
     pub seed: u64,
-    /// Prompts decoded together by a local model.
+    /// Conversations decoded together by a local model.
     pub batch: usize,
 }
 
-/// Chat completions of `prompts` from a local model (in batches) or an `openai:` endpoint (in
-/// parallel, cached), with a progress bar; the completions in prompt order.
-pub fn complete(spec: &str, endpoint: &EndpointArgs, prompts: &[String], s: &ChatSampling) -> Result<Vec<String>> {
-    let bar = indicatif::ProgressBar::new(prompts.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template("generating {bar:30} {pos}/{len} prompts, {per_sec}, eta {eta}")
+/// The assistant's next reply to each conversation (messages through the chat template, ending
+/// with a user turn), from a local model (in batches) or an `openai:` endpoint (in parallel,
+/// cached), with a progress bar; replies in conversation order.
+pub fn complete(
+    spec: &str,
+    endpoint: &EndpointArgs,
+    conversations: &[Vec<ChatMessage>],
+    s: &ChatSampling,
+) -> Result<Vec<String>> {
+    let bar = indicatif::ProgressBar::new(conversations.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("generating {bar:30} {pos}/{len} replies, {per_sec}, eta {eta}")
             .expect("valid template"),
     );
     if let Some(client) = endpoint.client(spec) {
         let client = client?;
-        let sampling = Sampling {
-            chat: true,
-            system: s.system.clone(),
-            n: 1,
-            temperature: s.temperature,
-            top_p: 1.0,
-            max_tokens: s.max_new_tokens,
-            seed: s.seed,
-        };
-        let rows = client.map(prompts, |p| {
-            let r = client.samples(p, &sampling).map(|mut v| v.remove(0).text);
+        let rows = client.map(conversations, |conv| {
+            let req = mismatch_openai::api::ChatRequest {
+                model: client.endpoint.model.clone(),
+                messages: conv.iter().map(|m| mismatch_openai::api::Message::new(&m.role, &m.content)).collect(),
+                params: mismatch_openai::api::Params {
+                    temperature: Some(s.temperature),
+                    max_tokens: Some(s.max_new_tokens),
+                    seed: Some(s.seed),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let reply = client.chat(&req).map(|r| r.choices.into_iter().next().map(|c| c.message.content.text()));
             bar.inc(1);
-            r
+            reply
         });
         bar.finish_and_clear();
-        return rows.into_iter().collect::<std::result::Result<_, _>>().map_err(Into::into);
+        let base = &client.endpoint.base;
+        return rows
+            .into_iter()
+            .map(|r| match r? {
+                Some(Ok(text)) => Ok(text),
+                Some(Err(e)) => bail!("{base}: a reply that is not text: {e}"),
+                None => bail!("{base}: a reply without choices"),
+            })
+            .collect();
     }
     let lm = load_causal_lm(spec, &candle_core::Device::Cpu, false)?;
-    let mut out = Vec::with_capacity(prompts.len());
-    for (k, chunk) in prompts.chunks(s.batch.max(1)).enumerate() {
+    let mut out = Vec::with_capacity(conversations.len());
+    for (k, chunk) in conversations.chunks(s.batch.max(1)).enumerate() {
         let mut ids = Vec::with_capacity(chunk.len());
-        for p in chunk {
-            let mut msgs = Vec::new();
-            if let Some(sys) = &s.system {
-                msgs.push(ChatMessage::new("system", sys));
-            }
-            msgs.push(ChatMessage::new("user", p));
-            ids.push(lm.tok.encode(&lm.tok.apply_chat_template(&msgs, true)?, false)?);
+        for conv in chunk {
+            ids.push(lm.tok.encode(&lm.tok.apply_chat_template(conv, true)?, false)?);
         }
         let params = SamplingParams {
             max_new_tokens: s.max_new_tokens,
@@ -183,7 +193,7 @@ pub fn complete(spec: &str, endpoint: &EndpointArgs, prompts: &[String], s: &Cha
             top_k: None,
             top_p: None,
             stop_tokens: lm.tok.eos_ids.clone(),
-            // One stream per batch, so a seed fixes every completion whatever the batch count.
+            // One stream per batch, so a seed fixes every reply whatever the batch count.
             seed: s.seed.wrapping_add(k as u64),
         };
         let g = generate(&lm.model, &ids, &params, lm.tok.pad_id)?;

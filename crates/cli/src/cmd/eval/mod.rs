@@ -5,6 +5,7 @@
 mod agreement;
 mod io;
 mod judging;
+mod mtbench;
 mod rank;
 mod refusal;
 mod winrate;
@@ -25,6 +26,9 @@ pub enum EvalCmd {
     /// Judge–human agreement on a multi-annotator file (PandaLM), beside human–human agreement
     /// and the human leave-one-out ceiling; for an LLM judge or a reward model.
     Agreement(agreement::AgreementArgs),
+    /// MT-Bench single-answer grading: both turns of the 80 questions graded 1–10 by a judge,
+    /// scores per category and turn with CIs.
+    Mtbench(mtbench::MtBenchArgs),
 }
 
 pub fn run(c: EvalCmd) -> anyhow::Result<()> {
@@ -33,5 +37,6 @@ pub fn run(c: EvalCmd) -> anyhow::Result<()> {
         EvalCmd::Rank(a) => rank::run(a),
         EvalCmd::Refusal(a) => refusal::run(a),
         EvalCmd::Agreement(a) => agreement::run(a),
+        EvalCmd::Mtbench(a) => mtbench::run(a),
     }
 }

@@ -6,6 +6,7 @@ use super::io::{records, OutDir};
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use mismatch_eval::refusal::{self, Agreement, RefusalLabel, RefusalRates, Safety, XsPrompt};
+use mismatch_models::ChatMessage;
 use mismatch_report::{BarChart, Bars, Page};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -209,15 +210,15 @@ fn generate(spec: &str, a: &RefusalArgs, mut prompts: Vec<XsPrompt>) -> Result<V
     if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
         bail!("--temperature must be a finite number ≥ 0 (got {})", a.temperature);
     }
-    let texts: Vec<String> = prompts.iter().map(|p| p.prompt.clone()).collect();
+    let conversations: Vec<Vec<ChatMessage>> =
+        prompts.iter().map(|p| vec![ChatMessage::new("user", &p.prompt)]).collect();
     let sampling = crate::cmd::generate::ChatSampling {
-        system: None,
         max_new_tokens: a.max_new_tokens,
         temperature: a.temperature,
         seed: a.seed,
         batch: a.batch,
     };
-    let completions = crate::cmd::generate::complete(spec, &a.judging.endpoint, &texts, &sampling)?;
+    let completions = crate::cmd::generate::complete(spec, &a.judging.endpoint, &conversations, &sampling)?;
     Ok(prompts
         .into_iter()
         .zip(completions)
