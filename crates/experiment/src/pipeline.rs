@@ -17,6 +17,7 @@ use crate::bon::{self, BonCurve, Pool};
 use crate::config::RunConfig;
 use crate::optimise::{train_and_evaluate, RunLog};
 use crate::proxy::{train_ensemble, Ensemble, LabelledPair, RmKind};
+pub use crate::real::judge::JudgeRecord;
 use crate::sample::EvalPoint;
 use mismatch_eval::rank::pearson;
 use mismatch_eval::rm;
@@ -70,6 +71,10 @@ pub trait SeedSetting {
     /// Evaluates the policy at `checkpoint` (the start policy when None) on the evaluation
     /// prompts with `proxy` and gold; `step` labels the point.
     fn evaluate(&self, checkpoint: Option<&Path>, proxy: &dyn Reward, seed: u64, step: usize) -> Result<EvalPoint>;
+    /// When gold is a judge: what it judged in this seed so far.
+    fn judge(&self) -> Option<JudgeRecord> {
+        None
+    }
 }
 
 /// One reward model's evaluation on held-out pairs of one seed.
@@ -131,6 +136,8 @@ pub struct SeedResult {
     pub runs: Vec<RunLog>,
     /// Annotator-vs-gold agreement on the RM evaluation pairs.
     pub annotator_acc_gold: f64,
+    /// When gold is a judge: its counts (position consistency, parse failures).
+    pub judge: Option<JudgeRecord>,
 }
 
 pub fn run_name_rl(kind: RmKind, beta: f64) -> String {
@@ -142,6 +149,12 @@ pub fn run_name_rl(kind: RmKind, beta: f64) -> String {
 /// numbers in either.
 pub fn seed_of(cfg: &RunConfig, index: usize) -> u64 {
     mismatch_models::seed::offset(cfg.seed, index as u64)
+}
+
+/// The seed every evaluation of seed `seed` samples with (the same prompts and seed for every
+/// checkpoint, so evaluations differ only by the policy).
+pub fn eval_seed(seed: u64) -> u64 {
+    mismatch_models::seed::derive(seed, 6)
 }
 
 /// Runs the seeds at `indices` (0-based, [`seed_of`]) of `setting` and returns the results in
@@ -244,7 +257,7 @@ fn run_seed(
 
     // RL against the single proxy at every KL coefficient and against the mitigations at the first.
     let work = out.join("work");
-    let eval_seed = mismatch_models::seed::derive(seed, 6);
+    let eval_seed = eval_seed(seed);
     let mut runs = Vec::new();
     let mut plan: Vec<(RmKind, f64)> = cfg.rl.kl_coefs.iter().map(|&b| (RmKind::Single, b)).collect();
     plan.extend(cfg.rl.mitigations.iter().map(|&k| (k, cfg.rl.kl_coefs[0])));
@@ -287,7 +300,7 @@ fn run_seed(
         write_metrics(out, &log)?;
         runs.push(RunLog { name: "dpo".into(), ..log });
     }
-    Ok(SeedResult { seed, rms, bon: curves, runs, annotator_acc_gold })
+    Ok(SeedResult { seed, rms, bon: curves, runs, annotator_acc_gold, judge: s.judge() })
 }
 
 /// The directory name of run `run` of seed `seed` under `metrics/` and `work/`: `<run>-seed<seed>`.

@@ -150,6 +150,9 @@ struct SeedResultDef {
     runs: Vec<RunLog>,
     #[serde(with = "exact")]
     annotator_acc_gold: f64,
+    /// Absent from the seeds of a setting without a judge, so their files are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    judge: Option<crate::pipeline::JudgeRecord>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -304,7 +307,14 @@ mod tests {
         };
         let steps = vec![serde_json::json!({"step": 1, "objective/kl": 0.1 + 0.2, "x": null})];
         let runs = vec![RunLog { name: "rl-single-kl0.01".into(), steps, evals: vec![point(0, 0.1), point(3, -0.0)] }];
-        SeedResult { seed: u64::MAX, rms: vec![rm], bon: vec![bon], runs, annotator_acc_gold: f64::NEG_INFINITY }
+        SeedResult {
+            seed: u64::MAX,
+            rms: vec![rm],
+            bon: vec![bon],
+            runs,
+            annotator_acc_gold: f64::NEG_INFINITY,
+            judge: None,
+        }
     }
 
     fn bits(v: &[f64]) -> Vec<u64> {
@@ -335,6 +345,18 @@ mod tests {
         assert_eq!(back.runs[0].steps, r.runs[0].steps);
         // What the metrics files write of a point is unchanged by the round trip.
         assert_eq!(serde_json::to_string(b).unwrap(), serde_json::to_string(a).unwrap());
+    }
+
+    #[test]
+    fn a_judge_record_round_trips_and_is_absent_without_a_judge() {
+        let mut r = result();
+        assert!(!to_json(&r).contains("\"judge\""));
+        let counts =
+            crate::real::judge::JudgeCounts { judged: 5, identical: 2, both: 4, consistent: 3, ..Default::default() };
+        r.judge =
+            Some(crate::pipeline::JudgeRecord { name: "j (pair-v2)".into(), vs_start: counts, human_pairs: counts });
+        let back = from_json(&to_json(&r)).unwrap();
+        assert_eq!(back.judge, r.judge);
     }
 
     #[test]

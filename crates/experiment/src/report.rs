@@ -46,7 +46,9 @@ pub fn write_report(cfg: &RunConfig, results: &[SeedResult], command: &str, out:
     let mut summary = crate::summary::summarise(results, command, cfg);
     if cfg.real.is_some() {
         summary["setting"] = "real".into();
-        summary["gold"] = crate::real::GOLD_DESCRIPTION.into();
+        let judge = cfg.real.as_ref().is_some_and(|r| !r.judge.trim().is_empty());
+        summary["gold"] =
+            if judge { crate::real::JUDGE_GOLD_DESCRIPTION } else { crate::real::GOLD_DESCRIPTION }.into();
     }
     let bytes = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Usage(e.to_string()))?;
     mismatch_models::checkpoint::write_atomic(&out.join("summary.json"), &bytes)?;
@@ -76,6 +78,7 @@ fn band(v: &Value, key: &str) -> Option<(Vec<f64>, Vec<f64>)> {
 pub fn render(s: &Value) -> String {
     let h = &s["headline"];
     let real = s["setting"] == "real";
+    let judge = s["judge"].is_object();
     let mut page = Page::new(if real {
         "mismatch: reward model, RL reward and evaluation on real models and human labels"
     } else {
@@ -268,10 +271,12 @@ pub fn render(s: &Value) -> String {
     // Link 2: RM <-> eval.
     page.section("Link 2: reward model ↔ evaluation");
     page.paragraph(if real {
+        let g = if judge { "the judge" } else { "the gold RM" };
         format!(
-            "Held-out human-labelled pairs (never trained on). The gold RM itself agrees with the held-out human labels on {} \
-             of them: the ceiling on how far its verdicts can be trusted. Accuracy vs gold is agreement with the gold RM; \
+            "Held-out human-labelled pairs (never trained on). {} itself agrees with the held-out human labels on {} \
+             of them: the ceiling on how far its verdicts can be trusted. Accuracy vs gold is agreement with {g}; \
              accuracy vs annotators is accuracy on the held-out human labels; ECE is against the human labels.",
+            if judge { "The judge" } else { "The gold RM" },
             ci_str(&s["annotators_acc_gold"], 3)
         )
     } else {
@@ -294,7 +299,7 @@ pub fn render(s: &Value) -> String {
     let header: [&str; 6] = if real {
         [
             "RM (kind-pairs)",
-            "agreement with the gold RM",
+            if judge { "agreement with the judge" } else { "agreement with the gold RM" },
             "accuracy on held-out human labels",
             "ECE vs human labels",
             "corr(score, length)",
@@ -314,12 +319,51 @@ pub fn render(s: &Value) -> String {
 
     // Link 3: policy <-> eval.
     page.section("Link 3: policy ↔ evaluation");
-    page.paragraph("Spearman's ρ between the training reward (the optimised proxy, on held-out prompts) and gold across checkpoints of all seeds:");
+    page.paragraph(format!(
+        "Spearman's ρ between the training reward (the optimised proxy, on held-out prompts) and {} across \
+         checkpoints of all seeds, and between the training reward and over-refusal (the share of benign prompts \
+         refused), with bootstrap 95% intervals:",
+        if judge { "gold — the judge's win rate against the start policy" } else { "gold" }
+    ));
     let rows: Vec<Vec<String>> = runs
         .iter()
-        .map(|r| vec![r["name"].as_str().unwrap_or("").to_string(), ci_str(&r["spearman_proxy_gold"], 3)])
+        .map(|r| {
+            let refusal = &r["spearman_proxy_over_refusal"];
+            vec![
+                r["name"].as_str().unwrap_or("").to_string(),
+                ci_str(&r["spearman_proxy_gold"], 3),
+                if refusal["mean"].is_number() { ci_str(refusal, 3) } else { "—".into() },
+            ]
+        })
         .collect();
-    page.table(&["run", "Spearman ρ (95% CI)"], &rows);
+    let against = if judge { "ρ(training reward, judge win rate)" } else { "ρ(training reward, gold)" };
+    page.table(&["run", against, "ρ(training reward, over-refusal)"], &rows);
+    // Each run's path through (training reward, gold), step by step: where training and
+    // evaluation agree it climbs to the right; over-optimisation bends it down.
+    let series: Vec<Series> = runs
+        .iter()
+        .map(|r| Series {
+            name: r["name"].as_str().unwrap_or("").to_string(),
+            xs: arr(&r["proxy"]),
+            ys: arr(&r["gold"]),
+            points: true,
+            ..Default::default()
+        })
+        .collect();
+    let y_label = if judge { "judge win rate vs start" } else { "gold" };
+    page.plot(
+        LinePlot {
+            title: format!("{y_label} against training reward, along training (mean over seeds)"),
+            x_label: "training reward (proxy)".into(),
+            y_label: y_label.into(),
+            series,
+            ..Default::default()
+        }
+        .to_svg(),
+    );
+    if judge {
+        judge_section(&mut page, s);
+    }
 
     page.section("Failure modes over training");
     if let Some(r) = runs.iter().find(|r| r["name"] == h["single_run"]) {
@@ -385,6 +429,52 @@ pub fn render(s: &Value) -> String {
     page.code(s["command"].as_str().unwrap_or("mismatch run"));
     page.paragraph("The full configuration is in summary.json (field config) and config.toml next to this page; raw per-step metrics are under metrics/.");
     page.render()
+}
+
+/// How far the judge that is gold can be trusted: its position consistency, its pull to one
+/// position and its unreadable verdicts, on the policies' completions and on the held-out
+/// human pairs, and its agreement with the human labels.
+fn judge_section(page: &mut Page, s: &Value) {
+    let j = &s["judge"];
+    page.section("The judge");
+    page.paragraph(format!(
+        "Gold is the judge {}: every completion is judged against the start policy's completion to the same prompt in \
+         both orders, and gold is the swap-averaged preference (½ = as good as the start policy). It agrees with the \
+         held-out human labels on {} of the pairs (a tie counts as a miss).",
+        j["name"].as_str().unwrap_or("?"),
+        ci_str(&j["agreement_with_humans"], 3)
+    ));
+    let opt = |v: &Value| if v.is_object() { ci_str(v, 3) } else { "—".into() };
+    let rows: Vec<Vec<String>> =
+        [("policy vs start policy", &j["vs_start"]), ("held-out human pairs", &j["human_pairs"])]
+            .iter()
+            .map(|(name, v)| {
+                let c = &v["counts"];
+                vec![
+                    name.to_string(),
+                    format!("{}", c["judged"]),
+                    format!("{}", c["identical"]),
+                    format!("{}", c["repeated"]),
+                    opt(&v["position_consistency"]),
+                    opt(&v["position_a_rate"]),
+                    format!("{} + {}", c["unparsed_1_first"], c["unparsed_2_first"]),
+                    format!("{}", c["unscored"]),
+                ]
+            })
+            .collect();
+    page.table(
+        &[
+            "pairs",
+            "judged (both orders)",
+            "identical (tie, not judged)",
+            "read again (not judged)",
+            "position consistency",
+            "names position A",
+            "unparsed verdicts (each order)",
+            "unscored (scored ½)",
+        ],
+        &rows,
+    );
 }
 
 /// Headline numbers seed by seed: the intervals above say how wide the spread is, this says

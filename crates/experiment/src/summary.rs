@@ -96,6 +96,13 @@ pub fn summarise(results: &[SeedResult], command: &str, config: &crate::config::
             }
         }
         let rho = spearman_ci(&xs, &ys, 23);
+        // Over-refusal (refusals of benign prompts) against the training reward, where defined.
+        let (xs, zs): (Vec<f64>, Vec<f64>) = (0..ns)
+            .flat_map(|s| (0..np).map(move |j| (s, j)))
+            .map(|(s, j)| (ev(s, j).proxy, ev(s, j).meters.benign_refusal))
+            .filter(|(x, z)| x.is_finite() && z.is_finite())
+            .unzip();
+        let rho_refusal = spearman_ci(&xs, &zs, 41);
         runs.push(json!({
             "name": first.name,
             "step": steps,
@@ -112,6 +119,7 @@ pub fn summarise(results: &[SeedResult], command: &str, config: &crate::config::
             "proxy_rise_after_peak": ci(&proxy_rise),
             "meter_rise_after_peak": rises,
             "spearman_proxy_gold": ci(&rho),
+            "spearman_proxy_over_refusal": ci(&rho_refusal),
         }));
     }
 
@@ -150,7 +158,7 @@ pub fn summarise(results: &[SeedResult], command: &str, config: &crate::config::
     let vs_single = versus_single(results, &runs, config);
     let mut headline = headline(&runs, &bon, config, &vs_single);
     headline["per_seed"] = per_seed(results, &runs, config);
-    json!({
+    let mut out = json!({
         "command": command,
         "seeds": results.iter().map(|s| s.seed).collect::<Vec<_>>(),
         "config": config,
@@ -159,6 +167,40 @@ pub fn summarise(results: &[SeedResult], command: &str, config: &crate::config::
         "reward_models": rms,
         "bon": bon,
         "runs": runs,
+    });
+    if let Some(first) = &results[0].judge {
+        let mut vs_start = crate::real::judge::JudgeCounts::default();
+        for r in results {
+            vs_start.merge(&r.judge.as_ref().expect("every seed has the judge").vs_start);
+        }
+        out["judge"] = json!({
+            "name": first.name,
+            "vs_start": judge_json(&vs_start),
+            "human_pairs": judge_json(&first.human_pairs),
+            "agreement_with_humans": ci(&ann),
+        });
+    }
+    out
+}
+
+/// A judge's counts with its rates, each with a bootstrap 95% CI over the pairs (null where
+/// there is nothing to count): position consistency (consistent ÷ pairs with both verdicts
+/// read), the rate of naming position A (÷ read verdicts), and the unparsed rate (÷ verdicts
+/// asked for, two per judged pair).
+fn judge_json(c: &crate::real::judge::JudgeCounts) -> Value {
+    let rate = |hits: usize, of: usize, seed: u64| {
+        if of == 0 {
+            return Value::Null;
+        }
+        let xs: Vec<bool> = (0..of).map(|i| i < hits).collect();
+        ci(&mismatch_eval::stats::proportion_ci(&xs, seed))
+    };
+    let unparsed = c.unparsed_1_first + c.unparsed_2_first;
+    json!({
+        "counts": c,
+        "position_consistency": rate(c.consistent, c.both, 43),
+        "position_a_rate": rate(c.picks_a, c.verdicts, 47),
+        "unparsed_rate": rate(unparsed, 2 * c.judged, 53),
     })
 }
 

@@ -146,6 +146,67 @@ fn real_run_end_to_end() {
     assert_eq!(summary["setting"], "real");
 }
 
+/// `real.judge`: gold is SmolLM2 judging each completion against the start policy's, with
+/// AlpacaEval's log-prob template. Every number the judge section reports adds up.
+#[test]
+fn a_judge_can_be_gold() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_config(dir.path());
+    // One proxy size and one member: the judge is what is tested here.
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("pair_sizes = [8, 16]", "pair_sizes = [16]")
+        .replace("members = 2", "members = 1")
+        + "judge = \"smollm2-135m\"\njudge_template = \"alpaca_eval_clf_gpt4_turbo\"\n";
+    std::fs::write(&path, text).unwrap();
+    let cfg = RunConfig::load(&path).unwrap();
+    let out = dir.path().join("out");
+    let s = mismatch_experiment::report::run_and_report(&cfg, &out, "mismatch run --config real.toml", false).unwrap();
+
+    assert!(s["gold"].as_str().unwrap().contains("LLM judge"), "{}", s["gold"]);
+    let j = &s["judge"];
+    assert_eq!(j["name"], "smollm2-135m (alpaca_eval_clf_gpt4_turbo)");
+    // The held-out human pairs: 16 (data.eval_pairs), each judged in both orders.
+    let h = &j["human_pairs"]["counts"];
+    assert_eq!(h["judged"].as_u64().unwrap() + h["identical"].as_u64().unwrap(), 16);
+    // Against the start policy: 2 evaluations × 4 prompts and the best-of-n pool (2 prompts × 4).
+    // Step 0 is the start policy's own evaluation: its completions are the references, ties unjudged.
+    let v = &j["vs_start"]["counts"];
+    // The best-of-n gold curve reads the pool's judgements again, from the seed's cache.
+    let (judged, identical) = (v["judged"].as_u64().unwrap(), v["identical"].as_u64().unwrap());
+    assert_eq!(judged + identical + v["repeated"].as_u64().unwrap(), 2 * 4 + 2 * (2 * 4), "{v}");
+    assert!(v["repeated"].as_u64().unwrap() >= 2 * 4, "{v}");
+    assert!(identical >= 4, "{v}");
+    // The log-prob template always yields a weighted preference from a local model.
+    assert_eq!(v["weighted"], v["judged"]);
+    assert_eq!(v["unscored"], 0);
+    for part in ["vs_start", "human_pairs"] {
+        for rate in ["position_consistency", "position_a_rate", "unparsed_rate"] {
+            let r = &j[part][rate];
+            assert!(r.is_null() || (0.0..=1.0).contains(&r["mean"].as_f64().unwrap()), "{part} {rate} {r}");
+        }
+    }
+    let ann = j["agreement_with_humans"]["mean"].as_f64().unwrap();
+    assert_eq!(ann, s["annotators_acc_gold"]["mean"].as_f64().unwrap());
+
+    let run = &s["runs"][0];
+    // Gold is a win rate against the start policy: exactly ½ for the start policy itself.
+    assert_eq!(run["gold"][0].as_f64().unwrap(), 0.5);
+    assert!(run["gold"].as_array().unwrap().iter().all(|g| (0.0..=1.0).contains(&g.as_f64().unwrap())));
+    assert!(run["spearman_proxy_over_refusal"].is_object());
+    let bg = &s["bon"].as_array().unwrap().iter().find(|b| b["name"] == "bon-gold").unwrap()["gold"];
+    assert!(bg[2].as_f64().unwrap() >= bg[0].as_f64().unwrap() - 1e-9);
+
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("The judge") && html.contains("judge win rate"), "judge section missing");
+
+    // A template that grades single answers cannot be gold.
+    let text = std::fs::read_to_string(&path).unwrap().replace("alpaca_eval_clf_gpt4_turbo", "single-v1");
+    std::fs::write(&path, text).unwrap();
+    let err = RunConfig::load(&path).unwrap_err().to_string();
+    assert!(err.contains("real.toml") && err.contains("real.judge_template") && err.contains("pairwise"), "{err}");
+}
+
 #[test]
 fn bad_real_config_names_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();

@@ -63,8 +63,17 @@ pub struct RealConfig {
     /// seeded, through the response cache). Empty: sampled here. Gold and the proxies score it
     /// here either way; policies that are trained are always sampled here.
     pub pool_endpoint: String,
-    /// The endpoint's response cache (SQLite); empty: `$MISMATCH_HOME/cache/openai.sqlite`.
+    /// The endpoints' response cache (SQLite; `pool_endpoint` and an `openai:` judge); empty:
+    /// `$MISMATCH_HOME/cache/openai.sqlite`.
     pub pool_cache: String,
+    /// An LLM judge as gold ([`crate::real::judge`]): a model spec (`smollm2-135m`, a `.gguf`, an
+    /// HF directory) or `openai:URL#MODEL`. Gold is then the judge's swap-averaged preference for
+    /// a policy's completion over the start policy's, and no gold RM is trained (the split keeps
+    /// its gold part, so the proxies see the same pairs either way). Empty: the gold RM.
+    pub judge: String,
+    /// The judge's pairwise template: a built-in name (`alpaca_eval_clf_gpt4_turbo`, `pair-v2`)
+    /// or a Jinja file.
+    pub judge_template: String,
     /// Where relative paths resolve: set by `RunConfig::load` to the TOML file's directory.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
@@ -89,6 +98,8 @@ impl Default for RealConfig {
             dpo_max_chars: 600,
             pool_endpoint: String::new(),
             pool_cache: String::new(),
+            judge: String::new(),
+            judge_template: "alpaca_eval_clf_gpt4_turbo".into(),
             base_dir: None,
         }
     }
@@ -102,6 +113,8 @@ pub struct Resolved {
     pub pairs: PathBuf,
     pub prompts: Option<PathBuf>,
     pub eval_prompts_file: Option<PathBuf>,
+    /// The judge's spec and template (a built-in name or a resolved file), when gold is a judge.
+    pub judge: Option<(String, String)>,
 }
 
 impl RealConfig {
@@ -136,6 +149,22 @@ impl RealConfig {
                 Some(Ok(_)) => {}
             }
         }
+        if !self.judge.trim().is_empty() {
+            if let Some(Err(e)) = mismatch_openai::Endpoint::from_spec(&self.judge) {
+                return bad("judge", &e.to_string());
+            }
+            let (_, template) = self.resolve().judge.expect("a judge is set");
+            match mismatch_judge::Template::load(&template) {
+                Err(e) => return bad("judge_template", &e.to_string()),
+                Ok(t) if t.kind != mismatch_judge::Kind::Pairwise || t.output == mismatch_judge::Output::Rating => {
+                    return bad(
+                        "judge_template",
+                        &format!("'{}' grades single answers; gold needs a pairwise template", t.name),
+                    )
+                }
+                Ok(_) => {}
+            }
+        }
         Ok(())
     }
 
@@ -167,6 +196,11 @@ impl RealConfig {
             pairs: file(&self.pairs),
             prompts: opt(&self.prompts),
             eval_prompts_file: opt(&self.eval_prompts_file),
+            judge: (!self.judge.trim().is_empty()).then(|| {
+                let t = file(&self.judge_template);
+                let template = if t.exists() { t.to_string_lossy().into_owned() } else { self.judge_template.clone() };
+                (spec(&self.judge), template)
+            }),
         }
     }
 }

@@ -21,6 +21,12 @@
 //! the held-out human labels, `acc_gold` its agreement with the gold RM, `ece` its calibration
 //! against the human labels.
 //!
+//! **A judge as gold.** With `real.judge` (a local model or `openai:URL#MODEL`) no gold RM is
+//! trained: gold is the judge's swap-averaged preference for each completion over the start
+//! policy's completion to the same prompt ([`judge`]), so mean gold is the win rate against the
+//! start policy, the judge's agreement with the held-out human labels is `annotators_acc_gold`,
+//! and the summary gains a `judge` section (position consistency, parse failures).
+//!
 //! Then, per seed: best-of-n from one pool of start-policy samples; RLOO against the single
 //! proxy at every `rl.kl_coefs` and against `rl.mitigations` at the first; DPO on the
 //! single-turn proxy pairs (when `dpo.steps > 0`). Step 0 and every checkpoint are evaluated on
@@ -31,6 +37,7 @@
 
 pub mod config;
 pub mod data;
+pub mod judge;
 pub mod sample;
 pub mod setting;
 
@@ -42,3 +49,10 @@ pub const GOLD_DESCRIPTION: &str = "No true reward exists for real text: gold is
 trained on a part of the human preference labels that no proxy sees, standardised on start-policy samples. Each \
 proxy's accuracy against held-out human labels is reported as acc_annotators and its agreement with the gold RM as \
 acc_gold; annotators_acc_gold is the gold RM's own accuracy on the held-out human labels.";
+
+/// The summary's `gold` field when gold is a judge (`real.judge`).
+pub const JUDGE_GOLD_DESCRIPTION: &str = "No true reward exists for real text: gold is an LLM judge's swap-averaged \
+preference for a completion over the start policy's completion to the same prompt (judged in both orders; 0.5 = as \
+good as the start policy), so mean gold is the win rate against the start policy. Each proxy's accuracy against \
+held-out human labels is reported as acc_annotators and its agreement with the judge on those pairs as acc_gold; \
+annotators_acc_gold is the judge's own accuracy on the held-out human labels.";

@@ -87,7 +87,8 @@ pub struct EvalSet {
 }
 
 /// Samples every evaluation prompt once (fixed `seed`) and measures KL to `reference`, proxy
-/// and gold scores and the text meters.
+/// and gold scores and the text meters. `gold` reads the prompts as they are (wrap a reward
+/// model in [`UserTurn`]); the proxy is wrapped here.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     policy: &Policy,
@@ -104,7 +105,7 @@ pub fn evaluate(
     let kl = sequence_kl(reference, &s)?;
     let comps: Vec<&str> = s.texts.iter().map(String::as_str).collect();
     let px = scores(proxy, &prompts, &comps)?;
-    let golds = scores(gold, &prompts, &comps)?;
+    let golds = gold.score(&prompts, &comps)?.into_iter().map(f64::from).collect::<Vec<_>>();
     let reader = TextReader::new(set.prompts.iter().map(String::as_str).zip(set.kinds.iter().copied()));
     let (m, per_sample) =
         mismatch_eval::meters::measure(&reader, &prompts, &comps, &golds).unwrap_or_else(|e| match e {});
@@ -125,11 +126,11 @@ pub fn pool(
     scored_pool(gold, prompts, s.texts.chunks(n_max).map(|c| c.to_vec()).collect())
 }
 
-/// A pool of `texts[i]` for `prompts[i]`, scored by gold.
+/// A pool of `texts[i]` for `prompts[i]`, scored by gold (which reads the prompts as they are).
 fn scored_pool(gold: &dyn Reward, prompts: &[&str], texts: Vec<Vec<String>>) -> Result<crate::bon::Pool> {
     let rep: Vec<&str> = prompts.iter().zip(&texts).flat_map(|(p, t)| std::iter::repeat_n(*p, t.len())).collect();
     let comps: Vec<&str> = texts.iter().flatten().map(String::as_str).collect();
-    let mut g = scores(gold, &rep, &comps)?.into_iter();
+    let mut g = gold.score(&rep, &comps)?.into_iter().map(f64::from);
     let gold = texts.iter().map(|t| g.by_ref().take(t.len()).collect()).collect();
     Ok(crate::bon::Pool { prompts: prompts.iter().map(|s| s.to_string()).collect(), texts, gold })
 }

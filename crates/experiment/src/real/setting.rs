@@ -3,9 +3,11 @@
 
 use super::config::Resolved;
 use super::data::{first_turns, read_pairs, read_prompts, short_pairs, split, xstest_prompts, Record, Split};
+use super::judge::{AgainstStart, Judge, JudgeCounts, JudgeRecord};
 use super::sample::{evaluate, pool, pool_on, sample, EvalSet, UserTurn};
 use crate::bon::Pool;
 use crate::config::RunConfig;
+use crate::pipeline::AsIs;
 use crate::pipeline::{RmEval, SeedSetting, Setting, KINDS};
 use crate::proxy::{train_ensemble, Ensemble, LabelledPair, Proxy, RmKind, RmTrainConfig};
 use crate::sample::EvalPoint;
@@ -19,9 +21,16 @@ use mismatch_policy::Reward;
 use mismatch_reward::ensemble::{aggregate, Aggregate};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
 use std::path::Path;
 
-/// What every seed shares: the data split, prompts, the gold RM and its scores on the test part.
+/// What gold is: a reward model trained on the gold part of the labels, or an LLM judge.
+enum Gold {
+    Rm(Proxy),
+    Judge { judge: Judge, human_pairs: JudgeCounts },
+}
+
+/// What every seed shares: the data split, prompts, gold and its scores on the test part.
 pub struct RealSetting {
     paths: Resolved,
     chat: bool,
@@ -30,12 +39,14 @@ pub struct RealSetting {
     eval: EvalSet,
     /// Start-policy samples (rendered prompt, completion) every RM is standardised on.
     standardise_on: Vec<(String, String)>,
-    gold: Proxy,
-    /// Gold scores of the test pairs' chosen and rejected responses.
+    gold: Gold,
+    /// Gold scores of the test pairs' chosen and rejected responses (a judge: its preference
+    /// for the chosen one, and one minus that).
     gold_test: (Vec<f64>, Vec<f64>),
     dpo_max_chars: usize,
     /// Where the best-of-n pool is sampled when not here (`real.pool_endpoint`).
     pool_endpoint: Option<mismatch_openai::Client>,
+    max_new_tokens: usize,
 }
 
 impl RealSetting {
@@ -98,21 +109,38 @@ impl RealSetting {
             std_prompts.iter().zip(&s.texts).map(|(p, t)| (super::sample::as_user_turn(p), t.clone())).collect();
         drop(start);
 
-        // The gold RM: one model on the gold part, standardised like the proxies.
-        bar.set_message(format!("gold RM ({} pairs)", split.gold.len()));
-        let gold_cfg = RmTrainConfig { epochs: real.gold_epochs, bootstrap: false, ..cfg.rm.train.clone() };
-        let gold_pairs: Vec<LabelledPair> = split.gold.iter().map(|r| r.pair.clone()).collect();
-        let gold_ens = train_ensemble(
-            &paths.gold_backbone,
-            &gold_pairs,
-            &gold_cfg,
-            1,
-            mismatch_models::seed::scaled(real.split_seed, 100, 3),
-            &standardise_on,
-            &bar,
-        )?;
-        let gold = gold_ens.proxy(RmKind::Single, cfg.rm.uwo_lambda, "gold")?;
-        let gold_test = pair_scores(&gold, &split.test)?;
+        let (gold, gold_test) = match &paths.judge {
+            Some((spec, template)) => {
+                bar.set_message(format!("judge on {} held-out pairs", split.test.len()));
+                let judge = load_judge(real, spec, template, cfg.seed)?;
+                let mut human_pairs = JudgeCounts::default();
+                let t = &split.test;
+                let q: Vec<&str> = t.iter().map(|r| r.pair.prompt.as_str()).collect();
+                let c: Vec<&str> = t.iter().map(|r| r.pair.chosen.as_str()).collect();
+                let j: Vec<&str> = t.iter().map(|r| r.pair.rejected.as_str()).collect();
+                let p = judge.prefer(&q, &c, &j, &mut human_pairs)?;
+                let not = p.iter().map(|x| 1.0 - x).collect();
+                (Gold::Judge { judge, human_pairs }, (p, not))
+            }
+            None => {
+                // The gold RM: one model on the gold part, standardised like the proxies.
+                bar.set_message(format!("gold RM ({} pairs)", split.gold.len()));
+                let gold_cfg = RmTrainConfig { epochs: real.gold_epochs, bootstrap: false, ..cfg.rm.train.clone() };
+                let gold_pairs: Vec<LabelledPair> = split.gold.iter().map(|r| r.pair.clone()).collect();
+                let gold_ens = train_ensemble(
+                    &paths.gold_backbone,
+                    &gold_pairs,
+                    &gold_cfg,
+                    1,
+                    mismatch_models::seed::scaled(real.split_seed, 100, 3),
+                    &standardise_on,
+                    &bar,
+                )?;
+                let gold = gold_ens.proxy(RmKind::Single, cfg.rm.uwo_lambda, "gold")?;
+                let gold_test = pair_scores(&gold, &split.test)?;
+                (Gold::Rm(gold), gold_test)
+            }
+        };
         bar.finish_and_clear();
 
         Ok(RealSetting {
@@ -125,15 +153,32 @@ impl RealSetting {
             gold,
             gold_test,
             dpo_max_chars: real.dpo_max_chars,
-            pool_endpoint: pool_client(real)?,
+            pool_endpoint: endpoint_client(real, &real.pool_endpoint, "pool_endpoint")?,
+            max_new_tokens: cfg.max_new_tokens,
         })
     }
 }
 
-/// The client of `real.pool_endpoint` (None when empty), caching in `real.pool_cache`.
-fn pool_client(real: &super::config::RealConfig) -> Result<Option<mismatch_openai::Client>> {
-    let Some(endpoint) = mismatch_openai::Endpoint::from_spec(&real.pool_endpoint) else { return Ok(None) };
-    let usage = |e: mismatch_openai::Error| Error::Usage(format!("field `real.pool_endpoint`: {e}"));
+/// The judge `spec` with `template` (a local model, or an endpoint caching in `real.pool_cache`).
+fn load_judge(real: &super::config::RealConfig, spec: &str, template: &str, seed: u64) -> Result<Judge> {
+    let usage = |e: mismatch_judge::Error| Error::Usage(format!("field `real.judge`: {e}"));
+    let template = mismatch_judge::Template::load(template)
+        .map_err(|e| Error::Usage(format!("field `real.judge_template`: {e}")))?;
+    let backend: Box<dyn mismatch_judge::Backend> = match endpoint_client(real, spec, "judge")? {
+        Some(client) => Box::new(mismatch_judge::Remote::new(client, spec)),
+        None => Box::new(mismatch_judge::Local::load(spec, &candle_core::Device::Cpu).map_err(usage)?),
+    };
+    Ok(Judge::new(backend, template, seed))
+}
+
+/// The client of the endpoint `spec` (None when it is not `openai:`), caching in `real.pool_cache`.
+fn endpoint_client(
+    real: &super::config::RealConfig,
+    spec: &str,
+    field: &str,
+) -> Result<Option<mismatch_openai::Client>> {
+    let Some(endpoint) = mismatch_openai::Endpoint::from_spec(spec) else { return Ok(None) };
+    let usage = |e: mismatch_openai::Error| Error::Usage(format!("field `real.{field}`: {e}"));
     let cache = match real.pool_cache.as_str() {
         "" => mismatch_openai::default_cache_path(),
         c => Some(real.base_dir.as_deref().map_or_else(|| c.into(), |b| b.join(c))),
@@ -194,7 +239,8 @@ fn test_scores(ens: &Ensemble, lambda: f64, pairs: &[Record]) -> Result<Vec<(Vec
     ])
 }
 
-/// Accuracy of the gold RM on the held-out human labels (how far the stand-in can be trusted).
+/// Accuracy of gold (the gold RM, or the judge) on the held-out human labels (how far the
+/// stand-in can be trusted); a tie loses, by RewardBench's rule ([`rm::prefers_first`]).
 fn gold_accuracy(gold_test: &(Vec<f64>, Vec<f64>)) -> f64 {
     rm::share(&rm::prefers_first(&gold_test.0, &gold_test.1))
 }
@@ -226,6 +272,19 @@ struct RealSeed<'a> {
     start: Policy,
     train_recs: Vec<&'a Record>,
     pairs: Vec<LabelledPair>,
+    /// When gold is a judge: the judge against this seed's start-policy evaluation samples.
+    against: Option<AgainstStart<'a>>,
+}
+
+impl RealSeed<'_> {
+    /// Gold as it reads the policy's raw prompts.
+    fn gold_seen(&self) -> Box<dyn Reward + '_> {
+        match (&self.shared.gold, &self.against) {
+            (Gold::Rm(rm), _) => Box::new(UserTurn(rm)),
+            (Gold::Judge { .. }, Some(a)) => Box::new(AsIs(a)),
+            (Gold::Judge { .. }, None) => unreachable!("a judge seed has its references"),
+        }
+    }
 }
 
 impl Setting for RealSetting {
@@ -242,7 +301,17 @@ impl Setting for RealSetting {
         let train_recs: Vec<&Record> = order.iter().take(n_max).map(|&i| &self.split.proxy[i]).collect();
         let pairs = train_recs.iter().map(|r| r.pair.clone()).collect();
         let start = Policy::load(&self.paths.policy, false, self.chat)?;
-        Ok(Box::new(RealSeed { shared: self, cfg, start, train_recs, pairs }))
+        let against = match &self.gold {
+            Gold::Rm(_) => None,
+            Gold::Judge { judge, .. } => {
+                // The start policy's evaluation samples: what its step-0 evaluation draws.
+                let prompts: Vec<&str> = self.eval.prompts.iter().map(String::as_str).collect();
+                let s = sample(&start, &prompts, self.max_new_tokens, crate::pipeline::eval_seed(seed))?;
+                let references: HashMap<String, String> = self.eval.prompts.iter().cloned().zip(s.texts).collect();
+                Some(AgainstStart::new(judge, references))
+            }
+        };
+        Ok(Box::new(RealSeed { shared: self, cfg, start, train_recs, pairs, against }))
     }
 }
 
@@ -275,8 +344,10 @@ impl SeedSetting for RealSeed<'_> {
             set.prompts.iter().take(self.cfg.bon.prompts.min(set.prompts.len())).map(String::as_str).collect();
         let (n_max, max_new) = (self.cfg.bon.n_max, self.cfg.max_new_tokens);
         match &self.shared.pool_endpoint {
-            Some(client) => pool_on(client, self.shared.chat, &self.shared.gold, &prompts, n_max, max_new, seed),
-            None => pool(&self.start, &self.shared.gold, &prompts, n_max, max_new, seed),
+            Some(client) => {
+                pool_on(client, self.shared.chat, self.gold_seen().as_ref(), &prompts, n_max, max_new, seed)
+            }
+            None => pool(&self.start, self.gold_seen().as_ref(), &prompts, n_max, max_new, seed),
         }
     }
 
@@ -285,7 +356,7 @@ impl SeedSetting for RealSeed<'_> {
     }
 
     fn gold(&self) -> Box<dyn Reward + '_> {
-        Box::new(UserTurn(&self.shared.gold))
+        self.gold_seen()
     }
 
     fn rl_prompts(&self, n: usize, seed: u64) -> Vec<String> {
@@ -330,14 +401,23 @@ impl SeedSetting for RealSeed<'_> {
     }
 
     fn evaluate(&self, checkpoint: Option<&Path>, proxy: &dyn Reward, seed: u64, step: usize) -> Result<EvalPoint> {
-        let (set, gold, max_new) = (&self.shared.eval, &self.shared.gold, self.cfg.max_new_tokens);
+        let (set, gold, max_new) = (&self.shared.eval, self.gold_seen(), self.cfg.max_new_tokens);
         match checkpoint {
-            None => evaluate(&self.start, &self.start, proxy, gold, set, max_new, seed, step),
+            None => evaluate(&self.start, &self.start, proxy, gold.as_ref(), set, max_new, seed, step),
             Some(dir) => {
                 let spec = dir.to_str().ok_or_else(|| Error::invalid(dir, "path is not UTF-8"))?;
                 let policy = Policy::load(spec, false, self.shared.chat)?;
-                evaluate(&policy, &self.start, proxy, gold, set, max_new, seed, step)
+                evaluate(&policy, &self.start, proxy, gold.as_ref(), set, max_new, seed, step)
             }
         }
+    }
+
+    fn judge(&self) -> Option<JudgeRecord> {
+        let (Gold::Judge { judge, human_pairs }, Some(a)) = (&self.shared.gold, &self.against) else { return None };
+        Some(JudgeRecord {
+            name: judge.name(),
+            vs_start: *a.counts.lock().expect("judge counts"),
+            human_pairs: *human_pairs,
+        })
     }
 }
