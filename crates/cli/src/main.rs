@@ -38,6 +38,9 @@ enum Command {
     Eval(cmd::eval::EvalCmd),
     /// Serve a causal LM (and a reward model) under the OpenAI API, with continuous batching.
     Serve(mismatch_serve::ServeArgs),
+    /// The outer loop of RLHF: collect labels on the current policy, retrain the reward model,
+    /// optimise again, round after round (embedded world), with its report.
+    Loop(mismatch_experiment::cli::LoopArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => mismatch_serve::run(a),
         Command::Eval(c) => cmd::eval::run(c),
         Command::Run(a) => mismatch_experiment::cli::run(a),
+        Command::Loop(a) => mismatch_experiment::cli::run_loop(a),
         Command::Policy(c) => mismatch_policy::cli::run(c),
         Command::Rm(c) => mismatch_reward::cli::run(c),
         Command::Data(c) => mismatch_data::cli::run(c).map_err(Into::into),

@@ -231,35 +231,17 @@ fn rank_recovers_known_strengths_with_intervals() {
     assert!(close(&w[0][3], 1.0 - w[3][0].as_f64().unwrap(), 1e-12) && w[0][3].as_f64().unwrap() > 0.75);
     assert!(std::fs::read_to_string(out.join("rank.html")).unwrap().contains("<svg"));
     // Elo gives the same order here; the files are reproducible under a seed.
+    let elo_into = |out: &Path| {
+        let args = ["eval", "rank", "--judgements", f.to_str().unwrap(), "--method", "elo", "--resamples", "50"];
+        ok(&mismatch(&[&args[..], &["--out", out.to_str().unwrap()]].concat()));
+    };
     let elo = d.join("elo");
-    ok(&mismatch(&[
-        "eval",
-        "rank",
-        "--judgements",
-        f.to_str().unwrap(),
-        "--method",
-        "elo",
-        "--resamples",
-        "50",
-        "--out",
-        elo.to_str().unwrap(),
-    ]));
+    elo_into(&elo);
     let e = read_json(&elo.join("rank.json"));
     let order: Vec<&str> = e["models"].as_array().unwrap().iter().map(|m| m["model"].as_str().unwrap()).collect();
     assert_eq!(order, ["strong", "good", "fair", "weak"]);
     let again = d.join("elo2");
-    ok(&mismatch(&[
-        "eval",
-        "rank",
-        "--judgements",
-        f.to_str().unwrap(),
-        "--method",
-        "elo",
-        "--resamples",
-        "50",
-        "--out",
-        again.to_str().unwrap(),
-    ]));
+    elo_into(&again);
     assert_eq!(std::fs::read(elo.join("rank.json")).unwrap(), std::fs::read(again.join("rank.json")).unwrap());
 }
 

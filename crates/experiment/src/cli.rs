@@ -168,3 +168,68 @@ fn check_start_corpora(cfg: &RunConfig, indices: &[usize], path: &std::path::Pat
     }
     Ok(())
 }
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct LoopArgs {
+    /// Experiment config (TOML): the `[loop]` table and every table `mismatch run` reads
+    /// (world, start, rm, rl, data.eval_pairs, eval_prompts, seeds).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Rounds (overrides `loop.rounds`).
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Number of seeds (overrides the config).
+    #[arg(long)]
+    pub seeds: Option<usize>,
+    /// Output directory (default: runs/<UTC timestamp>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Hide progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// `mismatch loop`: the outer loop of RLHF in the embedded world ([`crate::outer`]).
+pub fn run_loop(args: LoopArgs) -> anyhow::Result<()> {
+    let mut cfg = match &args.config {
+        Some(p) => RunConfig::load(p)?,
+        None => RunConfig::default(),
+    };
+    if let Some(s) = args.seeds {
+        cfg.seeds = s;
+    }
+    let mut lc = cfg.outer.clone().unwrap_or_default();
+    if let Some(r) = args.rounds {
+        lc.rounds = r;
+    }
+    cfg.outer = Some(lc);
+    let cfg_path = args.config.as_deref().unwrap_or(std::path::Path::new("<built-in config>"));
+    cfg.validate(cfg_path)?;
+    let mut command = String::from("mismatch loop");
+    if let Some(c) = &args.config {
+        command += &format!(" --config {}", crate::sweep::quote(&c.to_string_lossy()));
+    }
+    if let Some(r) = args.rounds {
+        command += &format!(" --rounds {r}");
+    }
+    if let Some(s) = args.seeds {
+        command += &format!(" --seeds {s}");
+    }
+    let out = args.out.clone().unwrap_or_else(crate::pipeline::default_out);
+    check_start_corpora(&cfg, &(0..cfg.seeds).collect::<Vec<_>>(), cfg_path)?;
+    let progress = !args.no_progress && std::io::stderr().is_terminal();
+    let t0 = std::time::Instant::now();
+    let s = crate::outer::run_loop(&cfg, &out, &command, progress)?;
+    eprintln!(
+        "done in {:.1}s: {}; gold {} → {}; report: {}",
+        t0.elapsed().as_secs_f64(),
+        s["finding"].as_str().unwrap_or(""),
+        s["start"]["gold"]["mean"],
+        s["rounds"]
+            .as_array()
+            .and_then(|r| r.last())
+            .map_or(serde_json::Value::Null, |r| r["policy"]["gold"]["mean"].clone()),
+        out.join("report.html").display()
+    );
+    Ok(())
+}

@@ -91,6 +91,9 @@ pub struct RunConfig {
     /// ignored); see [`crate::real`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub real: Option<crate::real::RealConfig>,
+    /// The outer loop of `mismatch loop` ([`crate::outer`]); `mismatch run` ignores it.
+    #[serde(rename = "loop", skip_serializing_if = "Option::is_none")]
+    pub outer: Option<crate::outer::LoopConfig>,
 }
 
 impl Default for RunConfig {
@@ -111,6 +114,7 @@ impl Default for RunConfig {
             rl: Default::default(),
             dpo: Default::default(),
             real: None,
+            outer: None,
         }
     }
 }
@@ -227,6 +231,9 @@ impl RunConfig {
         }
         if !positive(self.dpo.beta) {
             return bad("dpo.beta", "must be positive");
+        }
+        if let Some(l) = &self.outer {
+            l.validate(path)?;
         }
         if let Some(r) = &self.real {
             return r.validate(path);

@@ -70,25 +70,10 @@ impl Setting for WorldSetting {
 
         // Preference data: two start-policy samples per prompt, annotator labels.
         let n_max = *cfg.data.pair_sizes.iter().max().expect("validated");
-        let draws =
-            |prompts: &[usize], n: usize, rng: &mut ChaCha8Rng, sseed: u64| -> Result<Vec<(usize, String, String)>> {
-                let idx: Vec<usize> = (0..n).map(|_| sample_prompt(&world.prompts, prompts, rng)).collect();
-                let rep: Vec<&str> = idx.iter().flat_map(|&i| [world.prompts[i].text.as_str(); 2]).collect();
-                let mut texts = Vec::new();
-                for (c, chunk) in rep.chunks(512).enumerate() {
-                    texts.extend(
-                        sample(
-                            &start,
-                            &self.tok,
-                            chunk,
-                            cfg.max_new_tokens,
-                            mismatch_models::seed::offset(sseed, c as u64),
-                        )?
-                        .texts,
-                    );
-                }
-                Ok(idx.iter().enumerate().map(|(j, &i)| (i, texts[2 * j].clone(), texts[2 * j + 1].clone())).collect())
-            };
+        let (tok, max_new) = (&self.tok, cfg.max_new_tokens);
+        let draws = |prompts: &[usize], n: usize, rng: &mut ChaCha8Rng, sseed: u64| {
+            draw_pairs(world, &start, tok, prompts, n, rng, sseed, max_new)
+        };
         let train_draws = draws(&world.train, n_max, &mut rng, mismatch_models::seed::derive(seed, 1))?;
         let pairs = label_pairs(world, &train_draws, mismatch_models::seed::derive(seed, 2));
         let standardise_on =
@@ -96,13 +81,39 @@ impl Setting for WorldSetting {
         let eval_draws = draws(&world.heldout, cfg.data.eval_pairs, &mut rng, mismatch_models::seed::derive(seed, 3))?;
         let eval_pairs = label_pairs(world, &eval_draws, mismatch_models::seed::derive(seed, 4));
 
-        // Fixed held-out evaluation prompts (shared by all seeds).
-        let mut erng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xe7a1);
-        let eval_prompts = (0..cfg.eval_prompts)
-            .map(|_| world.prompts[sample_prompt(&world.prompts, &world.heldout, &mut erng)].text.clone())
-            .collect();
+        let eval_prompts = eval_prompts(world, cfg);
         Ok(Box::new(WorldSeed { w: self, cfg, start_spec, start, pairs, eval_pairs, standardise_on, eval_prompts }))
     }
+}
+
+/// The fixed held-out evaluation prompts (shared by all seeds).
+pub(crate) fn eval_prompts(world: &World, cfg: &RunConfig) -> Vec<String> {
+    let mut erng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xe7a1);
+    (0..cfg.eval_prompts)
+        .map(|_| world.prompts[sample_prompt(&world.prompts, &world.heldout, &mut erng)].text.clone())
+        .collect()
+}
+
+/// `n` prompts drawn from `prompts` (indices into the world's prompts, every kind equally
+/// likely) with two samples of `policy` each: `(prompt index, response 1, response 2)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn draw_pairs(
+    world: &World,
+    policy: &Gpt,
+    tok: &tokenizers::Tokenizer,
+    prompts: &[usize],
+    n: usize,
+    rng: &mut ChaCha8Rng,
+    sseed: u64,
+    max_new: usize,
+) -> Result<Vec<(usize, String, String)>> {
+    let idx: Vec<usize> = (0..n).map(|_| sample_prompt(&world.prompts, prompts, rng)).collect();
+    let rep: Vec<&str> = idx.iter().flat_map(|&i| [world.prompts[i].text.as_str(); 2]).collect();
+    let mut texts = Vec::new();
+    for (c, chunk) in rep.chunks(512).enumerate() {
+        texts.extend(sample(policy, tok, chunk, max_new, mismatch_models::seed::offset(sseed, c as u64))?.texts);
+    }
+    Ok(idx.iter().enumerate().map(|(j, &i)| (i, texts[2 * j].clone(), texts[2 * j + 1].clone())).collect())
 }
 
 impl WorldSeed<'_> {

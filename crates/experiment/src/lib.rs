@@ -11,7 +11,9 @@
 //! - [`summary`]: `summary.json`, every number of the page; [`report`]: `report.html`;
 //! - [`sweep`]: one seed per job (`--seed-only`), merged into the same summary (`--merge`),
 //!   and a Slurm array script (`--emit-slurm`); [`record`]: a seed's results as `seed.json`;
-//! - [`cli`]: `mismatch run`.
+//! - [`outer`]: `mismatch loop`, the outer loop of RLHF in the embedded world (collect labels on
+//!   the current policy, retrain the RM, optimise again), and its page ([`outer_report`]);
+//! - [`cli`]: `mismatch run` and `mismatch loop`.
 
 pub mod bon;
 pub mod cli;
@@ -19,6 +21,8 @@ pub mod config;
 pub mod dpo;
 pub mod embedded;
 pub mod optimise;
+pub mod outer;
+pub mod outer_report;
 pub mod pipeline;
 pub mod progress;
 pub mod proxy;

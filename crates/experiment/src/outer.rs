@@ -1,0 +1,367 @@
+//! `mismatch loop`: the outer loop of RLHF in the embedded world — deploy, collect preferences
+//! on the current policy's outputs, retrain the reward model, optimise again (the seed's Fig. 5;
+//! InstructGPT collected comparisons on its deployed policies, Ouyang et al. 2022 §3.2, and
+//! Llama 2 iterated five such rounds, Touvron et al. 2023 §3.2.1).
+//!
+//! Per seed, from the start policy π₀ and for rounds r = 0 … R−1:
+//!
+//! 1. **collect**: `loop.pairs_per_round` training prompts, two samples of the current policy
+//!    π_r each, labelled by the world's simulated annotators (with their biases) → D_r;
+//! 2. **retrain** the reward model RM_r from the start policy's backbone on D₀ ∪ … ∪ D_r
+//!    (`loop.rm_data = "all"`) or on D_r alone (`"new"`);
+//! 3. **measure the shift**: `data.eval_pairs` held-out prompts with two samples of π_r each
+//!    (E_r, pairs whose gold differs); the accuracy against gold of RM_r, of the round-0 RM and,
+//!    from round 1, RM_r's accuracy on the previous round's pairs E_{r−1};
+//! 4. **optimise** π_{r+1} from π_r with RLOO against RM_r (`rl.steps` steps, β =
+//!    `rl.kl_coefs[0]`; the KL penalty anchors each round to the policy it starts from, as
+//!    iterated RLHF does), then evaluate π_{r+1} on the fixed held-out prompts: gold, proxy
+//!    (RM_r), KL to π₀ and the failure meters.
+//!
+//! A round's numbers are means over seeds with Student-t 95% intervals; RM_r's accuracy gain
+//! over the round-0 RM on the current policy's pairs, and the change of gold from the first
+//! round's policy to the last one's, are paired differences with a two-stage bootstrap over
+//! seeds and then pairs or prompts ([`clustered_diff_ci`]). The loop's reason to exist is the
+//! first: a reward model trained on the policy's own outputs judges them better than one trained
+//! on the start policy's (distribution shift).
+
+use crate::config::RunConfig;
+use crate::embedded::{draw_pairs, eval_prompts, WorldSetting};
+use crate::pipeline::{eval_seed, for_each_seed, write_metrics};
+use crate::proxy::{label_pairs, train_ensemble, LabelledPair, RmKind};
+use crate::sample::{evaluate, EvalPoint};
+use mismatch_eval::stats::{clustered_diff_ci, mean, t_ci, Ci};
+use mismatch_models::checkpoint::replace_dir;
+use mismatch_models::seed::derive;
+use mismatch_models::{Error, Gpt, Result};
+use mismatch_policy::train::{train, RunOptions, TrainData};
+use mismatch_policy::Reward;
+use mismatch_world::corpus::sample_prompt;
+use mismatch_world::meters::FAILURE_METERS;
+use mismatch_world::world::World;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// The `[loop]` table of an experiment file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoopConfig {
+    pub rounds: usize,
+    /// Preference pairs collected on the current policy each round (identical samples dropped).
+    pub pairs_per_round: usize,
+    /// What each round's reward model trains on.
+    pub rm_data: RmData,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        Self { rounds: 3, pairs_per_round: 300, rm_data: RmData::All }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RmData {
+    /// Retrain on every label collected so far.
+    All,
+    /// Retrain on this round's labels only.
+    New,
+}
+
+impl LoopConfig {
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |f: &str, m: &str| Err(Error::invalid(path, format!("field `loop.{f}`: {m}")));
+        if self.rounds == 0 {
+            return bad("rounds", "must be at least 1");
+        }
+        if self.pairs_per_round < 2 {
+            return bad("pairs_per_round", "a reward model needs at least 2 pairs");
+        }
+        Ok(())
+    }
+}
+
+/// One round of one seed.
+struct Round {
+    new_labels: usize,
+    labels: usize,
+    /// The annotators' agreement with gold on this round's labels (gold-distinct pairs).
+    annotators_acc_gold: f64,
+    /// Per pair of E_r: 1 if the RM orders it as gold does, else 0.
+    rm_on_policy: Vec<f64>,
+    round0_rm_on_policy: Vec<f64>,
+    /// RM_r on E_{r−1} (from round 1).
+    rm_on_previous: Option<Vec<f64>>,
+    /// π_{r+1} on the evaluation prompts.
+    after: EvalPoint,
+}
+
+struct LoopSeed {
+    start: EvalPoint,
+    rounds: Vec<Round>,
+}
+
+/// Per pair with distinct gold (and distinct responses): whether `rm` orders it as gold does;
+/// a tie of the RM is a miss (RewardBench's rule).
+fn correct(world: &World, rm: &dyn Reward, pairs: &[(usize, String, String)]) -> Result<Vec<f64>> {
+    let p: Vec<&str> = pairs.iter().map(|(i, _, _)| world.prompts[*i].text.as_str()).collect();
+    let a: Vec<&str> = pairs.iter().map(|(_, a, _)| a.as_str()).collect();
+    let b: Vec<&str> = pairs.iter().map(|(_, _, b)| b.as_str()).collect();
+    let (ra, rb) = (rm.score(&p, &a)?, rm.score(&p, &b)?);
+    let mut out = Vec::with_capacity(pairs.len());
+    for i in 0..pairs.len() {
+        let (ga, gb) = (world.gold_score(p[i], a[i])?, world.gold_score(p[i], b[i])?);
+        out.push(((ga > gb && ra[i] > rb[i]) || (gb > ga && rb[i] > ra[i])) as u8 as f64);
+    }
+    Ok(out)
+}
+
+/// The pairs of `draws` whose responses and gold scores differ (what accuracy is defined on).
+fn gold_distinct(world: &World, draws: Vec<(usize, String, String)>) -> Result<Vec<(usize, String, String)>> {
+    let mut out = Vec::with_capacity(draws.len());
+    for d in draws {
+        let p = &world.prompts[d.0].text;
+        if d.1 != d.2 && world.gold_score(p, &d.1)? != world.gold_score(p, &d.2)? {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+/// Share of `pairs` whose chosen side gold prefers, over pairs where gold is not tied.
+fn annotator_agreement(world: &World, pairs: &[LabelledPair]) -> Result<f64> {
+    let (mut agree, mut n) = (0usize, 0usize);
+    for p in pairs {
+        let (gc, gr) = (world.gold_score(&p.prompt, &p.chosen)?, world.gold_score(&p.prompt, &p.rejected)?);
+        if gc != gr {
+            n += 1;
+            agree += (gc > gr) as usize;
+        }
+    }
+    Ok(agree as f64 / n.max(1) as f64)
+}
+
+/// Runs every round of `seed` (module doc), writing each round's policy to
+/// `out/work/loop-seed<seed>/round-<r+1>` and its metrics to `out/metrics/`.
+fn run_seed(
+    cfg: &RunConfig,
+    lc: &LoopConfig,
+    ws: &WorldSetting,
+    seed: u64,
+    out: &Path,
+    bar: &indicatif::ProgressBar,
+) -> Result<LoopSeed> {
+    let (world, tok, max_new) = (&ws.world, &ws.tok, cfg.max_new_tokens);
+    let hidden = indicatif::ProgressBar::hidden();
+    let start_dir = mismatch_world::start::start_policy(world, &cfg.start, cfg.start_seed_of(seed), &ws.home, &hidden)?;
+    let start_spec = start_dir.to_str().ok_or_else(|| Error::invalid(&start_dir, "path is not UTF-8"))?.to_string();
+    let load = |dir: &Path| -> Result<Gpt> { Ok(Gpt::load(dir, &candle_core::Device::Cpu, false)?.0) };
+    let start = load(&start_dir)?;
+    let prompts = eval_prompts(world, cfg);
+    let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let eval_seed = eval_seed(seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(derive(seed, 50));
+    let work = out.join("work").join(format!("loop-seed{seed}"));
+
+    let (mut policy, mut policy_spec) = (load(&start_dir)?, start_spec.clone());
+    let mut labels: Vec<LabelledPair> = Vec::new();
+    let mut round0_rm = None;
+    let mut previous: Option<Vec<(usize, String, String)>> = None;
+    let mut start_eval = None;
+    let mut rounds = Vec::new();
+    for r in 0..lc.rounds {
+        let ru = r as u64;
+        bar.set_message(format!("round {r}: labels"));
+        let drawn = draw_pairs(
+            world,
+            &policy,
+            tok,
+            &world.train,
+            lc.pairs_per_round,
+            &mut rng,
+            derive(seed, 100 + ru),
+            max_new,
+        )?;
+        let new = label_pairs(world, &drawn, derive(seed, 200 + ru));
+        let annotators_acc_gold = annotator_agreement(world, &new)?;
+        let heldout = draw_pairs(
+            world,
+            &policy,
+            tok,
+            &world.heldout,
+            cfg.data.eval_pairs,
+            &mut rng,
+            derive(seed, 300 + ru),
+            max_new,
+        )?;
+        let heldout = gold_distinct(world, heldout)?;
+        let new_labels = new.len();
+        match lc.rm_data {
+            RmData::All => labels.extend(new),
+            RmData::New => labels = new,
+        }
+
+        bar.set_message(format!("round {r}: reward model ({} pairs)", labels.len()));
+        let standardise_on: Vec<(String, String)> =
+            drawn.iter().take(256).map(|(i, a, _)| (world.prompts[*i].text.clone(), a.clone())).collect();
+        let rm_seed = mismatch_models::seed::scaled(derive(seed, 500 + ru), 100, 7);
+        let ens = train_ensemble(&start_spec, &labels, &cfg.rm.train, 1, rm_seed, &standardise_on, &hidden)?;
+        let rm = ens.proxy(RmKind::Single, cfg.rm.uwo_lambda, &format!("rm-round{r}"))?;
+        bar.inc(1);
+        if r == 0 {
+            start_eval = Some(evaluate(world, &start, &start, &rm, tok, &prompts, max_new, eval_seed, 0)?);
+        }
+        let rm_on_policy = correct(world, &rm, &heldout)?;
+        let round0_rm_on_policy = match &round0_rm {
+            Some(rm0) => correct(world, rm0, &heldout)?,
+            None => rm_on_policy.clone(),
+        };
+        let rm_on_previous = previous.as_ref().map(|p| correct(world, &rm, p)).transpose()?;
+
+        bar.set_message(format!("round {r}: RLOO"));
+        let pcfg = crate::rl::policy_config(&cfg.rl, cfg.rl.kl_coefs[0], max_new, derive(seed, 400 + ru));
+        let n_prompts = cfg.rl.steps.max(1) * cfg.rl.prompts_per_step;
+        let data = TrainData {
+            prompts: (0..n_prompts)
+                .map(|_| world.prompts[sample_prompt(&world.prompts, &world.train, &mut rng)].text.clone())
+                .collect(),
+            ..TrainData::default()
+        };
+        let scratch = work.join(format!(".train-round{r}"));
+        if scratch.exists() {
+            std::fs::remove_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
+        }
+        let outcome = train(&pcfg, &policy_spec, Some(&rm), &data, &scratch, &RunOptions::default())?;
+        let (_, last) = outcome.checkpoints.last().ok_or_else(|| Error::Usage("RLOO wrote no checkpoint".into()))?;
+        let keep = work.join(format!("round-{}", r + 1));
+        replace_dir(last, &keep)?;
+        let opt = keep.join("optimizer.safetensors");
+        if opt.exists() {
+            std::fs::remove_file(&opt).map_err(|e| Error::io(&opt, e))?;
+        }
+        std::fs::remove_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
+        policy = load(&keep)?;
+        policy_spec = keep.to_str().ok_or_else(|| Error::invalid(&keep, "path is not UTF-8"))?.to_string();
+        bar.inc(cfg.rl.steps as u64);
+
+        let after = evaluate(world, &policy, &start, &rm, tok, &prompts, max_new, eval_seed, r + 1)?;
+        let steps = outcome.metrics.into_iter().map(Value::Object).collect();
+        let name = format!("loop-round{r}-seed{seed}");
+        write_metrics(out, &crate::optimise::RunLog { name, steps, evals: vec![after.clone()] })?;
+        rounds.push(Round {
+            new_labels,
+            labels: labels.len(),
+            annotators_acc_gold,
+            rm_on_policy,
+            round0_rm_on_policy,
+            rm_on_previous,
+            after,
+        });
+        if r == 0 {
+            round0_rm = Some(rm);
+        }
+        previous = Some(heldout);
+    }
+    Ok(LoopSeed { start: start_eval.expect("round 0 ran"), rounds })
+}
+
+/// Runs the loop for every seed of `cfg` and writes `summary.json` and `report.html` to `out`.
+pub fn run_loop(cfg: &RunConfig, out: &Path, command: &str, progress: bool) -> Result<Value> {
+    if cfg.real.is_some() {
+        return Err(Error::Usage(
+            "mismatch loop runs in the embedded world (its annotators label each round); a [real] table is not supported"
+                .into(),
+        ));
+    }
+    let lc = cfg.outer.clone().unwrap_or_default();
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+    let ws = WorldSetting::new(cfg, &mismatch_world::start::home()?)?;
+    let multi = indicatif::MultiProgress::new();
+    if !progress {
+        multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let units = (lc.rounds * (1 + cfg.rl.steps)) as u64;
+    let all: Vec<usize> = (0..cfg.seeds).collect();
+    let results = for_each_seed(cfg, &all, |seed| {
+        let bar = multi.add(crate::progress::bar(progress, units, &format!("seed {seed}")));
+        let r = run_seed(cfg, &lc, &ws, seed, out, &bar);
+        bar.finish_with_message("done");
+        r
+    })?;
+    let summary = summarise(cfg, &lc, &results, command);
+    let bytes = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Usage(e.to_string()))?;
+    mismatch_models::checkpoint::write_atomic(&out.join("summary.json"), &bytes)?;
+    mismatch_models::checkpoint::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())?;
+    let page = crate::outer_report::render(&summary);
+    mismatch_models::checkpoint::write_atomic(&out.join("report.html"), page.as_bytes())?;
+    Ok(summary)
+}
+
+fn ci(c: &Ci) -> Value {
+    json!({"mean": c.mean, "lo": c.lo, "hi": c.hi, "n": c.n})
+}
+
+/// A policy evaluation across seeds: gold, proxy and KL to π₀ with t intervals, meter means.
+fn policy_json(points: &[&EvalPoint]) -> Value {
+    let across = |f: &dyn Fn(&EvalPoint) -> f64| ci(&t_ci(&points.iter().map(|p| f(p)).collect::<Vec<_>>()));
+    let mut meters = serde_json::Map::new();
+    for name in ["correct", "benign_refusal", "harmful_refusal"].iter().chain(FAILURE_METERS) {
+        meters.insert(name.to_string(), across(&|p| p.meters.get(name).unwrap_or(f64::NAN)));
+    }
+    json!({"gold": across(&|p| p.gold), "proxy": across(&|p| p.proxy), "kl_to_start": across(&|p| p.kl), "meters": meters})
+}
+
+fn summarise(cfg: &RunConfig, lc: &LoopConfig, results: &[LoopSeed], command: &str) -> Value {
+    let seeds: Vec<u64> = (0..cfg.seeds).map(|i| crate::pipeline::seed_of(cfg, i)).collect();
+    let across = |f: &dyn Fn(&LoopSeed) -> f64| ci(&t_ci(&results.iter().map(f).collect::<Vec<_>>()));
+    let mut rounds = Vec::new();
+    for r in 0..lc.rounds {
+        fn at(s: &LoopSeed, r: usize) -> &Round {
+            &s.rounds[r]
+        }
+        let mut row = json!({
+            "round": r,
+            "new_labels": across(&|s| at(s, r).new_labels as f64),
+            "labels": across(&|s| at(s, r).labels as f64),
+            "annotators_acc_gold": across(&|s| at(s, r).annotators_acc_gold),
+            "rm_acc_on_policy": across(&|s| mean(&at(s, r).rm_on_policy)),
+            "round0_rm_acc_on_policy": across(&|s| mean(&at(s, r).round0_rm_on_policy)),
+            "policy": policy_json(&results.iter().map(|s| &at(s, r).after).collect::<Vec<_>>()),
+        });
+        if r > 0 {
+            let pairs: Vec<(Vec<f64>, Vec<f64>)> =
+                results.iter().map(|s| (at(s, r).rm_on_policy.clone(), at(s, r).round0_rm_on_policy.clone())).collect();
+            row["rm_gain_vs_round0"] = ci(&clustered_diff_ci(&pairs, 61 + r as u64));
+            row["rm_acc_on_previous_policy"] =
+                across(&|s| mean(at(s, r).rm_on_previous.as_deref().expect("from round 1")));
+        }
+        rounds.push(row);
+    }
+    let last = lc.rounds - 1;
+    let change: Vec<(Vec<f64>, Vec<f64>)> =
+        results.iter().map(|s| (s.rounds[last].after.golds.clone(), s.rounds[0].after.golds.clone())).collect();
+    let change = clustered_diff_ci(&change, 67);
+    let finding = if lc.rounds == 1 {
+        "one round: nothing to compare"
+    } else if change.lo > 0.0 {
+        "iterating raised gold: the last round's policy beats the first round's"
+    } else if change.hi < 0.0 {
+        "iterating lowered gold: the mismatch compounded over rounds"
+    } else {
+        "no clear change of gold over rounds (the interval covers 0)"
+    };
+    json!({
+        "command": command,
+        "seeds": seeds,
+        "config": cfg,
+        "start": policy_json(&results.iter().map(|s| &s.start).collect::<Vec<_>>()),
+        "rounds": rounds,
+        "gold_change_first_to_last": ci(&change),
+        "finding": finding,
+    })
+}

@@ -1,0 +1,88 @@
+//! `mismatch loop` in the embedded world: a small loop (2 seeds, 3 rounds) runs end to end, every
+//! number of its summary is computed, two runs are byte-identical, and the page renders.
+
+use mismatch_experiment::config::RunConfig;
+use mismatch_experiment::outer::{LoopConfig, RmData};
+use serde_json::Value;
+use std::path::Path;
+
+fn small() -> RunConfig {
+    let mut c = RunConfig::default();
+    c.seeds = 2;
+    c.threads = 2;
+    c.eval_prompts = 16;
+    c.start.steps = 60;
+    c.start.demos = 800;
+    c.start.n_embd = 32;
+    c.data.eval_pairs = 80;
+    c.rm.train.epochs = 1;
+    c.rl.steps = 4;
+    c.rl.prompts_per_step = 8;
+    c.rl.eval_every = 4;
+    c.outer = Some(LoopConfig { rounds: 3, pairs_per_round: 80, rm_data: RmData::All });
+    c
+}
+
+fn number(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn a_small_loop_is_computed_deterministic_and_renders() {
+    let home = tempfile::tempdir().unwrap();
+    std::env::set_var("MISMATCH_HOME", home.path());
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cfg = small();
+    let s = mismatch_experiment::outer::run_loop(&cfg, a.path(), "mismatch loop --config test.toml", false).unwrap();
+    mismatch_experiment::outer::run_loop(&cfg, b.path(), "mismatch loop --config test.toml", false).unwrap();
+    let read = |d: &Path| std::fs::read(d.join("summary.json")).unwrap();
+    assert_eq!(read(a.path()), read(b.path()), "two loops with the same seeds differ");
+
+    let rounds = s["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 3);
+    for (r, row) in rounds.iter().enumerate() {
+        // Labels accumulate (rm_data = all): each round adds at most pairs_per_round.
+        let (new, all) = (number(&row["new_labels"]["mean"]), number(&row["labels"]["mean"]));
+        assert!(new > 0.0 && new <= 80.0 && all >= new, "round {r}: {new} new of {all}");
+        if r > 0 {
+            assert!(all > number(&rounds[r - 1]["labels"]["mean"]));
+        }
+        for k in ["annotators_acc_gold", "rm_acc_on_policy", "round0_rm_acc_on_policy"] {
+            let x = number(&row[k]["mean"]);
+            assert!((0.0..=1.0).contains(&x), "round {r} {k} {x}");
+            assert!(number(&row[k]["lo"]) <= x && x <= number(&row[k]["hi"]), "round {r} {k}");
+        }
+        for k in ["gold", "proxy", "kl_to_start"] {
+            assert!(number(&row["policy"][k]["mean"]).is_finite(), "round {r} {k}");
+        }
+        // Each round's policy has moved away from the start policy.
+        assert!(number(&row["policy"]["kl_to_start"]["mean"]) > 0.0, "round {r}");
+        assert_eq!(row["rm_gain_vs_round0"].is_object(), r > 0, "round {r}");
+        assert_eq!(row["rm_acc_on_previous_policy"].is_object(), r > 0, "round {r}");
+    }
+    // Round 0's RM is the round-0 RM: no gain by definition.
+    assert_eq!(rounds[0]["rm_acc_on_policy"], rounds[0]["round0_rm_acc_on_policy"]);
+    assert!(number(&s["gold_change_first_to_last"]["mean"]).is_finite());
+    assert!(s["finding"].as_str().unwrap().contains("gold"));
+    assert!(number(&s["start"]["kl_to_start"]["mean"]).abs() < 1e-3, "the start policy against itself");
+
+    let html = std::fs::read_to_string(a.path().join("report.html")).unwrap();
+    assert!(html.contains("Outer loop") && html.matches("<svg").count() >= 3);
+    assert!(a.path().join("work/loop-seed0/round-3/model.safetensors").exists());
+    assert!(a.path().join("metrics/loop-round2-seed1/metrics.jsonl").exists());
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("loop-report.png");
+    let c = mismatch_report::browser::check_in_chromium(&a.path().join("report.html"), Some(&shot)).unwrap();
+    assert!(c.ok && c.console_errors.is_empty() && c.plots >= 3, "{c:?}");
+}
+
+#[test]
+fn a_bad_loop_table_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("l.toml");
+    std::fs::write(&p, "[loop]\nrounds = 0\n").unwrap();
+    let e = RunConfig::load(&p).unwrap_err().to_string();
+    assert!(e.contains("l.toml") && e.contains("loop.rounds"), "{e}");
+    std::fs::write(&p, "[loop]\nrm_data = \"some\"\n").unwrap();
+    let e = RunConfig::load(&p).unwrap_err().to_string();
+    assert!(e.contains("l.toml") && e.contains("loop.rm_data"), "{e}");
+}
