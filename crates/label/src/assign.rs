@@ -115,7 +115,11 @@ pub fn progress(conn: &Connection, annotator: i64, per_item: usize) -> rusqlite:
     };
     let available: i64 =
         conn.query_row(&format!("SELECT COUNT(*) {AVAILABLE}"), params![annotator, per_item as i64], |r| r.get(0))?;
-    Ok(Progress { labelled: count("labelled")?, skipped: count("skipped")?, remaining: count("open")? + available as usize })
+    Ok(Progress {
+        labelled: count("labelled")?,
+        skipped: count("skipped")?,
+        remaining: count("open")? + available as usize,
+    })
 }
 
 /// A label as submitted.
@@ -138,11 +142,7 @@ pub enum Refusal {
 
 /// Writes a label for the annotator's open assignment of `s.item` and marks it labelled, in one committed
 /// transaction (with `synchronous=FULL`, on disk when this returns).
-pub fn record_label(
-    conn: &mut Connection,
-    annotator: i64,
-    s: &Submission,
-) -> rusqlite::Result<Result<(), Refusal>> {
+pub fn record_label(conn: &mut Connection, annotator: i64, s: &Submission) -> rusqlite::Result<Result<(), Refusal>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let Some((assignment, swapped, status, shown_at)) = assignment(&tx, annotator, s.item)? else {
         return Ok(Err(Refusal::NotYours));

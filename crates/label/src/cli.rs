@@ -109,11 +109,10 @@ pub fn run(cmd: LabelCmd) -> Result<()> {
         }
         LabelCmd::AddAnnotator(a) => {
             let mut conn = crate::db::open(&a.db)?;
-            let token = crate::auth::add_annotator(&mut conn, &a.name, a.admin, a.rotate)
-                .map_err(|e| match e {
-                    LabelError::Usage(m) => LabelError::Usage(format!("{}: {m}", a.db.display())),
-                    e => e,
-                })?;
+            let token = crate::auth::add_annotator(&mut conn, &a.name, a.admin, a.rotate).map_err(|e| match e {
+                LabelError::Usage(m) => LabelError::Usage(format!("{}: {m}", a.db.display())),
+                e => e,
+            })?;
             let role = if a.admin { "admin" } else { "annotator" };
             println!("{role} {}: {}", a.name.trim(), login_link(&a.url, &token));
             Ok(())

@@ -100,9 +100,7 @@ pub fn rows(conn: &Connection, aggregate: Aggregate) -> rusqlite::Result<(Vec<Va
         Aggregate::Majority => {
             for group in labels.chunk_by(|x, y| x.item == y.item) {
                 let n = group.len();
-                let winner = ["a", "b"]
-                    .into_iter()
-                    .find(|c| 2 * group.iter().filter(|r| r.choice == *c).count() > n);
+                let winner = ["a", "b"].into_iter().find(|c| 2 * group.iter().filter(|r| r.choice == *c).count() > n);
                 let Some(c) = winner else {
                     dropped += 1;
                     continue;

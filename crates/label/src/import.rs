@@ -46,7 +46,8 @@ pub fn read_pairs(path: &Path) -> crate::Result<Vec<Pair>> {
             .iter()
             .flat_map(|r| {
                 let c = &r.completions;
-                (0..c.len()).flat_map(move |i| (i + 1..c.len()).map(move |j| Pair::new(&r.prompt, &c[i], &c[j], r.line)))
+                (0..c.len())
+                    .flat_map(move |i| (i + 1..c.len()).map(move |j| Pair::new(&r.prompt, &c[i], &c[j], r.line)))
             })
             .collect(),
     };

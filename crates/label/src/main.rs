@@ -3,7 +3,10 @@
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "mismatch-label", about = "Label response pairs in the browser; export them for reward-model training.")]
+#[command(
+    name = "mismatch-label",
+    about = "Label response pairs in the browser; export them for reward-model training."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: mismatch_label::cli::LabelCmd,

@@ -98,15 +98,11 @@ pub fn task(s: &Session, task: Option<&Task>, p: &Progress) -> String {
         esc(&s.csrf),
         t.item
     );
-    let strength = [
-        (4, "significantly better"),
-        (3, "better"),
-        (2, "slightly better"),
-        (1, "negligibly better / unsure"),
-    ]
-    .iter()
-    .map(|(v, l)| format!("<label><input type=\"radio\" name=\"strength\" value=\"{v}\"> {l}</label>"))
-    .collect::<String>();
+    let strength =
+        [(4, "significantly better"), (3, "better"), (2, "slightly better"), (1, "negligibly better / unsure")]
+            .iter()
+            .map(|(v, l)| format!("<label><input type=\"radio\" name=\"strength\" value=\"{v}\"> {l}</label>"))
+            .collect::<String>();
     let body = format!(
         "{header}<main>{progress}\
          <section class=\"prompt\"><h2>Prompt</h2>{prompt}</section>\

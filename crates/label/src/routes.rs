@@ -100,7 +100,7 @@ async fn with_db<T: Send + 'static>(
     .map_err(|e| Failure::Internal(format!("worker: {e}")))?
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 

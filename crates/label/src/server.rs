@@ -34,7 +34,8 @@ fn prepare(cfg: &ServerConfig) -> Result<(Arc<App>, std::net::TcpListener)> {
         return Err(LabelError::Usage("--per-item: need at least 1 annotator per item".into()));
     }
     let conn = crate::db::open(&cfg.db)?;
-    let items: i64 = conn.query_row("SELECT COUNT(*) FROM items", [], |r| r.get(0)).map_err(|e| LabelError::db(&cfg.db, e))?;
+    let items: i64 =
+        conn.query_row("SELECT COUNT(*) FROM items", [], |r| r.get(0)).map_err(|e| LabelError::db(&cfg.db, e))?;
     if items == 0 {
         return Err(LabelError::Usage(format!("{}: no items to label; pass --pairs FILE", cfg.db.display())));
     }
@@ -59,7 +60,11 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| LabelError::Io(format!("cannot start the async runtime: {e}")))
 }
 
-async fn run(app: Arc<App>, listener: std::net::TcpListener, stop: impl std::future::Future<Output = ()> + Send + 'static) {
+async fn run(
+    app: Arc<App>,
+    listener: std::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let listener = tokio::net::TcpListener::from_std(listener).expect("a non-blocking std listener converts");
     if let Err(e) = axum::serve(listener, router(app)).with_graceful_shutdown(stop).await {
         eprintln!("mismatch label: server stopped: {e}");

@@ -261,7 +261,12 @@ fn interval(point: f64, n: usize, boots: Vec<f64>) -> Interval {
 }
 
 /// Σ num / Σ den over the items, with a bootstrap CI over items; `None` with no items.
-fn ratio_ci(items: &[ItemSums], f: impl Fn(&ItemSums) -> (usize, usize), bootstrap: usize, seed: u64) -> Option<Interval> {
+fn ratio_ci(
+    items: &[ItemSums],
+    f: impl Fn(&ItemSums) -> (usize, usize),
+    bootstrap: usize,
+    seed: u64,
+) -> Option<Interval> {
     let ratio = |idx: &mut dyn Iterator<Item = usize>| {
         let (num, den) = idx.fold((0, 0), |(n, d), i| {
             let (a, b) = f(&items[i]);
