@@ -151,11 +151,13 @@ pub fn record_label(conn: &mut Connection, annotator: i64, s: &Submission) -> ru
         return Ok(Err(Refusal::AlreadyAnswered));
     }
     let (choice, chose_left) = s.choice.to_file(swapped);
+    // A strength grades a preference; with a tie or both bad there is none (a radio left set is ignored).
+    let strength = if chose_left.is_some() { s.strength } else { None };
     let now = now_ms();
     tx.execute(
         "INSERT INTO labels (assignment, item, annotator, choice, chose_left, strength, reason, time_ms, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![assignment, s.item, annotator, choice, chose_left, s.strength, s.reason, (now - shown_at).max(0), now],
+        params![assignment, s.item, annotator, choice, chose_left, strength, s.reason, (now - shown_at).max(0), now],
     )?;
     tx.execute("UPDATE assignments SET status = 'labelled' WHERE id = ?1", [assignment])?;
     tx.commit()?;

@@ -15,6 +15,9 @@ use rand::RngCore;
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
+/// How long a session lasts; after that the login link has to be opened again.
+pub const SESSION_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
+
 /// The session cookie's name.
 pub const COOKIE: &str = "mismatch_label_session";
 
@@ -102,12 +105,12 @@ pub fn login(conn: &Connection, token: &str) -> rusqlite::Result<Option<(String,
     Ok(Some((id, Session { annotator, name, admin, csrf })))
 }
 
-/// The session a cookie value belongs to.
+/// The session a cookie value belongs to, unless older than [`SESSION_TTL_MS`].
 pub fn session(conn: &Connection, cookie: &str) -> rusqlite::Result<Option<Session>> {
     conn.query_row(
         "SELECT a.id, a.name, a.admin, s.csrf FROM sessions s JOIN annotators a ON a.id = s.annotator
-         WHERE s.id_hash = ?1",
-        [sha256_hex(cookie)],
+         WHERE s.id_hash = ?1 AND s.created_at > ?2",
+        params![sha256_hex(cookie), now_ms() - SESSION_TTL_MS],
         |r| Ok(Session { annotator: r.get(0)?, name: r.get(1)?, admin: r.get(2)?, csrf: r.get(3)? }),
     )
     .optional()
@@ -125,7 +128,7 @@ pub fn cookie_value(header: &str) -> Option<&str> {
 
 /// The `Set-Cookie` value that starts a session.
 pub fn set_cookie(id: &str) -> String {
-    format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/")
+    format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", SESSION_TTL_MS / 1000)
 }
 
 /// Whether a POST may proceed as far as its origin is concerned: no `Origin` header (non-browser clients,

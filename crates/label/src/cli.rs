@@ -60,6 +60,9 @@ pub struct ExportArgs {
     /// both-bad labels are dropped either way.
     #[arg(long, value_enum, default_value_t = Aggregate::Majority)]
     pub aggregate: Aggregate,
+    /// Only items with at least this many labels give rows (pass K for fully labelled items only).
+    #[arg(long, default_value_t = 1)]
+    pub min_labels: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,10 +121,10 @@ pub fn run(cmd: LabelCmd) -> Result<()> {
             Ok(())
         }
         LabelCmd::Export(a) => {
-            let r = crate::export::export(&a.db, &a.out, a.aggregate)?;
+            let r = crate::export::export(&a.db, &a.out, a.aggregate, a.min_labels)?;
             let what = match a.aggregate {
-                Aggregate::All => "tie/both-bad labels",
-                Aggregate::Majority => "items without a majority for one response",
+                Aggregate::All => "tie/both-bad labels or labels of items with too few",
+                Aggregate::Majority => "items without a majority for one response or with too few labels",
             };
             println!("{}: {} rows from {} labels ({} {what} dropped)", a.out.display(), r.rows, r.labels, r.dropped);
             Ok(())

@@ -5,7 +5,9 @@
 //! - `--aggregate majority`: one row per item whose labels have a strict majority (more than half of all its
 //!   labels, ties and both-bad included) for `a` or for `b`; `annotator` is `"majority"`, `annotators` the
 //!   names in that majority, `votes` their number and `labels` the item's label count. An item with a single
-//!   label is its own majority.
+//!   label is its own majority unless `--min-labels` asks for more.
+//! - `--min-labels N` (default 1): in either mode, only items with at least N labels (all kinds counted)
+//!   give rows; use K to export only fully labelled items.
 //!
 //! In both modes `tie` and `both_bad` labels give no pair and are dropped, as are items whose majority is a
 //! tie, both bad, or missing. `margin` follows Llama 2's "margin large" levels (Touvron et al. 2023,
@@ -32,7 +34,8 @@ pub struct ExportReport {
     pub rows: usize,
     /// Labels read.
     pub labels: usize,
-    /// Labels that gave no row (`all`: tie and both_bad) or items that gave no row (`majority`).
+    /// Labels that gave no row (`all`: tie and both_bad, or too few labels on the item) or items that gave no
+    /// row (`majority`: no majority for one response, or too few labels).
     pub dropped: usize,
 }
 
@@ -61,7 +64,11 @@ fn margin(strength: impl Iterator<Item = i64>) -> Option<f64> {
 }
 
 /// The rows of an export, in order.
-pub fn rows(conn: &Connection, aggregate: Aggregate) -> rusqlite::Result<(Vec<Value>, ExportReport)> {
+pub fn rows(
+    conn: &Connection,
+    aggregate: Aggregate,
+    min_labels: usize,
+) -> rusqlite::Result<(Vec<Value>, ExportReport)> {
     let mut stmt = conn.prepare(
         "SELECT l.item, i.prompt, i.response_a, i.response_b, a.name, l.choice, l.strength
          FROM labels l JOIN items i ON i.id = l.item JOIN annotators a ON a.id = l.annotator
@@ -82,9 +89,10 @@ pub fn rows(conn: &Connection, aggregate: Aggregate) -> rusqlite::Result<(Vec<Va
         .collect::<rusqlite::Result<_>>()?;
     let mut out = Vec::new();
     let mut dropped = 0;
+    let groups = labels.chunk_by(|x, y| x.item == y.item);
     match aggregate {
         Aggregate::All => {
-            for r in &labels {
+            for r in groups.filter(|g| g.len() >= min_labels).flatten() {
                 if r.choice != "a" && r.choice != "b" {
                     dropped += 1;
                     continue;
@@ -98,10 +106,10 @@ pub fn rows(conn: &Connection, aggregate: Aggregate) -> rusqlite::Result<(Vec<Va
             }
         }
         Aggregate::Majority => {
-            for group in labels.chunk_by(|x, y| x.item == y.item) {
+            for group in groups {
                 let n = group.len();
                 let winner = ["a", "b"].into_iter().find(|c| 2 * group.iter().filter(|r| r.choice == *c).count() > n);
-                let Some(c) = winner else {
+                let Some(c) = winner.filter(|_| n >= min_labels) else {
                     dropped += 1;
                     continue;
                 };
@@ -118,17 +126,21 @@ pub fn rows(conn: &Connection, aggregate: Aggregate) -> rusqlite::Result<(Vec<Va
             }
         }
     }
+    if aggregate == Aggregate::All {
+        // Labels of items with too few labels were skipped above without being counted.
+        dropped = labels.len() - out.len();
+    }
     let report = ExportReport { rows: out.len(), labels: labels.len(), dropped };
     Ok((out, report))
 }
 
 /// Exports the database at `db` to `out` (JSONL, written atomically).
-pub fn export(db: &Path, out: &Path, aggregate: Aggregate) -> Result<ExportReport> {
+pub fn export(db: &Path, out: &Path, aggregate: Aggregate, min_labels: usize) -> Result<ExportReport> {
     if !db.exists() {
         return Err(LabelError::db(db, "no such database"));
     }
     let conn = crate::db::open(db)?;
-    let (rows, report) = rows(&conn, aggregate).map_err(|e| LabelError::db(db, e))?;
+    let (rows, report) = rows(&conn, aggregate, min_labels).map_err(|e| LabelError::db(db, e))?;
     let mut buf = Vec::new();
     for r in &rows {
         serde_json::to_writer(&mut buf, r).expect("JSON values serialise");

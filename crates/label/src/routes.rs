@@ -25,7 +25,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use rusqlite::Connection;
 use serde::Deserialize;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// Largest accepted request body: a label form is well under 4 KiB even with a long reason.
@@ -46,7 +45,6 @@ const APP_CSS: &str = include_str!("../static/app.css");
 /// anyway, and one connection means no SQLITE_BUSY between the server's own requests.
 pub struct App {
     pub db: Mutex<Connection>,
-    pub db_path: PathBuf,
     pub per_item: usize,
     pub bootstrap: usize,
     pub seed: u64,

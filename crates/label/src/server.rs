@@ -42,13 +42,7 @@ fn prepare(cfg: &ServerConfig) -> Result<(Arc<App>, std::net::TcpListener)> {
     let listener = std::net::TcpListener::bind((cfg.host.as_str(), cfg.port))
         .map_err(|e| LabelError::Io(format!("cannot listen on {}:{}: {e}", cfg.host, cfg.port)))?;
     listener.set_nonblocking(true).map_err(|e| LabelError::Io(e.to_string()))?;
-    let app = App {
-        db: Mutex::new(conn),
-        db_path: cfg.db.clone(),
-        per_item: cfg.per_item,
-        bootstrap: cfg.bootstrap,
-        seed: cfg.seed,
-    };
+    let app = App { db: Mutex::new(conn), per_item: cfg.per_item, bootstrap: cfg.bootstrap, seed: cfg.seed };
     Ok((Arc::new(app), listener))
 }
 

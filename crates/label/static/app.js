@@ -26,6 +26,12 @@ document.addEventListener("DOMContentLoaded", function () {
     sent = true; // one label per page, even if a key is hit twice before the next page arrives
     b.click();
   });
+  // Coming back with the browser's Back button restores this page from its cache: allow a new answer.
+  window.addEventListener("pageshow", function (e) {
+    if (!e.persisted) return;
+    sent = false;
+    document.querySelectorAll("form").forEach(function (f) { delete f.dataset.sent; });
+  });
   // A double click on a button sends one label too.
   document.querySelectorAll("form").forEach(function (f) {
     f.addEventListener("submit", function (e) {

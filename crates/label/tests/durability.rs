@@ -44,6 +44,6 @@ fn acknowledged_labels_survive_a_kill() {
     child.wait().unwrap();
     assert_eq!(label_rows(&db), 20);
     let out = dir.path().join("out.jsonl");
-    let rep = mismatch_label::export::export(&db, &out, mismatch_label::export::Aggregate::All).unwrap();
+    let rep = mismatch_label::export::export(&db, &out, mismatch_label::export::Aggregate::All, 1).unwrap();
     assert_eq!(rep.rows, 20);
 }

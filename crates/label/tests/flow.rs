@@ -34,7 +34,7 @@ fn login_label_five_export_and_read_back() {
 
     // Labels in the file's terms: a, b, a (strength 4), b (strength 1, with a reason), tie.
     let plan: [(&str, &str, &str); 5] =
-        [("a", "", ""), ("b", "", ""), ("a", "4", ""), ("b", "1", "shorter & <clearer>"), ("tie", "", "")];
+        [("a", "", ""), ("b", "", ""), ("a", "4", ""), ("b", "1", "shorter & <clearer>"), ("tie", "2", "")];
     let mut seen = Vec::new();
     for (k, (choice, strength, reason)) in plan.iter().enumerate() {
         let page = c.get("/task");
@@ -59,9 +59,28 @@ fn login_label_five_export_and_read_back() {
     assert_eq!(progress(&page.body), (5, 8));
     assert!(page.body.contains("5 labelled, 3 to go"), "{}", page.body);
     assert_eq!(label_rows(&db), 5);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let stored: Vec<(String, Option<i64>, Option<String>)> = conn
+        .prepare("SELECT choice, strength, reason FROM labels ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let want = |c: &str, s: Option<i64>, r: Option<&str>| (c.to_owned(), s, r.map(str::to_owned));
+    assert_eq!(
+        stored,
+        [
+            want("a", None, None),
+            want("b", None, None),
+            want("a", Some(4), None),
+            want("b", Some(1), Some("shorter & <clearer>")),
+            want("tie", None, None), // a strength with a tie is dropped
+        ]
+    );
 
     let out = dir.path().join("all.jsonl");
-    let rep = export(&db, &out, Aggregate::All).unwrap();
+    let rep = export(&db, &out, Aggregate::All, 1).unwrap();
     assert_eq!((rep.rows, rep.labels, rep.dropped), (4, 5, 1), "the tie gives no pair");
     let ds = read_dataset(&out, ReadOptions::default()).unwrap();
     let Records::Pairs(p) = &ds.records else { panic!("pairs expected, got {}", ds.format) };
@@ -78,7 +97,7 @@ fn login_label_five_export_and_read_back() {
 
     // Majority: each item has one label, its own majority.
     let maj = dir.path().join("majority.jsonl");
-    let rep = export(&db, &maj, Aggregate::Majority).unwrap();
+    let rep = export(&db, &maj, Aggregate::Majority, 1).unwrap();
     assert_eq!((rep.rows, rep.dropped), (4, 1));
     let ds = read_dataset(&maj, ReadOptions::default()).unwrap();
     assert_eq!(ds.records.len(), 4);

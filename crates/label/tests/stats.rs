@@ -105,7 +105,7 @@ fn agreement_numbers_match_the_hand_computation() {
 
     // Majority export: items 1 (a 3/3), 2 (a 2/3), 3 (b 3/3); item 4 has no majority.
     let out = dir.path().join("m.jsonl");
-    let rep = mismatch_label::export::export(&db, &out, mismatch_label::export::Aggregate::Majority).unwrap();
+    let rep = mismatch_label::export::export(&db, &out, mismatch_label::export::Aggregate::Majority, 1).unwrap();
     assert_eq!((rep.rows, rep.dropped), (3, 1));
     let rows: Vec<serde_json::Value> =
         std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -120,4 +120,11 @@ fn agreement_numbers_match_the_hand_computation() {
         ]
     );
     assert_eq!(rows[1]["annotators"], json!(["x", "y"]));
+    // --min-labels: every item has 3 labels, so 3 keeps everything and 4 keeps nothing.
+    use mismatch_label::export::{export, Aggregate};
+    assert_eq!(export(&db, &out, Aggregate::All, 3).unwrap().rows, 11);
+    let none = export(&db, &out, Aggregate::Majority, 4).unwrap();
+    assert_eq!((none.rows, none.dropped), (0, 4));
+    let none = export(&db, &out, Aggregate::All, 4).unwrap();
+    assert_eq!((none.rows, none.dropped), (0, 12));
 }
