@@ -7,8 +7,9 @@
 //!   Path=/` cookie and stored hashed, with a per-session CSRF token (a third random value) that every form
 //!   embeds and every POST must echo.
 //! - A POST whose `Origin` header is present and is not this server (its `Host`) is refused before anything
-//!   else, as is one a browser marks `Sec-Fetch-Site: cross-site`: SameSite=Strict and the CSRF token already
-//!   stop cross-site forms, this is the third, independent check.
+//!   else, as is one a browser marks with a `Sec-Fetch-Site` other than `same-origin`. SameSite=Strict and
+//!   the CSRF token already stop cross-site forms; this third check also covers what SameSite does not:
+//!   another app on the same host but a different port is "same-site" and would get the cookie.
 
 use crate::db::now_ms;
 use rand::RngCore;
@@ -131,13 +132,22 @@ pub fn set_cookie(id: &str) -> String {
     format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", SESSION_TTL_MS / 1000)
 }
 
-/// Whether a POST may proceed as far as its origin is concerned: no `Origin` header (non-browser clients,
-/// older browsers), or one whose host[:port] is the request's `Host`; and not marked cross-site.
+/// Whether a POST may proceed as far as its origin is concerned:
+/// - `Sec-Fetch-Site`, when sent (browsers set it and scripts cannot), must be `same-origin`;
+/// - `Origin`, when sent, must be `scheme://host[:port]` with host[:port] the request's `Host`; the opaque
+///   origin `null` passes only with `Sec-Fetch-Site: same-origin` (browsers send `null` on their own
+///   same-origin posts under some referrer policies and privacy settings);
+/// - neither header (non-browser clients, old browsers): allowed, the CSRF token still has to match.
 pub fn same_origin(origin: Option<&str>, host: Option<&str>, fetch_site: Option<&str>) -> bool {
-    if fetch_site.is_some_and(|s| s.eq_ignore_ascii_case("cross-site")) {
-        return false;
-    }
+    let same = match fetch_site {
+        Some(s) if !s.eq_ignore_ascii_case("same-origin") => return false,
+        Some(_) => true,
+        None => false,
+    };
     let Some(origin) = origin else { return true };
+    if origin == "null" {
+        return same;
+    }
     let Some(host) = host else { return false };
     let authority = origin.split_once("://").map(|(_, rest)| rest);
     authority.is_some_and(|a| a.eq_ignore_ascii_case(host))
@@ -153,6 +163,10 @@ mod tests {
         assert!(same_origin(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080"), Some("same-origin")));
         assert!(!same_origin(Some("http://evil.example"), Some("127.0.0.1:8080"), None));
         assert!(!same_origin(Some("null"), Some("127.0.0.1:8080"), None));
+        assert!(same_origin(Some("null"), Some("127.0.0.1:8080"), Some("same-origin")));
+        assert!(!same_origin(Some("http://127.0.0.1:9999"), Some("127.0.0.1:8080"), Some("same-origin")));
+        assert!(!same_origin(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080"), Some("same-site")));
+        assert!(!same_origin(None, Some("h"), Some("none")));
         assert!(!same_origin(Some("http://127.0.0.1:8080"), None, None));
         assert!(!same_origin(None, Some("h"), Some("cross-site")));
     }

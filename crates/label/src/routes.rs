@@ -263,13 +263,14 @@ fn asset(body: &'static str, kind: &'static str) -> Response {
     ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
-/// Headers on every response: the CSP, no MIME sniffing, no referrer (the login link holds a token), no
-/// framing, and no caching of pages that hold a CSRF token or someone's labels.
+/// Headers on every response: the CSP, no MIME sniffing, referrers only to this server (the login link holds
+/// a token; `no-referrer` would be stricter but makes browsers send `Origin: null` on our own form posts),
+/// no framing, and no caching of pages that hold a CSRF token or someone's labels.
 async fn security_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     r
