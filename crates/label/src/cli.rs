@@ -104,10 +104,18 @@ pub fn run(cmd: LabelCmd) -> Result<()> {
                 seed: a.seed,
             };
             crate::server::serve(&cfg, |addr| {
-                println!("listening on http://{addr} ({} annotators per item); Ctrl-C stops", cfg.per_item);
-                println!("add people with: mismatch label add-annotator --db {} NAME [--admin]", cfg.db.display());
+                // Written without println!: a closed stdout (a parent that stopped reading) must not stop
+                // the server.
                 use std::io::Write;
-                let _ = std::io::stdout().flush();
+                let mut out = std::io::stdout();
+                let _ =
+                    writeln!(out, "listening on http://{addr} ({} annotators per item); Ctrl-C stops", cfg.per_item);
+                let _ = writeln!(
+                    out,
+                    "add people with: mismatch label add-annotator --db {} NAME [--admin]",
+                    cfg.db.display()
+                );
+                let _ = out.flush();
             })
         }
         LabelCmd::AddAnnotator(a) => {

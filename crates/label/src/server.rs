@@ -110,14 +110,36 @@ pub fn spawn(cfg: &ServerConfig) -> Result<Server> {
     Ok(Server { addr, stop: Some(tx), thread: Some(thread) })
 }
 
-/// Runs the server in the foreground until Ctrl-C; `ready` is called with the address once it listens.
+/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM (what `kill` and service managers send), so both end
+/// with a graceful shutdown: in-flight requests finish, the database closes cleanly.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs the server in the foreground until Ctrl-C or SIGTERM; `ready` is called with the address once it listens.
 pub fn serve(cfg: &ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result<()> {
     let (app, listener) = prepare(cfg)?;
     let addr = listener.local_addr().map_err(|e| LabelError::Io(e.to_string()))?;
     let rt = runtime()?;
     ready(addr);
-    rt.block_on(run(app, listener, async {
-        let _ = tokio::signal::ctrl_c().await;
-    }));
+    rt.block_on(run(app, listener, stop_signal()));
     Ok(())
 }

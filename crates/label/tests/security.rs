@@ -97,6 +97,14 @@ fn forged_cross_origin_and_foreign_posts_are_refused_and_write_nothing() {
     // The right token from a foreign page, and from an opaque origin.
     assert_eq!(post(&alice, good(&a.csrf, &a.item), Some("http://evil.example")), 403);
     assert_eq!(post(&alice, good(&a.csrf, &a.item), Some("null")), 403);
+    // What browsers say about where a request comes from: another port on this host is "same-site" (and
+    // would get the SameSite=Strict cookie), so only "same-origin" passes.
+    let form = [("csrf", a.csrf.as_str()), ("item", a.item.as_str()), ("choice", "left")];
+    for site in ["same-site", "cross-site", "none"] {
+        assert_eq!(alice.post_with("/label", &form, &[("Sec-Fetch-Site", site)]).status, 403, "{site}");
+    }
+    let other_port = format!("http://127.0.0.1:{}", s.server.addr().port() + 1);
+    assert_eq!(post(&alice, good(&a.csrf, &a.item), Some(&other_port)), 403);
     // Alice posting for bob's item (changing the item id in the form), and for an item nobody was given.
     assert_eq!(post(&alice, good(&a.csrf, &b.item), None), 403);
     assert_eq!(post(&alice, good(&a.csrf, "999"), None), 403);

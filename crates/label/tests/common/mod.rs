@@ -91,12 +91,18 @@ impl Client {
 
     /// POSTs a form; `origin`: an Origin header to send, if any.
     pub fn post(&self, path: &str, form: &[(&str, &str)], origin: Option<&str>) -> Resp {
+        let headers: Vec<(&str, &str)> = origin.map(|o| ("Origin", o)).into_iter().collect();
+        self.post_with(path, form, &headers)
+    }
+
+    /// POSTs a form with extra headers.
+    pub fn post_with(&self, path: &str, form: &[(&str, &str)], headers: &[(&str, &str)]) -> Resp {
         let mut req = self.agent.post(&format!("{}{path}", self.base));
         if let Some(c) = &self.cookie {
             req = req.header("Cookie", c);
         }
-        if let Some(o) = origin {
-            req = req.header("Origin", o);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
         convert(req.send_form(form.iter().copied()).unwrap())
     }
