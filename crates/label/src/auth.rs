@@ -134,7 +134,7 @@ pub fn set_cookie(id: &str) -> String {
 
 /// Whether a POST may proceed as far as its origin is concerned:
 /// - `Sec-Fetch-Site`, when sent (browsers set it and scripts cannot), must be `same-origin`;
-/// - `Origin`, when sent, must be `scheme://host[:port]` with host[:port] the request's `Host`; the opaque
+/// - `Origin`, when sent, must be `scheme://host[:port]` with `host[:port]` the request's `Host`; the opaque
 ///   origin `null` passes only with `Sec-Fetch-Site: same-origin` (browsers send `null` on their own
 ///   same-origin posts under some referrer policies and privacy settings);
 /// - neither header (non-browser clients, old browsers): allowed, the CSRF token still has to match.

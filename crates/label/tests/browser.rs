@@ -46,7 +46,10 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        // A fresh connection per command: chromedriver may close an idle keep-alive connection, and a
+        // pooled one would then fail on reuse.
+        let agent: ureq::Agent =
+            ureq::Agent::config_builder().http_status_as_error(false).max_idle_connections_per_host(0).build().into();
         let mut d = Driver { child, base: format!("http://127.0.0.1:{port}"), agent };
         wait_for("chromedriver", || {
             let r = d.agent.get(&format!("{}/status", d.base)).call().ok()?;
@@ -68,7 +71,7 @@ impl Driver {
             "DELETE" => self.agent.delete(&url).call(),
             _ => self.agent.post(&url).header("Content-Type", "application/json").send(body.unwrap().to_string()),
         }
-        .unwrap();
+        .unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"));
         let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
         v["value"].clone()
     }
@@ -93,9 +96,13 @@ impl Driver {
         self.call("POST", "/actions", Some(actions));
     }
 
+    /// The W3C web element identifier: the key under which a found element's reference comes back.
+    const ELEMENT: &'static str = "element-6066-11e4-a52e-4f735466cecf";
+
+    /// The first element matching a CSS selector; `None` while there is none (a "no such element" error).
     fn element(&self, css: &str) -> Option<String> {
         let e = self.call("POST", "/element", Some(json!({ "using": "css selector", "value": css })));
-        Some(e.as_object()?.values().next()?.as_str()?.to_owned())
+        e.get(Self::ELEMENT)?.as_str().map(str::to_owned)
     }
 
     fn click(&self, css: &str) {
