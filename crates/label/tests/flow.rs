@@ -161,3 +161,36 @@ fn rankings_and_pandalm_files_become_pairs() {
     let pairs = import::read_pairs(&g).unwrap();
     assert_eq!((pairs[0].a.as_str(), pairs[0].b.as_str(), pairs[0].line), ("\"r1\"", "\"r2\"", 1));
 }
+
+#[test]
+fn conversations_round_trip_through_the_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("chat.jsonl");
+    let row = serde_json::json!({
+        "prompt": [{ "role": "system", "content": "Be brief." }, { "role": "user", "content": "2+2?" }],
+        "chosen": [{ "role": "assistant", "content": "4" }],
+        "rejected": [{ "role": "assistant", "content": "5" }],
+    });
+    std::fs::write(&f, format!("{row}\n")).unwrap();
+    let db = database(dir.path(), &f);
+    let token = annotator(&db, "alice", false);
+    let server = spawn(&ServerConfig::new(&db)).unwrap();
+    let c = Client::login(&server.url(), &token);
+    let page = c.get("/task").body;
+    assert!(page.contains("<div class=\"role\">system</div>") && page.contains("Be brief."));
+    // Pick the response "5" (the file's rejected one) wherever it is shown.
+    let five_on_left = page.find(">5<").unwrap() < page.find(">4<").unwrap();
+    let (csrf, item) = (field(&page, "csrf").unwrap(), field(&page, "item").unwrap());
+    let choice = if five_on_left { "left" } else { "right" };
+    assert_eq!(c.post("/label", &[("csrf", &csrf), ("item", &item), ("choice", choice)], None).status, 303);
+
+    let out = dir.path().join("out.jsonl");
+    export(&db, &out, Aggregate::Majority, 1).unwrap();
+    // As `mismatch rm train` reads it: read_dataset, then to_pairs.
+    let ds = read_dataset(&out, ReadOptions::default()).unwrap();
+    let (pairs, dropped) = ds.records.to_pairs();
+    assert_eq!((pairs.len(), dropped), (1, 0));
+    assert!(pairs[0].prompt.is_chat());
+    assert_eq!(pairs[0].prompt.render(), "System: Be brief.\n\nUser: 2+2?");
+    assert_eq!((pairs[0].chosen.text(), pairs[0].rejected.text()), ("5".to_owned(), "4".to_owned()));
+}
