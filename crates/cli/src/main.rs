@@ -41,6 +41,10 @@ enum Command {
     /// The outer loop of RLHF: collect labels on the current policy, retrain the reward model,
     /// optimise again, round after round (embedded world), with its report.
     Loop(mismatch_experiment::cli::LoopArgs),
+    /// Human labels: a labelling web app (SQLite, blind, K annotators per pair), annotators' login
+    /// links, and export to preference pairs.
+    #[command(subcommand)]
+    Label(mismatch_label::cli::LabelCmd),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         Command::Eval(c) => cmd::eval::run(c),
         Command::Run(a) => mismatch_experiment::cli::run(a),
         Command::Loop(a) => mismatch_experiment::cli::run_loop(a),
+        Command::Label(c) => mismatch_label::cli::run(c).map_err(Into::into),
         Command::Policy(c) => mismatch_policy::cli::run(c),
         Command::Rm(c) => mismatch_reward::cli::run(c),
         Command::Data(c) => mismatch_data::cli::run(c).map_err(Into::into),

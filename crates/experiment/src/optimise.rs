@@ -51,14 +51,19 @@ pub fn train_and_evaluate(
         evals.push(s.evaluate(Some(dir), eval_reward, eval_seed, *step)?);
     }
     if let Some((_, last)) = outcome.checkpoints.last() {
-        let keep = work.join(name);
-        replace_dir(last, &keep)?;
-        let opt = keep.join("optimizer.safetensors");
-        if opt.exists() {
-            std::fs::remove_file(&opt).map_err(|e| Error::io(&opt, e))?;
-        }
+        keep_final(last, &work.join(name))?;
     }
     std::fs::remove_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
     let steps = outcome.metrics.into_iter().map(serde_json::Value::Object).collect();
     Ok(RunLog { name: name.into(), steps, evals })
+}
+
+/// Moves the checkpoint `last` to `keep` (replacing it), without the Adam moments.
+pub(crate) fn keep_final(last: &Path, keep: &Path) -> Result<()> {
+    replace_dir(last, keep)?;
+    let opt = keep.join("optimizer.safetensors");
+    if opt.exists() {
+        std::fs::remove_file(&opt).map_err(|e| Error::io(&opt, e))?;
+    }
+    Ok(())
 }

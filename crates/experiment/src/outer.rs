@@ -30,7 +30,6 @@ use crate::pipeline::{eval_seed, for_each_seed, write_metrics};
 use crate::proxy::{label_pairs, train_ensemble, LabelledPair, RmKind};
 use crate::sample::{evaluate, EvalPoint};
 use mismatch_eval::stats::{clustered_diff_ci, mean, t_ci, Ci};
-use mismatch_models::checkpoint::replace_dir;
 use mismatch_models::seed::derive;
 use mismatch_models::{Error, Gpt, Result};
 use mismatch_policy::train::{train, RunOptions, TrainData};
@@ -236,11 +235,7 @@ fn run_seed(
         let outcome = train(&pcfg, &policy_spec, Some(&rm), &data, &scratch, &RunOptions::default())?;
         let (_, last) = outcome.checkpoints.last().ok_or_else(|| Error::Usage("RLOO wrote no checkpoint".into()))?;
         let keep = work.join(format!("round-{}", r + 1));
-        replace_dir(last, &keep)?;
-        let opt = keep.join("optimizer.safetensors");
-        if opt.exists() {
-            std::fs::remove_file(&opt).map_err(|e| Error::io(&opt, e))?;
-        }
+        crate::optimise::keep_final(last, &keep)?;
         std::fs::remove_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
         policy = load(&keep)?;
         policy_spec = keep.to_str().ok_or_else(|| Error::invalid(&keep, "path is not UTF-8"))?.to_string();

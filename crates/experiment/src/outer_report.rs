@@ -15,11 +15,14 @@ fn ci_str(v: &Value, p: usize) -> String {
     format!("{:.p$} [{:.p$}, {:.p$}]", f(&v["mean"]), f(&v["lo"]), f(&v["hi"]), p = p)
 }
 
-/// `get(round)` of every round after the start point `start` (x = 0 is the start policy).
+/// `get(round)` of every round, after the start point `start` when given: x = r + 1 is the policy
+/// round r produced (x = 0 the start policy). Without `start`, x = r: the policy whose samples
+/// round r measured the RMs on.
 fn series(name: &str, s: &Value, start: Option<&Value>, get: impl Fn(&Value) -> &Value, dashed: bool) -> Series {
     let rounds = s["rounds"].as_array().cloned().unwrap_or_default();
+    let shift = start.is_some() as usize;
     let mut pts: Vec<(f64, &Value)> = start.map(|v| (0.0, v)).into_iter().collect();
-    pts.extend(rounds.iter().enumerate().map(|(r, row)| ((r + 1) as f64, get(row))));
+    pts.extend(rounds.iter().enumerate().map(|(r, row)| ((r + shift) as f64, get(row))));
     let xs = pts.iter().map(|p| p.0).collect();
     let ys = pts.iter().map(|p| f(&p.1["mean"])).collect();
     let band = Some((pts.iter().map(|p| f(&p.1["lo"])).collect(), pts.iter().map(|p| f(&p.1["hi"])).collect()));
@@ -39,7 +42,7 @@ pub fn render(s: &Value) -> String {
     ];
     if last["rm_gain_vs_round0"].is_object() {
         items.push((
-            "last RM vs round-0 RM on the last policy's pairs".into(),
+            "last RM vs the first round's RM on the last policy's pairs".into(),
             format!("{} accuracy", ci_str(&last["rm_gain_vs_round0"], 3)),
         ));
     }
@@ -81,11 +84,11 @@ pub fn render(s: &Value) -> String {
         ],
     ));
     page.plot(plot(
-        "Reward-model accuracy against gold on the current policy's samples",
+        "Reward-model accuracy against gold on the samples of the policy each round starts from",
         "accuracy",
         vec![
             series("this round's RM", s, None, |r| &r["rm_acc_on_policy"], false),
-            series("round-0 RM", s, None, |r| &r["round0_rm_acc_on_policy"], true),
+            series("first round's RM", s, None, |r| &r["round0_rm_acc_on_policy"], true),
         ],
     ));
     page.plot(plot(
@@ -113,9 +116,9 @@ pub fn render(s: &Value) -> String {
         .collect();
     page.paragraph(
         "Per round: the labels the reward model trained on; the annotators' agreement with gold on that round's pairs; \
-         the accuracy against gold of the round's RM on the current policy's held-out pairs, of the round-0 RM on the \
+         the accuracy against gold of the round's RM on the current policy's held-out pairs, of the first round's RM on the \
          same pairs and of the round's RM on the previous round's pairs (distribution shift), the paired gain over the \
-         round-0 RM; then the policy the round optimised.",
+         first round's RM; then the policy the round optimised.",
     );
     page.table(
         &[
@@ -123,9 +126,9 @@ pub fn render(s: &Value) -> String {
             "labels",
             "annotators vs gold",
             "RM on current policy",
-            "round-0 RM on current policy",
+            "first round's RM on current policy",
             "RM on previous policy",
-            "gain vs round-0 RM",
+            "gain vs first round's RM",
             "gold",
             "proxy",
             "KL to start",
