@@ -14,8 +14,9 @@
 //!    from round 1, RM_r's accuracy on the previous round's pairs E_{r−1};
 //! 4. **optimise** π_{r+1} from π_r with RLOO against RM_r (`rl.steps` steps, β =
 //!    `rl.kl_coefs[0]`; the KL penalty anchors each round to the policy it starts from, as
-//!    iterated RLHF does), then evaluate π_{r+1} on the fixed held-out prompts: gold, proxy
-//!    (RM_r), KL to π₀ and the failure meters.
+//!    iterated RLHF does) or, with `loop.algo = "dpo"`, with DPO on RM_r's training labels
+//!    (the `[dpo]` table, π_r the reference), then evaluate π_{r+1} on the fixed held-out
+//!    prompts: gold, proxy (RM_r), KL to π₀ and the failure meters.
 //!
 //! A round's numbers are means over seeds with Student-t 95% intervals; RM_r's accuracy gain
 //! over the round-0 RM on the current policy's pairs, and the change of gold from the first
@@ -32,7 +33,7 @@ use crate::sample::{evaluate, EvalPoint};
 use mismatch_eval::stats::{clustered_diff_ci, mean, t_ci, Ci};
 use mismatch_models::seed::derive;
 use mismatch_models::{Error, Gpt, Result};
-use mismatch_policy::train::{train, RunOptions, TrainData};
+use mismatch_policy::train::{train, PrefPair, RunOptions, TrainData};
 use mismatch_policy::Reward;
 use mismatch_world::corpus::sample_prompt;
 use mismatch_world::meters::FAILURE_METERS;
@@ -52,11 +53,23 @@ pub struct LoopConfig {
     pub pairs_per_round: usize,
     /// What each round's reward model trains on.
     pub rm_data: RmData,
+    /// How each round optimises the policy from where it stands.
+    pub algo: LoopAlgo,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoopAlgo {
+    /// RLOO against the round's reward model (the `[rl]` table; β = `rl.kl_coefs[0]`).
+    Rloo,
+    /// DPO on the labels the round's reward model trains on (the `[dpo]` table), the round's
+    /// starting policy as the reference; the reward model is then only measured.
+    Dpo,
 }
 
 impl Default for LoopConfig {
     fn default() -> Self {
-        Self { rounds: 3, pairs_per_round: 300, rm_data: RmData::All }
+        Self { rounds: 3, pairs_per_round: 300, rm_data: RmData::All, algo: LoopAlgo::Rloo }
     }
 }
 
@@ -219,27 +232,48 @@ fn run_seed(
         };
         let rm_on_previous = previous.as_ref().map(|p| correct(world, &rm, p)).transpose()?;
 
-        bar.set_message(format!("round {r}: RLOO"));
-        let pcfg = crate::rl::policy_config(&cfg.rl, cfg.rl.kl_coefs[0], max_new, derive(seed, 400 + ru));
-        let n_prompts = cfg.rl.steps.max(1) * cfg.rl.prompts_per_step;
-        let data = TrainData {
-            prompts: (0..n_prompts)
-                .map(|_| world.prompts[sample_prompt(&world.prompts, &world.train, &mut rng)].text.clone())
-                .collect(),
-            ..TrainData::default()
+        let (pcfg, data, reward): (_, _, Option<&dyn Reward>) = match lc.algo {
+            LoopAlgo::Rloo => {
+                bar.set_message(format!("round {r}: RLOO"));
+                let pcfg = crate::rl::policy_config(&cfg.rl, cfg.rl.kl_coefs[0], max_new, derive(seed, 400 + ru));
+                let n_prompts = cfg.rl.steps.max(1) * cfg.rl.prompts_per_step;
+                let prompts = (0..n_prompts)
+                    .map(|_| world.prompts[sample_prompt(&world.prompts, &world.train, &mut rng)].text.clone())
+                    .collect();
+                (pcfg, TrainData { prompts, ..TrainData::default() }, Some(&rm))
+            }
+            LoopAlgo::Dpo => {
+                bar.set_message(format!("round {r}: DPO"));
+                let pref = |prompt: &str, c: &str, j: &str| PrefPair {
+                    prompt: prompt.to_string(),
+                    chosen: c.to_string(),
+                    rejected: j.to_string(),
+                };
+                let pairs = labels.iter().map(|p| pref(&p.prompt, &p.chosen, &p.rejected)).collect();
+                // Held-out pairs of the current policy ordered by gold: DPO's eval_* metrics.
+                let mut eval_pairs = Vec::new();
+                for (i, a, b) in &heldout {
+                    let p = &world.prompts[*i].text;
+                    let a_better = world.gold_score(p, a)? > world.gold_score(p, b)?;
+                    eval_pairs.push(if a_better { pref(p, a, b) } else { pref(p, b, a) });
+                }
+                let pcfg = crate::dpo::policy_config(&cfg.dpo, derive(seed, 400 + ru));
+                (pcfg, TrainData { pairs, eval_pairs, ..TrainData::default() }, None)
+            }
         };
         let scratch = work.join(format!(".train-round{r}"));
         if scratch.exists() {
             std::fs::remove_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
         }
-        let outcome = train(&pcfg, &policy_spec, Some(&rm), &data, &scratch, &RunOptions::default())?;
-        let (_, last) = outcome.checkpoints.last().ok_or_else(|| Error::Usage("RLOO wrote no checkpoint".into()))?;
+        let outcome = train(&pcfg, &policy_spec, reward, &data, &scratch, &RunOptions::default())?;
+        let (_, last) =
+            outcome.checkpoints.last().ok_or_else(|| Error::Usage("the optimiser wrote no checkpoint".into()))?;
         let keep = work.join(format!("round-{}", r + 1));
         crate::optimise::keep_final(last, &keep)?;
         std::fs::remove_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
         policy = load(&keep)?;
         policy_spec = keep.to_str().ok_or_else(|| Error::invalid(&keep, "path is not UTF-8"))?.to_string();
-        bar.inc(cfg.rl.steps as u64);
+        bar.inc(pcfg.steps as u64);
 
         let after = evaluate(world, &policy, &start, &rm, tok, &prompts, max_new, eval_seed, r + 1)?;
         let steps = outcome.metrics.into_iter().map(Value::Object).collect();
@@ -280,7 +314,11 @@ pub fn run_loop(cfg: &RunConfig, out: &Path, command: &str, progress: bool) -> R
     if !progress {
         multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let units = (lc.rounds * (1 + cfg.rl.steps)) as u64;
+    let steps = match lc.algo {
+        LoopAlgo::Rloo => cfg.rl.steps,
+        LoopAlgo::Dpo => cfg.dpo.steps,
+    };
+    let units = (lc.rounds * (1 + steps)) as u64;
     let all: Vec<usize> = (0..cfg.seeds).collect();
     let results = for_each_seed(cfg, &all, |seed| {
         let bar = multi.add(crate::progress::bar(progress, units, &format!("seed {seed}")));

@@ -51,15 +51,23 @@ pub fn render(s: &Value) -> String {
     page.section("What was run");
     page.paragraph(format!(
         "Seeds {}. Each round samples the current policy on fresh training prompts, has the simulated annotators \
-         (with their biases) label {} pairs, retrains the reward model on {} labels, and optimises the policy again with \
-         RLOO from where it stands (β = {}, {} steps, the KL penalty anchored to the round's starting policy). KL is \
-         reported to the original start policy. Intervals: Student-t 95% across seeds; differences are paired, with a \
-         two-stage bootstrap over seeds and then pairs or prompts.",
+         (with their biases) label {} pairs, retrains the reward model on {} labels, and optimises the policy again \
+         from where it stands with {}. KL is reported to the original start policy. Intervals: Student-t 95% across \
+         seeds; differences are paired, with a two-stage bootstrap over seeds and then pairs or prompts.",
         s["seeds"],
         s["config"]["loop"]["pairs_per_round"],
         if s["config"]["loop"]["rm_data"] == "new" { "this round's" } else { "all" },
-        s["config"]["rl"]["kl_coefs"][0],
-        s["config"]["rl"]["steps"],
+        if s["config"]["loop"]["algo"] == "dpo" {
+            format!(
+                "DPO on the reward model's labels (β = {}, {} steps, the round's starting policy as the reference)",
+                s["config"]["dpo"]["beta"], s["config"]["dpo"]["steps"]
+            )
+        } else {
+            format!(
+                "RLOO against the round's reward model (β = {}, {} steps, the KL penalty anchored to the round's starting policy)",
+                s["config"]["rl"]["kl_coefs"][0], s["config"]["rl"]["steps"]
+            )
+        },
     ));
     page.code(s["command"].as_str().unwrap_or("mismatch loop"));
 

@@ -2,7 +2,7 @@
 //! number of its summary is computed, two runs are byte-identical, and the page renders.
 
 use mismatch_experiment::config::RunConfig;
-use mismatch_experiment::outer::{LoopConfig, RmData};
+use mismatch_experiment::outer::{LoopAlgo, LoopConfig, RmData};
 use serde_json::Value;
 use std::path::Path;
 
@@ -19,7 +19,10 @@ fn small() -> RunConfig {
     c.rl.steps = 4;
     c.rl.prompts_per_step = 8;
     c.rl.eval_every = 4;
-    c.outer = Some(LoopConfig { rounds: 3, pairs_per_round: 80, rm_data: RmData::All });
+    c.dpo.steps = 4;
+    c.dpo.batch_size = 8;
+    c.dpo.eval_every = 4;
+    c.outer = Some(LoopConfig { rounds: 3, pairs_per_round: 80, rm_data: RmData::All, algo: LoopAlgo::Rloo });
     c
 }
 
@@ -73,6 +76,28 @@ fn a_small_loop_is_computed_deterministic_and_renders() {
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("loop-report.png");
     let c = mismatch_report::browser::check_in_chromium(&a.path().join("report.html"), Some(&shot)).unwrap();
     assert!(c.ok && c.console_errors.is_empty() && c.plots >= 3, "{c:?}");
+}
+
+/// DPO as the loop's optimiser, on each round's labels only: every round moves the policy and
+/// the reward model trains on that round's pairs alone.
+#[test]
+fn dpo_on_new_labels_only() {
+    let home = tempfile::tempdir().unwrap();
+    std::env::set_var("MISMATCH_HOME", home.path());
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = small();
+    cfg.seeds = 1;
+    cfg.outer = Some(LoopConfig { rounds: 2, pairs_per_round: 80, rm_data: RmData::New, algo: LoopAlgo::Dpo });
+    let s = mismatch_experiment::outer::run_loop(&cfg, out.path(), "mismatch loop", false).unwrap();
+    let rounds = s["rounds"].as_array().unwrap();
+    for row in rounds {
+        assert_eq!(row["labels"]["mean"], row["new_labels"]["mean"], "rm_data = new");
+        assert!(number(&row["policy"]["kl_to_start"]["mean"]) > 0.0);
+    }
+    let m = std::fs::read_to_string(out.path().join("metrics/loop-round1-seed0/metrics.jsonl")).unwrap();
+    assert!(m.contains("rewards/margins"), "DPO's metrics: {}", &m[..m.len().min(300)]);
+    let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
+    assert!(html.contains("DPO on the reward model"));
 }
 
 #[test]
