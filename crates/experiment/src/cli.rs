@@ -181,6 +181,13 @@ pub struct LoopArgs {
     /// Number of seeds (overrides the config).
     #[arg(long)]
     pub seeds: Option<usize>,
+    /// Labels from people: a `mismatch label serve` database each round's pairs are posted to
+    /// (overrides `loop.labels_from`); the loop waits for `--per-item` labels a pair.
+    #[arg(long, value_name = "DB")]
+    pub labels_from: Option<PathBuf>,
+    /// Labels each posted pair needs (overrides `loop.per_item`; the server's `--per-item`).
+    #[arg(long)]
+    pub per_item: Option<usize>,
     /// Output directory (default: runs/<UTC timestamp>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -202,6 +209,12 @@ pub fn run_loop(args: LoopArgs) -> anyhow::Result<()> {
     if let Some(r) = args.rounds {
         lc.rounds = r;
     }
+    if let Some(db) = &args.labels_from {
+        lc.labels_from = db.to_string_lossy().into_owned();
+    }
+    if let Some(k) = args.per_item {
+        lc.per_item = k;
+    }
     cfg.outer = Some(lc);
     let cfg_path = args.config.as_deref().unwrap_or(std::path::Path::new("<built-in config>"));
     cfg.validate(cfg_path)?;
@@ -214,6 +227,12 @@ pub fn run_loop(args: LoopArgs) -> anyhow::Result<()> {
     }
     if let Some(s) = args.seeds {
         command += &format!(" --seeds {s}");
+    }
+    if let Some(db) = &args.labels_from {
+        command += &format!(" --labels-from {}", crate::sweep::quote(&db.to_string_lossy()));
+    }
+    if let Some(k) = args.per_item {
+        command += &format!(" --per-item {k}");
     }
     let out = args.out.clone().unwrap_or_else(crate::pipeline::default_out);
     check_start_corpora(&cfg, &(0..cfg.seeds).collect::<Vec<_>>(), cfg_path)?;

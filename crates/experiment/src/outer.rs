@@ -6,7 +6,9 @@
 //! Per seed, from the start policy π₀ and for rounds r = 0 … R−1:
 //!
 //! 1. **collect**: `loop.pairs_per_round` training prompts, two samples of the current policy
-//!    π_r each, labelled by the world's simulated annotators (with their biases) → D_r;
+//!    π_r each, labelled by the world's simulated annotators (with their biases) or, with
+//!    `loop.labels_from`, by people in the labelling app (`mismatch label serve` on that
+//!    database; the loop waits for `loop.per_item` labels a pair and keeps majority verdicts) → D_r;
 //! 2. **retrain** the reward model RM_r from the start policy's backbone on D₀ ∪ … ∪ D_r
 //!    (`loop.rm_data = "all"`) or on D_r alone (`"new"`);
 //! 3. **measure the shift**: `data.eval_pairs` held-out prompts with two samples of π_r each
@@ -55,6 +57,14 @@ pub struct LoopConfig {
     pub rm_data: RmData,
     /// How each round optimises the policy from where it stands.
     pub algo: LoopAlgo,
+    /// A labelling database (`mismatch label serve --db`): each round's pairs are posted there
+    /// and the loop waits until every one has `per_item` labels; their majority verdicts replace
+    /// the simulated annotators (pairs without a majority are dropped). Empty: simulated.
+    pub labels_from: String,
+    /// Labels each posted pair needs (the server's `--per-item`).
+    pub per_item: usize,
+    /// Seconds to wait for a round's labels before the loop stops with an error.
+    pub wait_s: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,7 +79,15 @@ pub enum LoopAlgo {
 
 impl Default for LoopConfig {
     fn default() -> Self {
-        Self { rounds: 3, pairs_per_round: 300, rm_data: RmData::All, algo: LoopAlgo::Rloo }
+        Self {
+            rounds: 3,
+            pairs_per_round: 300,
+            rm_data: RmData::All,
+            algo: LoopAlgo::Rloo,
+            labels_from: String::new(),
+            per_item: 1,
+            wait_s: 86_400,
+        }
     }
 }
 
@@ -90,6 +108,9 @@ impl LoopConfig {
         }
         if self.pairs_per_round < 2 {
             return bad("pairs_per_round", "a reward model needs at least 2 pairs");
+        }
+        if self.per_item == 0 {
+            return bad("per_item", "must be at least 1");
         }
         Ok(())
     }
@@ -155,6 +176,63 @@ fn annotator_agreement(world: &World, pairs: &[LabelledPair]) -> Result<f64> {
     Ok(agree as f64 / n.max(1) as f64)
 }
 
+/// The labels of `drawn` from people: posted to the labelling database `db`, read back once each
+/// pair has `lc.per_item` labels, as majority verdicts (pairs without one are dropped).
+fn human_labels(
+    lc: &LoopConfig,
+    db: &Path,
+    world: &World,
+    drawn: &[(usize, String, String)],
+    seed: u64,
+    r: usize,
+    bar: &indicatif::ProgressBar,
+) -> Result<Vec<LabelledPair>> {
+    let fail = |e: mismatch_label::LabelError| Error::Usage(format!("loop.labels_from: {e}"));
+    let texts: Vec<(String, String, String)> = drawn
+        .iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(i, a, b)| (world.prompts[*i].text.clone(), a.clone(), b.clone()))
+        .collect();
+    let source = format!("mismatch loop: seed {seed}, round {r}");
+    let keys = mismatch_label::rounds::post(db, &source, &texts).map_err(fail)?;
+    let t0 = std::time::Instant::now();
+    loop {
+        let n = mismatch_label::rounds::done(db, &keys, lc.per_item).map_err(fail)?;
+        bar.set_message(format!(
+            "round {r}: waiting for people ({n} of {} pairs have {} labels)",
+            keys.len(),
+            lc.per_item
+        ));
+        if n == keys.len() {
+            break;
+        }
+        if t0.elapsed().as_secs() >= lc.wait_s {
+            return Err(Error::Usage(format!(
+                "{}: after {} s only {n} of the {} pairs of round {r} (seed {seed}) have {} labels; label them with \
+                 `mismatch label serve --db {} --per-item {}` and run the loop again",
+                db.display(),
+                lc.wait_s,
+                keys.len(),
+                lc.per_item,
+                db.display(),
+                lc.per_item
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let verdicts = mismatch_label::rounds::verdicts(db, &keys).map_err(fail)?;
+    Ok(texts
+        .into_iter()
+        .zip(verdicts)
+        .filter_map(|((prompt, a, b), v)| {
+            v.map(|a_wins| {
+                let (chosen, rejected) = if a_wins { (a, b) } else { (b, a) };
+                LabelledPair { prompt, chosen, rejected }
+            })
+        })
+        .collect())
+}
+
 /// Runs every round of `seed` (module doc), writing each round's policy to
 /// `out/work/loop-seed<seed>/round-<r+1>` and its metrics to `out/metrics/`.
 fn run_seed(
@@ -196,7 +274,10 @@ fn run_seed(
             derive(seed, 100 + ru),
             max_new,
         )?;
-        let new = label_pairs(world, &drawn, derive(seed, 200 + ru));
+        let new = match lc.labels_from.as_str() {
+            "" => label_pairs(world, &drawn, derive(seed, 200 + ru)),
+            db => human_labels(lc, Path::new(db), world, &drawn, seed, r, bar)?,
+        };
         let annotators_acc_gold = annotator_agreement(world, &new)?;
         let heldout = draw_pairs(
             world,

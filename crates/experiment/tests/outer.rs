@@ -22,8 +22,22 @@ fn small() -> RunConfig {
     c.dpo.steps = 4;
     c.dpo.batch_size = 8;
     c.dpo.eval_every = 4;
-    c.outer = Some(LoopConfig { rounds: 3, pairs_per_round: 80, rm_data: RmData::All, algo: LoopAlgo::Rloo });
+    c.outer = Some(LoopConfig {
+        rounds: 3,
+        pairs_per_round: 80,
+        rm_data: RmData::All,
+        algo: LoopAlgo::Rloo,
+        ..LoopConfig::default()
+    });
     c
+}
+
+/// One model cache for every test of this file: `MISMATCH_HOME` is the process's, and tests run
+/// side by side, so none may point it at a directory another test deletes.
+fn shared_home() {
+    static HOME: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let home = HOME.get_or_init(|| tempfile::tempdir().unwrap());
+    std::env::set_var("MISMATCH_HOME", home.path());
 }
 
 fn number(v: &Value) -> f64 {
@@ -32,8 +46,7 @@ fn number(v: &Value) -> f64 {
 
 #[test]
 fn a_small_loop_is_computed_deterministic_and_renders() {
-    let home = tempfile::tempdir().unwrap();
-    std::env::set_var("MISMATCH_HOME", home.path());
+    shared_home();
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let cfg = small();
     let s = mismatch_experiment::outer::run_loop(&cfg, a.path(), "mismatch loop --config test.toml", false).unwrap();
@@ -82,12 +95,17 @@ fn a_small_loop_is_computed_deterministic_and_renders() {
 /// the reward model trains on that round's pairs alone.
 #[test]
 fn dpo_on_new_labels_only() {
-    let home = tempfile::tempdir().unwrap();
-    std::env::set_var("MISMATCH_HOME", home.path());
+    shared_home();
     let out = tempfile::tempdir().unwrap();
     let mut cfg = small();
     cfg.seeds = 1;
-    cfg.outer = Some(LoopConfig { rounds: 2, pairs_per_round: 80, rm_data: RmData::New, algo: LoopAlgo::Dpo });
+    cfg.outer = Some(LoopConfig {
+        rounds: 2,
+        pairs_per_round: 80,
+        rm_data: RmData::New,
+        algo: LoopAlgo::Dpo,
+        ..LoopConfig::default()
+    });
     let s = mismatch_experiment::outer::run_loop(&cfg, out.path(), "mismatch loop", false).unwrap();
     let rounds = s["rounds"].as_array().unwrap();
     for row in rounds {
@@ -98,6 +116,81 @@ fn dpo_on_new_labels_only() {
     assert!(m.contains("rewards/margins"), "DPO's metrics: {}", &m[..m.len().min(300)]);
     let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
     assert!(html.contains("DPO on the reward model"));
+}
+
+/// `loop.labels_from`: the loop posts each round's pairs to a labelling database and waits while
+/// a person labels them there (here a program standing in for one, labelling through the app's
+/// own assignment and storage code by gold); their verdicts are what the RM learns from.
+#[test]
+fn labels_can_come_from_the_labelling_app() {
+    use mismatch_label::assign::{next_task, record_label, ScreenChoice, Submission};
+    shared_home();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("labels.sqlite");
+    let mut cfg = small();
+    cfg.seeds = 1;
+    cfg.outer = Some(LoopConfig {
+        rounds: 2,
+        pairs_per_round: 40,
+        labels_from: db.to_string_lossy().into_owned(),
+        wait_s: 600,
+        ..LoopConfig::default()
+    });
+    let mut conn = mismatch_label::db::open(&db).unwrap();
+    mismatch_label::auth::add_annotator(&mut conn, "ann", false, false).unwrap();
+    let id: i64 = conn.query_row("SELECT id FROM annotators WHERE name = 'ann'", [], |r| r.get(0)).unwrap();
+    let world = mismatch_world::world::World::new(&cfg.world).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let text = |json: &str| serde_json::from_str::<String>(json).unwrap();
+    let (s, labelled) = std::thread::scope(|sc| {
+        let person = sc.spawn(|| {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let Some(t) = next_task(&mut conn, id, 1, n % 2 == 1).unwrap() else {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    continue;
+                };
+                let p = text(&t.prompt);
+                let (l, r) =
+                    (world.gold_score(&p, &text(&t.left)).unwrap(), world.gold_score(&p, &text(&t.right)).unwrap());
+                let choice = if l > r {
+                    ScreenChoice::Left
+                } else if r > l {
+                    ScreenChoice::Right
+                } else {
+                    ScreenChoice::Tie
+                };
+                record_label(&mut conn, id, &Submission { item: t.item, choice, strength: None, reason: None })
+                    .unwrap()
+                    .unwrap();
+                n += 1;
+            }
+            n
+        });
+        let out = dir.path().join("out");
+        let s = mismatch_experiment::outer::run_loop(&cfg, &out, "mismatch loop", false);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        (s, person.join().unwrap())
+    });
+    let s = s.unwrap();
+    let rounds = s["rounds"].as_array().unwrap();
+    // This person labels by gold: every kept label agrees with it (gold ties were dropped as ties).
+    for row in rounds {
+        assert_eq!(number(&row["annotators_acc_gold"]["mean"]), 1.0, "{row}");
+    }
+    let items: i64 =
+        mismatch_label::db::open(&db).unwrap().query_row("SELECT COUNT(*) FROM items", [], |r| r.get(0)).unwrap();
+    assert!(labelled as i64 >= items && items > 0, "{labelled} labels for {items} items");
+    assert!(number(&rounds[1]["labels"]["mean"]) > number(&rounds[0]["labels"]["mean"]));
+
+    // With nobody labelling, the loop stops after loop.wait_s, naming the database.
+    let mut cfg2 = cfg.clone();
+    if let Some(l) = cfg2.outer.as_mut() {
+        l.wait_s = 0;
+        l.labels_from = dir.path().join("empty.sqlite").to_string_lossy().into_owned();
+    }
+    let e = mismatch_experiment::outer::run_loop(&cfg2, &dir.path().join("out2"), "x", false).unwrap_err().to_string();
+    assert!(e.contains("empty.sqlite") && e.contains("labels"), "{e}");
 }
 
 #[test]

@@ -35,6 +35,7 @@ pub mod export;
 pub mod html;
 pub mod import;
 pub mod pages;
+pub mod rounds;
 pub mod routes;
 pub mod server;
 pub mod stats;
