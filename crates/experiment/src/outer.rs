@@ -103,8 +103,9 @@ pub enum RmData {
 impl LoopConfig {
     pub fn validate(&self, path: &Path) -> Result<()> {
         let bad = |f: &str, m: &str| Err(Error::invalid(path, format!("field `loop.{f}`: {m}")));
-        if self.rounds == 0 {
-            return bad("rounds", "must be at least 1");
+        // Round r draws its seeds from streams 100 + r, 200 + r, …: a hundred rounds at most.
+        if !(1..=99).contains(&self.rounds) {
+            return bad("rounds", "must be between 1 and 99");
         }
         if self.pairs_per_round < 2 {
             return bad("pairs_per_round", "a reward model needs at least 2 pairs");
