@@ -353,8 +353,13 @@ mod tests {
         assert!(!to_json(&r).contains("\"judge\""));
         let counts =
             crate::real::judge::JudgeCounts { judged: 5, identical: 2, both: 4, consistent: 3, ..Default::default() };
-        r.judge =
-            Some(crate::pipeline::JudgeRecord { name: "j (pair-v2)".into(), vs_start: counts, human_pairs: counts });
+        r.judge = Some(crate::pipeline::JudgeRecord {
+            name: "j (pair-v2)".into(),
+            vs_start: counts,
+            human_pairs: counts,
+            agrees_with_humans: 3,
+            held_out_pairs: 5,
+        });
         let back = from_json(&to_json(&r)).unwrap();
         assert_eq!(back.judge, r.judge);
     }

@@ -177,7 +177,11 @@ pub fn summarise(results: &[SeedResult], command: &str, config: &crate::config::
             "name": first.name,
             "vs_start": judge_json(&vs_start),
             "human_pairs": judge_json(&first.human_pairs),
-            "agreement_with_humans": ci(&ann),
+            // Every seed shares the judge's verdicts on the held-out pairs: the interval is over pairs.
+            "agreement_with_humans": ci(&mismatch_eval::stats::proportion_ci(
+                &(0..first.held_out_pairs).map(|i| i < first.agrees_with_humans).collect::<Vec<_>>(),
+                59,
+            )),
         });
     }
     out

@@ -98,6 +98,10 @@ pub struct JudgeRecord {
     pub vs_start: JudgeCounts,
     /// The held-out human pairs (chosen against rejected); the same in every seed.
     pub human_pairs: JudgeCounts,
+    /// Of those pairs, the ones where the judge prefers the human-chosen response (> ½), and
+    /// how many there are: its agreement with the humans, with a CI over pairs.
+    pub agrees_with_humans: usize,
+    pub held_out_pairs: usize,
 }
 
 /// The judge of a run: a backend and a pairwise template.

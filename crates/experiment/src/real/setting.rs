@@ -27,7 +27,7 @@ use std::path::Path;
 /// What gold is: a reward model trained on the gold part of the labels, or an LLM judge.
 enum Gold {
     Rm(Proxy),
-    Judge { judge: Judge, human_pairs: JudgeCounts },
+    Judge { judge: Judge, human_pairs: JudgeCounts, agrees: usize },
 }
 
 /// What every seed shares: the data split, prompts, gold and its scores on the test part.
@@ -120,7 +120,8 @@ impl RealSetting {
                 let j: Vec<&str> = t.iter().map(|r| r.pair.rejected.as_str()).collect();
                 let p = judge.prefer(&q, &c, &j, &mut human_pairs)?;
                 let not = p.iter().map(|x| 1.0 - x).collect();
-                (Gold::Judge { judge, human_pairs }, (p, not))
+                let agrees = p.iter().filter(|&&x| x > 0.5).count();
+                (Gold::Judge { judge, human_pairs, agrees }, (p, not))
             }
             None => {
                 // The gold RM: one model on the gold part, standardised like the proxies.
@@ -413,11 +414,15 @@ impl SeedSetting for RealSeed<'_> {
     }
 
     fn judge(&self) -> Option<JudgeRecord> {
-        let (Gold::Judge { judge, human_pairs }, Some(a)) = (&self.shared.gold, &self.against) else { return None };
+        let (Gold::Judge { judge, human_pairs, agrees }, Some(a)) = (&self.shared.gold, &self.against) else {
+            return None;
+        };
         Some(JudgeRecord {
             name: judge.name(),
             vs_start: *a.counts.lock().expect("judge counts"),
             human_pairs: *human_pairs,
+            agrees_with_humans: *agrees,
+            held_out_pairs: self.shared.split.test.len(),
         })
     }
 }
