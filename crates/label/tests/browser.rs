@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use mismatch_label::{spawn, ServerConfig};
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -172,6 +172,12 @@ fn a_headless_browser_labels_with_the_keyboard() {
     assert_eq!(label_rows(&db), 0);
     d.go(&format!("{}/task", server.url()));
 
+    // A screenshot of the task page as an annotator sees it (target/tmp/label-task.png).
+    wait_for("the task page", || d.text("#left .text"));
+    let png = base64(d.call("GET", "/screenshot", None).as_str().expect("a base64 PNG"));
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "screenshot of {} bytes", png.len());
+    std::fs::write(Path::new(env!("CARGO_TARGET_TMPDIR")).join("label-task.png"), &png).unwrap();
+
     // Keys in order: 1 (A = left), b (B = right), t (tie), x (both bad).
     let keys = ["1", "b", "t", "x"];
     let mut left_texts = Vec::new();
@@ -214,4 +220,23 @@ fn a_headless_browser_labels_with_the_keyboard() {
         };
         assert_eq!(choice, want, "label {k}: key {} with A on the left: {a_on_left}", keys[k]);
     }
+}
+
+/// Standard base64 (RFC 4648, with padding), as WebDriver returns screenshots.
+fn base64(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let digits: Vec<u8> = text.bytes().filter(|&c| c != b'=' && !c.is_ascii_whitespace()).map(value).collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &d)| acc | (d as u32) << (18 - 6 * i));
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
 }
