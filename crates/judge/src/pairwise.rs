@@ -31,7 +31,7 @@
 
 use crate::backend::{Backend, JudgeReply, JudgeRequest, MAX_TOP_LOGPROBS};
 use crate::logprob::{binarized, preference_b};
-use crate::template::{Fill, Kind, Output, Template};
+use crate::template::{Fill, Output, Template};
 use crate::verdict::{parse, Verdict};
 use crate::{Error, JudgeOptions, Result};
 use mismatch_eval::stats::{mean_ci, Ci};
@@ -117,7 +117,7 @@ pub fn judge_pairs(
     items: &[PairItem],
     opts: &JudgeOptions,
 ) -> Result<PairReport> {
-    if template.kind != Kind::Pairwise || template.output == Output::Rating {
+    if !template.judges_pairs() {
         return Err(Error::Usage(format!(
             "judge template '{}' grades single answers; pairwise judging needs a pairwise template",
             template.name

@@ -235,6 +235,12 @@ impl Template {
         })
     }
 
+    /// Whether it compares two answers and names a side (what [`crate::judge_pairs`] needs): a
+    /// pairwise prompt whose reply is not read as a rating.
+    pub fn judges_pairs(&self) -> bool {
+        self.kind == Kind::Pairwise && self.output != Output::Rating
+    }
+
     /// The same template with its reply read as `output`.
     pub fn with_output(self, output: Output) -> Template {
         Template { output, ..self }

@@ -156,7 +156,7 @@ impl RealConfig {
             let (_, template) = self.resolve().judge.expect("a judge is set");
             match mismatch_judge::Template::load(&template) {
                 Err(e) => return bad("judge_template", &e.to_string()),
-                Ok(t) if t.kind != mismatch_judge::Kind::Pairwise || t.output == mismatch_judge::Output::Rating => {
+                Ok(t) if !t.judges_pairs() => {
                     return bad(
                         "judge_template",
                         &format!("'{}' grades single answers; gold needs a pairwise template", t.name),
