@@ -58,6 +58,18 @@ fn pair_row(r: &LabelRow, choice: &str) -> Value {
     json!({ "prompt": parse(&r.prompt), "chosen": parse(chosen), "rejected": parse(rejected) })
 }
 
+/// The response a strict majority of an item's `n` labels chose, `a` of them A and `b` B (ties
+/// and "both bad" count in `n` for neither): what `--aggregate majority` exports.
+pub fn majority(a: usize, b: usize, n: usize) -> Option<&'static str> {
+    if 2 * a > n {
+        Some("a")
+    } else if 2 * b > n {
+        Some("b")
+    } else {
+        None
+    }
+}
+
 fn margin(strength: impl Iterator<Item = i64>) -> Option<f64> {
     let m: Vec<f64> = strength.map(|s| (s - 1) as f64).collect();
     (!m.is_empty()).then(|| m.iter().sum::<f64>() / m.len() as f64)
@@ -108,7 +120,8 @@ pub fn rows(
         Aggregate::Majority => {
             for group in groups {
                 let n = group.len();
-                let winner = ["a", "b"].into_iter().find(|c| 2 * group.iter().filter(|r| r.choice == *c).count() > n);
+                let count = |c: &str| group.iter().filter(|r| r.choice == c).count();
+                let winner = majority(count("a"), count("b"), n);
                 let Some(c) = winner.filter(|_| n >= min_labels) else {
                     dropped += 1;
                     continue;

@@ -44,22 +44,15 @@ pub fn done(db: &Path, hashes: &[String], k: usize) -> Result<usize> {
 }
 
 /// Each item's verdict: `Some(true)` when a strict majority of its labels chose A, `Some(false)`
-/// for B, `None` otherwise (no majority, or ties and "both bad" prevailing), as `label export
-/// --aggregate majority` decides.
+/// for B, `None` otherwise (no majority, or ties and "both bad" prevailing):
+/// [`crate::export::majority`], as `label export --aggregate majority` decides.
 pub fn verdicts(db: &Path, hashes: &[String]) -> Result<Vec<Option<bool>>> {
     let conn = crate::db::open(db)?;
     hashes
         .iter()
         .map(|h| {
             let (a, b, other) = counts(&conn, h).map_err(|e| LabelError::db(db, e))?;
-            let n = a + b + other;
-            Ok(if 2 * a > n {
-                Some(true)
-            } else if 2 * b > n {
-                Some(false)
-            } else {
-                None
-            })
+            Ok(crate::export::majority(a, b, a + b + other).map(|c| c == "a"))
         })
         .collect()
 }
