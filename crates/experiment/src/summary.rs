@@ -178,10 +178,7 @@ pub fn summarise(results: &[SeedResult], command: &str, config: &crate::config::
             "vs_start": judge_json(&vs_start),
             "human_pairs": judge_json(&first.human_pairs),
             // Every seed shares the judge's verdicts on the held-out pairs: the interval is over pairs.
-            "agreement_with_humans": ci(&mismatch_eval::stats::proportion_ci(
-                &(0..first.held_out_pairs).map(|i| i < first.agrees_with_humans).collect::<Vec<_>>(),
-                59,
-            )),
+            "agreement_with_humans": rate_ci(first.agrees_with_humans, first.held_out_pairs, 59),
         });
     }
     out
@@ -192,20 +189,23 @@ pub fn summarise(results: &[SeedResult], command: &str, config: &crate::config::
 /// read), the rate of naming position A (÷ read verdicts), and the unparsed rate (÷ verdicts
 /// asked for, two per judged pair).
 fn judge_json(c: &crate::real::judge::JudgeCounts) -> Value {
-    let rate = |hits: usize, of: usize, seed: u64| {
-        if of == 0 {
-            return Value::Null;
-        }
-        let xs: Vec<bool> = (0..of).map(|i| i < hits).collect();
-        ci(&mismatch_eval::stats::proportion_ci(&xs, seed))
-    };
     let unparsed = c.unparsed_1_first + c.unparsed_2_first;
     json!({
         "counts": c,
-        "position_consistency": rate(c.consistent, c.both, 43),
-        "position_a_rate": rate(c.picks_a, c.verdicts, 47),
-        "unparsed_rate": rate(unparsed, 2 * c.judged, 53),
+        "position_consistency": rate_ci(c.consistent, c.both, 43),
+        "position_a_rate": rate_ci(c.picks_a, c.verdicts, 47),
+        "unparsed_rate": rate_ci(unparsed, 2 * c.judged, 53),
     })
+}
+
+/// `hits` of `of` as a rate with its bootstrap 95% CI ([`mismatch_eval::stats::proportion_ci`]);
+/// null when there is nothing to count.
+fn rate_ci(hits: usize, of: usize, seed: u64) -> Value {
+    if of == 0 {
+        return Value::Null;
+    }
+    let xs: Vec<bool> = (0..of).map(|i| i < hits).collect();
+    ci(&mismatch_eval::stats::proportion_ci(&xs, seed))
 }
 
 /// The name of the RLOO run against `kind` at the first (small) KL coefficient: the runs the

@@ -194,39 +194,28 @@ impl Reward for AgainstStart<'_> {
                     .ok_or_else(|| Error::Usage(format!("judge gold: no start-policy reference for the prompt {p:?}")))
             })
             .collect::<Result<Vec<&str>>>()?;
-        let mut counts = JudgeCounts::default();
-        let mut out = vec![f64::NAN; prompts.len()];
-        let mut todo = Vec::new();
+        // Each pair not judged before in this seed (once, however often it recurs) goes to the judge.
+        let keys: Vec<(String, String)> =
+            prompts.iter().zip(completions).map(|(p, c)| (p.to_string(), c.to_string())).collect();
+        let mut todo: Vec<usize> = Vec::new();
         {
             let seen = self.seen.lock().expect("judge cache");
             let mut asked = std::collections::HashSet::new();
-            for (i, (p, c)) in prompts.iter().zip(completions).enumerate() {
-                let key = (p.to_string(), c.to_string());
-                match seen.get(&key) {
-                    Some(&x) => {
-                        out[i] = x;
-                        counts.repeated += 1;
-                    }
-                    None if asked.insert(key) => todo.push(i),
-                    None => counts.repeated += 1,
-                }
-            }
+            todo.extend((0..keys.len()).filter(|&i| !seen.contains_key(&keys[i]) && asked.insert(&keys[i])));
         }
-        let q: Vec<&str> = todo.iter().map(|&i| prompts[i]).collect();
-        let a: Vec<&str> = todo.iter().map(|&i| completions[i]).collect();
-        let r: Vec<&str> = todo.iter().map(|&i| refs[i]).collect();
+        fn pick<'s>(xs: &[&'s str], at: &[usize]) -> Vec<&'s str> {
+            at.iter().map(|&i| xs[i]).collect()
+        }
+        let mut counts = JudgeCounts { repeated: keys.len() - todo.len(), ..JudgeCounts::default() };
+        let (q, a, r) = (pick(prompts, &todo), pick(completions, &todo), pick(&refs, &todo));
         let got = self.judge.prefer(&q, &a, &r, &mut counts)?;
         let mut seen = self.seen.lock().expect("judge cache");
         for (&i, x) in todo.iter().zip(got) {
-            seen.insert((prompts[i].to_string(), completions[i].to_string()), x);
+            seen.insert(keys[i].clone(), x);
         }
-        for (i, o) in out.iter_mut().enumerate() {
-            if o.is_nan() {
-                *o = seen[&(prompts[i].to_string(), completions[i].to_string())];
-            }
-        }
+        let out: Vec<f32> = keys.iter().map(|k| seen[k] as f32).collect();
         self.counts.lock().expect("judge counts").merge(&counts);
-        Ok(out.into_iter().map(|x| x as f32).collect())
+        Ok(out)
     }
 }
 

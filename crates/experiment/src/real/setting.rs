@@ -27,7 +27,7 @@ use std::path::Path;
 /// What gold is: a reward model trained on the gold part of the labels, or an LLM judge.
 enum Gold {
     Rm(Proxy),
-    Judge { judge: Judge, human_pairs: JudgeCounts, agrees: usize },
+    Judge { judge: Judge, human_pairs: JudgeCounts },
 }
 
 /// What every seed shares: the data split, prompts, gold and its scores on the test part.
@@ -114,14 +114,10 @@ impl RealSetting {
                 bar.set_message(format!("judge on {} held-out pairs", split.test.len()));
                 let judge = load_judge(real, spec, template, cfg.seed)?;
                 let mut human_pairs = JudgeCounts::default();
-                let t = &split.test;
-                let q: Vec<&str> = t.iter().map(|r| r.pair.prompt.as_str()).collect();
-                let c: Vec<&str> = t.iter().map(|r| r.pair.chosen.as_str()).collect();
-                let j: Vec<&str> = t.iter().map(|r| r.pair.rejected.as_str()).collect();
+                let (q, c, j) = columns(&split.test);
                 let p = judge.prefer(&q, &c, &j, &mut human_pairs)?;
                 let not = p.iter().map(|x| 1.0 - x).collect();
-                let agrees = p.iter().filter(|&&x| x > 0.5).count();
-                (Gold::Judge { judge, human_pairs, agrees }, (p, not))
+                (Gold::Judge { judge, human_pairs }, (p, not))
             }
             None => {
                 // The gold RM: one model on the gold part, standardised like the proxies.
@@ -154,45 +150,46 @@ impl RealSetting {
             gold,
             gold_test,
             dpo_max_chars: real.dpo_max_chars,
-            pool_endpoint: endpoint_client(real, &real.pool_endpoint, "pool_endpoint")?,
+            pool_endpoint: pool_client(real)?,
             max_new_tokens: cfg.max_new_tokens,
         })
     }
 }
 
-/// The judge `spec` with `template` (a local model, or an endpoint caching in `real.pool_cache`).
+/// The judge `spec` with `template`: a local model, or an endpoint ([`endpoint_args`]).
 fn load_judge(real: &super::config::RealConfig, spec: &str, template: &str, seed: u64) -> Result<Judge> {
-    let usage = |e: mismatch_judge::Error| Error::Usage(format!("field `real.judge`: {e}"));
     let template = mismatch_judge::Template::load(template)
         .map_err(|e| Error::Usage(format!("field `real.judge_template`: {e}")))?;
-    let backend: Box<dyn mismatch_judge::Backend> = match endpoint_client(real, spec, "judge")? {
-        Some(client) => Box::new(mismatch_judge::Remote::new(client, spec)),
-        None => Box::new(mismatch_judge::Local::load(spec, &candle_core::Device::Cpu).map_err(usage)?),
-    };
+    let backend = mismatch_judge::from_spec(spec, &candle_core::Device::Cpu, &endpoint_args(real))
+        .map_err(|e| Error::Usage(format!("field `real.judge`: {e}")))?;
     Ok(Judge::new(backend, template, seed))
 }
 
-/// The client of the endpoint `spec` (None when it is not `openai:`), caching in `real.pool_cache`.
-fn endpoint_client(
-    real: &super::config::RealConfig,
-    spec: &str,
-    field: &str,
-) -> Result<Option<mismatch_openai::Client>> {
-    let Some(endpoint) = mismatch_openai::Endpoint::from_spec(spec) else { return Ok(None) };
-    let usage = |e: mismatch_openai::Error| Error::Usage(format!("field `real.{field}`: {e}"));
-    let cache = match real.pool_cache.as_str() {
-        "" => mismatch_openai::default_cache_path(),
-        c => Some(real.base_dir.as_deref().map_or_else(|| c.into(), |b| b.join(c))),
-    };
-    let options = mismatch_openai::Options { cache, ..Default::default() };
-    Ok(Some(mismatch_openai::Client::new(endpoint.map_err(usage)?, options).map_err(usage)?))
+/// The client of `real.pool_endpoint` (None when empty).
+fn pool_client(real: &super::config::RealConfig) -> Result<Option<mismatch_openai::Client>> {
+    endpoint_args(real)
+        .client(&real.pool_endpoint)
+        .transpose()
+        .map_err(|e| Error::Usage(format!("field `real.pool_endpoint`: {e}")))
+}
+
+/// How the `[real]` table's endpoints are reached: the default client options, caching in
+/// `real.pool_cache` (relative to the experiment file; empty: `$MISMATCH_HOME/cache/openai.sqlite`).
+fn endpoint_args(real: &super::config::RealConfig) -> mismatch_openai::EndpointArgs {
+    let c = real.pool_cache.as_str();
+    let cache = (!c.is_empty()).then(|| real.base_dir.as_deref().map_or_else(|| c.into(), |b| b.join(c)));
+    mismatch_openai::EndpointArgs { cache, ..Default::default() }
+}
+
+/// The prompts, chosen and rejected responses of `pairs`.
+fn columns(pairs: &[Record]) -> (Vec<&str>, Vec<&str>, Vec<&str>) {
+    let col = |f: fn(&Record) -> &str| pairs.iter().map(f).collect::<Vec<_>>();
+    (col(|r| &r.pair.prompt), col(|r| &r.pair.chosen), col(|r| &r.pair.rejected))
 }
 
 /// Scores of the chosen and rejected responses of `pairs` (prompts as the RMs were trained on).
 fn pair_scores(rm: &dyn Reward, pairs: &[Record]) -> Result<(Vec<f64>, Vec<f64>)> {
-    let p: Vec<&str> = pairs.iter().map(|r| r.pair.prompt.as_str()).collect();
-    let c: Vec<&str> = pairs.iter().map(|r| r.pair.chosen.as_str()).collect();
-    let j: Vec<&str> = pairs.iter().map(|r| r.pair.rejected.as_str()).collect();
+    let (p, c, j) = columns(pairs);
     let score = |x: &[&str]| -> Result<Vec<f64>> {
         let mut out = Vec::with_capacity(x.len());
         for (pp, xx) in p.chunks(64).zip(x.chunks(64)) {
@@ -207,8 +204,8 @@ fn pair_scores(rm: &dyn Reward, pairs: &[Record]) -> Result<(Vec<f64>, Vec<f64>)
 /// (the kinds are aggregates of the same member scores, as [`Ensemble::proxy`] combines them).
 fn test_scores(ens: &Ensemble, lambda: f64, pairs: &[Record]) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
     let all = ens.proxy(RmKind::Mean, lambda, "members")?;
-    let p: Vec<&str> = pairs.iter().map(|r| r.pair.prompt.as_str()).collect();
-    let side = |x: Vec<&str>| -> Result<Vec<Vec<f32>>> {
+    let (p, chosen, rejected) = columns(pairs);
+    let side = |x: &[&str]| -> Result<Vec<Vec<f32>>> {
         let mut per: Vec<Vec<f32>> = vec![];
         for (pp, xx) in p.chunks(64).zip(x.chunks(64)) {
             let m = all.member_scores(pp, xx)?;
@@ -219,8 +216,7 @@ fn test_scores(ens: &Ensemble, lambda: f64, pairs: &[Record]) -> Result<Vec<(Vec
         }
         Ok(per)
     };
-    let c = side(pairs.iter().map(|r| r.pair.chosen.as_str()).collect())?;
-    let r = side(pairs.iter().map(|r| r.pair.rejected.as_str()).collect())?;
+    let (c, r) = (side(&chosen)?, side(&rejected)?);
     let agg = |per: &[Vec<f32>], how: Aggregate| -> Result<Vec<f64>> {
         if per.len() == 1 {
             return Ok(per[0].iter().map(|&x| x as f64).collect());
@@ -414,14 +410,13 @@ impl SeedSetting for RealSeed<'_> {
     }
 
     fn judge(&self) -> Option<JudgeRecord> {
-        let (Gold::Judge { judge, human_pairs, agrees }, Some(a)) = (&self.shared.gold, &self.against) else {
-            return None;
-        };
+        let (Gold::Judge { judge, human_pairs }, Some(a)) = (&self.shared.gold, &self.against) else { return None };
+        let (chosen, rejected) = &self.shared.gold_test;
         Some(JudgeRecord {
             name: judge.name(),
             vs_start: *a.counts.lock().expect("judge counts"),
             human_pairs: *human_pairs,
-            agrees_with_humans: *agrees,
+            agrees_with_humans: rm::prefers_first(chosen, rejected).into_iter().filter(|&b| b).count(),
             held_out_pairs: self.shared.split.test.len(),
         })
     }
