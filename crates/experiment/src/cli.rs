@@ -57,13 +57,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let mut cfg = match &args.config {
-        Some(p) => RunConfig::load(p)?,
-        None => RunConfig::default(),
-    };
-    if let Some(s) = args.seeds {
-        cfg.seeds = s;
-    }
+    let cfg = load_config(args.config.as_deref(), args.seeds)?;
     let cfg_path = args.config.as_deref().unwrap_or(std::path::Path::new("<built-in config>"));
     cfg.validate(cfg_path)?;
     if args.print_config {
@@ -123,14 +117,38 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 /// `--seed-only` run records this too, so that its merge records the command of the
 /// single-process run it reproduces.
 fn single_run_command(args: &RunArgs) -> String {
-    let mut command = String::from("mismatch run");
-    if let Some(c) = &args.config {
-        command += &format!(" --config {}", crate::sweep::quote(&c.to_string_lossy()));
-    }
-    if let Some(s) = args.seeds {
-        command += &format!(" --seeds {s}");
+    command_line("mismatch run", &[("--config", path_flag(&args.config)), ("--seeds", flag(args.seeds))])
+}
+
+/// `base` followed by each flag that was given, its value shell-quoted.
+fn command_line(base: &str, flags: &[(&str, Option<String>)]) -> String {
+    let mut command = base.to_string();
+    for (name, value) in flags {
+        if let Some(v) = value {
+            command += &format!(" {name} {}", crate::sweep::quote(v));
+        }
     }
     command
+}
+
+fn flag(v: Option<usize>) -> Option<String> {
+    v.map(|x| x.to_string())
+}
+
+fn path_flag(p: &Option<PathBuf>) -> Option<String> {
+    p.as_ref().map(|p| p.to_string_lossy().into_owned())
+}
+
+/// The experiment file at `config` (the built-in one when None), with `--seeds` applied.
+fn load_config(config: Option<&std::path::Path>, seeds: Option<usize>) -> anyhow::Result<RunConfig> {
+    let mut cfg = match config {
+        Some(p) => RunConfig::load(p)?,
+        None => RunConfig::default(),
+    };
+    if let Some(s) = seeds {
+        cfg.seeds = s;
+    }
+    Ok(cfg)
 }
 
 /// The line a finished run ends with: where gold peaked and ended.
@@ -198,13 +216,7 @@ pub struct LoopArgs {
 
 /// `mismatch loop`: the outer loop of RLHF in the embedded world ([`crate::outer`]).
 pub fn run_loop(args: LoopArgs) -> anyhow::Result<()> {
-    let mut cfg = match &args.config {
-        Some(p) => RunConfig::load(p)?,
-        None => RunConfig::default(),
-    };
-    if let Some(s) = args.seeds {
-        cfg.seeds = s;
-    }
+    let mut cfg = load_config(args.config.as_deref(), args.seeds)?;
     let mut lc = cfg.outer.clone().unwrap_or_default();
     if let Some(r) = args.rounds {
         lc.rounds = r;
@@ -218,22 +230,16 @@ pub fn run_loop(args: LoopArgs) -> anyhow::Result<()> {
     cfg.outer = Some(lc);
     let cfg_path = args.config.as_deref().unwrap_or(std::path::Path::new("<built-in config>"));
     cfg.validate(cfg_path)?;
-    let mut command = String::from("mismatch loop");
-    if let Some(c) = &args.config {
-        command += &format!(" --config {}", crate::sweep::quote(&c.to_string_lossy()));
-    }
-    if let Some(r) = args.rounds {
-        command += &format!(" --rounds {r}");
-    }
-    if let Some(s) = args.seeds {
-        command += &format!(" --seeds {s}");
-    }
-    if let Some(db) = &args.labels_from {
-        command += &format!(" --labels-from {}", crate::sweep::quote(&db.to_string_lossy()));
-    }
-    if let Some(k) = args.per_item {
-        command += &format!(" --per-item {k}");
-    }
+    let command = command_line(
+        "mismatch loop",
+        &[
+            ("--config", path_flag(&args.config)),
+            ("--rounds", flag(args.rounds)),
+            ("--seeds", flag(args.seeds)),
+            ("--labels-from", path_flag(&args.labels_from)),
+            ("--per-item", flag(args.per_item)),
+        ],
+    );
     let out = args.out.clone().unwrap_or_else(crate::pipeline::default_out);
     check_start_corpora(&cfg, &(0..cfg.seeds).collect::<Vec<_>>(), cfg_path)?;
     let progress = !args.no_progress && std::io::stderr().is_terminal();

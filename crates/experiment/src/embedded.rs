@@ -86,6 +86,17 @@ impl Setting for WorldSetting {
     }
 }
 
+/// Share of `pairs` (gold not tied) whose chosen response gold prefers: the labels' agreement
+/// with gold.
+pub(crate) fn annotator_agreement(world: &World, pairs: &[LabelledPair]) -> Result<f64> {
+    let gold = |side: fn(&LabelledPair) -> &str| -> Result<Vec<f64>> {
+        pairs.iter().map(|p| world.gold_score(&p.prompt, side(p))).collect()
+    };
+    let (gc, gr) = (gold(|p| &p.chosen)?, gold(|p| &p.rejected)?);
+    let (chosen, rejected) = (vec![1.0; gc.len()], vec![0.0; gc.len()]);
+    Ok(rm::agreement(&chosen, &rejected, &gc, &gr))
+}
+
 /// The fixed held-out evaluation prompts (shared by all seeds).
 pub(crate) fn eval_prompts(world: &World, cfg: &RunConfig) -> Vec<String> {
     let mut erng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xe7a1);
@@ -154,11 +165,7 @@ impl SeedSetting for WorldSeed<'_> {
 
     /// Share of the evaluation pairs (gold not tied) on which the annotators chose gold's side.
     fn annotator_acc_gold(&self) -> Result<f64> {
-        let prompts: Vec<&str> = self.eval_pairs.iter().map(|p| p.prompt.as_str()).collect();
-        let gc = self.gold_of(&prompts, &self.eval_pairs.iter().map(|p| p.chosen.as_str()).collect::<Vec<_>>())?;
-        let gr = self.gold_of(&prompts, &self.eval_pairs.iter().map(|p| p.rejected.as_str()).collect::<Vec<_>>())?;
-        let (chosen, rejected) = (vec![1.0; gc.len()], vec![0.0; gc.len()]);
-        Ok(rm::agreement(&chosen, &rejected, &gc, &gr))
+        annotator_agreement(&self.w.world, &self.eval_pairs)
     }
 
     fn bon_pool(&self, seed: u64) -> Result<Pool> {

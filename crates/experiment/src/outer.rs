@@ -28,7 +28,7 @@
 //! on the start policy's (distribution shift).
 
 use crate::config::RunConfig;
-use crate::embedded::{draw_pairs, eval_prompts, WorldSetting};
+use crate::embedded::{annotator_agreement, draw_pairs, eval_prompts, WorldSetting};
 use crate::pipeline::{eval_seed, for_each_seed, write_metrics};
 use crate::proxy::{label_pairs, train_ensemble, LabelledPair, RmKind};
 use crate::sample::{evaluate, EvalPoint};
@@ -137,44 +137,40 @@ struct LoopSeed {
     rounds: Vec<Round>,
 }
 
-/// Per pair with distinct gold (and distinct responses): whether `rm` orders it as gold does;
-/// a tie of the RM is a miss (RewardBench's rule).
-fn correct(world: &World, rm: &dyn Reward, pairs: &[(usize, String, String)]) -> Result<Vec<f64>> {
-    let p: Vec<&str> = pairs.iter().map(|(i, _, _)| world.prompts[*i].text.as_str()).collect();
-    let a: Vec<&str> = pairs.iter().map(|(_, a, _)| a.as_str()).collect();
-    let b: Vec<&str> = pairs.iter().map(|(_, _, b)| b.as_str()).collect();
-    let (ra, rb) = (rm.score(&p, &a)?, rm.score(&p, &b)?);
-    let mut out = Vec::with_capacity(pairs.len());
-    for i in 0..pairs.len() {
-        let (ga, gb) = (world.gold_score(p[i], a[i])?, world.gold_score(p[i], b[i])?);
-        out.push(((ga > gb && ra[i] > rb[i]) || (gb > ga && rb[i] > ra[i])) as u8 as f64);
-    }
-    Ok(out)
+/// A held-out pair of the current policy's samples whose responses and gold differ, with gold's
+/// verdict: what the reward models' accuracy is measured on.
+struct GoldPair {
+    prompt: usize,
+    a: String,
+    b: String,
+    a_better: bool,
 }
 
-/// The pairs of `draws` whose responses and gold scores differ (what accuracy is defined on).
-fn gold_distinct(world: &World, draws: Vec<(usize, String, String)>) -> Result<Vec<(usize, String, String)>> {
+/// The pairs of `draws` whose responses and gold scores differ, with gold's verdict.
+fn gold_pairs(world: &World, draws: Vec<(usize, String, String)>) -> Result<Vec<GoldPair>> {
     let mut out = Vec::with_capacity(draws.len());
-    for d in draws {
-        let p = &world.prompts[d.0].text;
-        if d.1 != d.2 && world.gold_score(p, &d.1)? != world.gold_score(p, &d.2)? {
-            out.push(d);
+    for (prompt, a, b) in draws {
+        let p = &world.prompts[prompt].text;
+        let (ga, gb) = (world.gold_score(p, &a)?, world.gold_score(p, &b)?);
+        if a != b && ga != gb {
+            out.push(GoldPair { prompt, a, b, a_better: ga > gb });
         }
     }
     Ok(out)
 }
 
-/// Share of `pairs` whose chosen side gold prefers, over pairs where gold is not tied.
-fn annotator_agreement(world: &World, pairs: &[LabelledPair]) -> Result<f64> {
-    let (mut agree, mut n) = (0usize, 0usize);
-    for p in pairs {
-        let (gc, gr) = (world.gold_score(&p.prompt, &p.chosen)?, world.gold_score(&p.prompt, &p.rejected)?);
-        if gc != gr {
-            n += 1;
-            agree += (gc > gr) as usize;
-        }
-    }
-    Ok(agree as f64 / n.max(1) as f64)
+/// Per pair: 1 if `rm` orders it as gold does, else 0; a tie of the RM is a miss (RewardBench's
+/// rule).
+fn correct(world: &World, rm: &dyn Reward, pairs: &[GoldPair]) -> Result<Vec<f64>> {
+    let p: Vec<&str> = pairs.iter().map(|g| world.prompts[g.prompt].text.as_str()).collect();
+    let a: Vec<&str> = pairs.iter().map(|g| g.a.as_str()).collect();
+    let b: Vec<&str> = pairs.iter().map(|g| g.b.as_str()).collect();
+    let (ra, rb) = (rm.score(&p, &a)?, rm.score(&p, &b)?);
+    Ok(pairs
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (if g.a_better { ra[i] > rb[i] } else { rb[i] > ra[i] }) as u8 as f64)
+        .collect())
 }
 
 /// The labels of `drawn` from people: posted to the labelling database `db`, read back once each
@@ -256,10 +252,10 @@ fn run_seed(
     let mut rng = ChaCha8Rng::seed_from_u64(derive(seed, 50));
     let work = out.join("work").join(format!("loop-seed{seed}"));
 
-    let (mut policy, mut policy_spec) = (load(&start_dir)?, start_spec.clone());
+    let (mut policy, mut policy_spec) = (start.clone(), start_spec.clone());
     let mut labels: Vec<LabelledPair> = Vec::new();
     let mut round0_rm = None;
-    let mut previous: Option<Vec<(usize, String, String)>> = None;
+    let mut previous: Option<Vec<GoldPair>> = None;
     let mut start_eval = None;
     let mut rounds = Vec::new();
     for r in 0..lc.rounds {
@@ -290,7 +286,7 @@ fn run_seed(
             derive(seed, 300 + ru),
             max_new,
         )?;
-        let heldout = gold_distinct(world, heldout)?;
+        let heldout = gold_pairs(world, heldout)?;
         let new_labels = new.len();
         match lc.rm_data {
             RmData::All => labels.extend(new),
@@ -333,12 +329,17 @@ fn run_seed(
                 };
                 let pairs = labels.iter().map(|p| pref(&p.prompt, &p.chosen, &p.rejected)).collect();
                 // Held-out pairs of the current policy ordered by gold: DPO's eval_* metrics.
-                let mut eval_pairs = Vec::new();
-                for (i, a, b) in &heldout {
-                    let p = &world.prompts[*i].text;
-                    let a_better = world.gold_score(p, a)? > world.gold_score(p, b)?;
-                    eval_pairs.push(if a_better { pref(p, a, b) } else { pref(p, b, a) });
-                }
+                let eval_pairs = heldout
+                    .iter()
+                    .map(|g| {
+                        let p = &world.prompts[g.prompt].text;
+                        if g.a_better {
+                            pref(p, &g.a, &g.b)
+                        } else {
+                            pref(p, &g.b, &g.a)
+                        }
+                    })
+                    .collect();
                 let pcfg = crate::dpo::policy_config(&cfg.dpo, derive(seed, 400 + ru));
                 (pcfg, TrainData { pairs, eval_pairs, ..TrainData::default() }, None)
             }
@@ -388,14 +389,9 @@ pub fn run_loop(cfg: &RunConfig, out: &Path, command: &str, progress: bool) -> R
     }
     let lc = cfg.outer.clone().unwrap_or_default();
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        std::env::set_var("RAYON_NUM_THREADS", "1");
-    }
+    crate::pipeline::single_threaded_kernels();
     let ws = WorldSetting::new(cfg, &mismatch_world::start::home()?)?;
-    let multi = indicatif::MultiProgress::new();
-    if !progress {
-        multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let multi = crate::progress::group(progress);
     let steps = match lc.algo {
         LoopAlgo::Rloo => cfg.rl.steps,
         LoopAlgo::Dpo => cfg.dpo.steps,

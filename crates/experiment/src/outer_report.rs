@@ -1,19 +1,9 @@
 //! `report.html` of `mismatch loop`, from its `summary.json` alone.
 
+use crate::report::{ci_or_dash, f};
 use mismatch_report::html::Page;
 use mismatch_report::svg::{LinePlot, Series};
 use serde_json::Value;
-
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or(f64::NAN)
-}
-
-fn ci_str(v: &Value, p: usize) -> String {
-    if !v["mean"].is_number() {
-        return "—".into();
-    }
-    format!("{:.p$} [{:.p$}, {:.p$}]", f(&v["mean"]), f(&v["lo"]), f(&v["hi"]), p = p)
-}
 
 /// `get(round)` of every round, after the start point `start` when given: x = r + 1 is the policy
 /// round r produced (x = 0 the start policy). Without `start`, x = r: the policy whose samples
@@ -34,16 +24,19 @@ pub fn render(s: &Value) -> String {
     let rounds = s["rounds"].as_array().cloned().unwrap_or_default();
     let last = rounds.last().cloned().unwrap_or(Value::Null);
     let mut items: Vec<(String, String)> = vec![
-        ("gold of the start policy".into(), ci_str(&s["start"]["gold"], 3)),
-        ("gold after round 1".into(), ci_str(&rounds.first().map_or(Value::Null, |r| r["policy"]["gold"].clone()), 3)),
-        (format!("gold after round {}", rounds.len()), ci_str(&last["policy"]["gold"], 3)),
-        ("gold change, first to last round".into(), ci_str(&s["gold_change_first_to_last"], 3)),
+        ("gold of the start policy".into(), ci_or_dash(&s["start"]["gold"], 3)),
+        (
+            "gold after round 1".into(),
+            ci_or_dash(&rounds.first().map_or(Value::Null, |r| r["policy"]["gold"].clone()), 3),
+        ),
+        (format!("gold after round {}", rounds.len()), ci_or_dash(&last["policy"]["gold"], 3)),
+        ("gold change, first to last round".into(), ci_or_dash(&s["gold_change_first_to_last"], 3)),
         ("finding".into(), s["finding"].as_str().unwrap_or("").to_string()),
     ];
     if last["rm_gain_vs_round0"].is_object() {
         items.push((
             "last RM vs the first round's RM on the last policy's pairs".into(),
-            format!("{} accuracy", ci_str(&last["rm_gain_vs_round0"], 3)),
+            format!("{} accuracy", ci_or_dash(&last["rm_gain_vs_round0"], 3)),
         ));
     }
     page.headline(&items);
@@ -111,14 +104,14 @@ pub fn render(s: &Value) -> String {
             vec![
                 format!("{}", r["round"].as_u64().unwrap_or(0) + 1),
                 format!("{:.0}", f(&r["labels"]["mean"])),
-                ci_str(&r["annotators_acc_gold"], 3),
-                ci_str(&r["rm_acc_on_policy"], 3),
-                ci_str(&r["round0_rm_acc_on_policy"], 3),
-                ci_str(&r["rm_acc_on_previous_policy"], 3),
-                ci_str(&r["rm_gain_vs_round0"], 3),
-                ci_str(&p["gold"], 3),
-                ci_str(&p["proxy"], 3),
-                ci_str(&p["kl_to_start"], 2),
+                ci_or_dash(&r["annotators_acc_gold"], 3),
+                ci_or_dash(&r["rm_acc_on_policy"], 3),
+                ci_or_dash(&r["round0_rm_acc_on_policy"], 3),
+                ci_or_dash(&r["rm_acc_on_previous_policy"], 3),
+                ci_or_dash(&r["rm_gain_vs_round0"], 3),
+                ci_or_dash(&p["gold"], 3),
+                ci_or_dash(&p["proxy"], 3),
+                ci_or_dash(&p["kl_to_start"], 2),
             ]
         })
         .collect();
@@ -149,7 +142,7 @@ pub fn render(s: &Value) -> String {
         .chain(rounds.iter().map(|r| (format!("round {}", r["round"].as_u64().unwrap_or(0) + 1), &r["policy"])))
     {
         let mut row = vec![name];
-        row.extend(meters.iter().map(|m| ci_str(&v["meters"][m], 2)));
+        row.extend(meters.iter().map(|m| ci_or_dash(&v["meters"][m], 2)));
         rows.push(row);
     }
     page.paragraph("Failure meters of each round's policy (means over seeds, t 95% intervals):");

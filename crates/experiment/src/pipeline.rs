@@ -151,6 +151,16 @@ pub fn seed_of(cfg: &RunConfig, index: usize) -> u64 {
     mismatch_models::seed::offset(cfg.seed, index as u64)
 }
 
+/// Parallelism comes from running seeds side by side; inside a seed, candle's CPU kernels run
+/// single-threaded (they read RAYON_NUM_THREADS at every call). The tiny models gain nothing
+/// from threads, the cores are not oversubscribed, and the bits do not depend on the machine's
+/// core count. (A value the user set is kept.)
+pub fn single_threaded_kernels() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+}
+
 /// The seed every evaluation of seed `seed` samples with (the same prompts and seed for every
 /// checkpoint, so evaluations differ only by the policy).
 pub fn eval_seed(seed: u64) -> u64 {
@@ -166,10 +176,7 @@ pub fn run_all(
     out: &Path,
     progress: bool,
 ) -> Result<Vec<SeedResult>> {
-    let multi = indicatif::MultiProgress::new();
-    if !progress {
-        multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let multi = crate::progress::group(progress);
     for_each_seed(cfg, indices, |seed| {
         let s = setting.seed(cfg, seed, &multi, progress)?;
         let bar = multi.add(crate::progress::bar(progress, units(cfg), &format!("seed {seed}")));

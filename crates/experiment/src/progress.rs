@@ -1,6 +1,6 @@
 //! Progress bars: shown on a terminal unless `--no-progress`.
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub fn bar(show: bool, len: u64, what: &str) -> ProgressBar {
     if !show {
@@ -14,4 +14,13 @@ pub fn bar(show: bool, len: u64, what: &str) -> ProgressBar {
     );
     b.set_prefix(what.to_string());
     b
+}
+
+/// The bars of seeds run side by side, drawn together (hidden unless `show`).
+pub fn group(show: bool) -> MultiProgress {
+    let multi = MultiProgress::new();
+    if !show {
+        multi.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    multi
 }

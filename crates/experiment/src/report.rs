@@ -23,13 +23,7 @@ pub fn run_and_report(cfg: &RunConfig, out: &Path, command: &str, progress: bool
 /// `mismatch run --seed-only` does alone.
 pub fn run_seeds(cfg: &RunConfig, indices: &[usize], out: &Path, progress: bool) -> Result<Vec<SeedResult>> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    // Parallelism comes from running seeds side by side; inside a seed, candle's CPU kernels run
-    // single-threaded (they read RAYON_NUM_THREADS at every call). The tiny models gain nothing
-    // from threads, the cores are not oversubscribed, and the bits do not depend on the
-    // machine's core count. (A value the user set is kept.)
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        std::env::set_var("RAYON_NUM_THREADS", "1");
-    }
+    crate::pipeline::single_threaded_kernels();
     if cfg.real.is_some() {
         // Real models and data: no world, no start-policy pre-training (crate::real).
         crate::pipeline::run_all(&crate::real::RealSetting::new(cfg, progress)?, cfg, indices, out, progress)
@@ -58,7 +52,7 @@ pub fn write_report(cfg: &RunConfig, results: &[SeedResult], command: &str, out:
     Ok(summary)
 }
 
-fn f(v: &Value) -> f64 {
+pub(crate) fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
@@ -68,6 +62,15 @@ fn arr(v: &Value) -> Vec<f64> {
 
 fn ci_str(v: &Value, p: usize) -> String {
     format!("{:.p$} [{:.p$}, {:.p$}]", f(&v["mean"]), f(&v["lo"]), f(&v["hi"]), p = p)
+}
+
+/// [`ci_str`], or "—" where there is no interval (null, or a mean that is not a number).
+pub(crate) fn ci_or_dash(v: &Value, p: usize) -> String {
+    if v["mean"].is_number() {
+        ci_str(v, p)
+    } else {
+        "—".into()
+    }
 }
 
 fn band(v: &Value, key: &str) -> Option<(Vec<f64>, Vec<f64>)> {
@@ -328,11 +331,10 @@ pub fn render(s: &Value) -> String {
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {
-            let refusal = &r["spearman_proxy_over_refusal"];
             vec![
                 r["name"].as_str().unwrap_or("").to_string(),
                 ci_str(&r["spearman_proxy_gold"], 3),
-                if refusal["mean"].is_number() { ci_str(refusal, 3) } else { "—".into() },
+                ci_or_dash(&r["spearman_proxy_over_refusal"], 3),
             ]
         })
         .collect();
@@ -444,7 +446,6 @@ fn judge_section(page: &mut Page, s: &Value) {
         j["name"].as_str().unwrap_or("?"),
         ci_str(&j["agreement_with_humans"], 3)
     ));
-    let opt = |v: &Value| if v.is_object() { ci_str(v, 3) } else { "—".into() };
     let rows: Vec<Vec<String>> =
         [("policy vs start policy", &j["vs_start"]), ("held-out human pairs", &j["human_pairs"])]
             .iter()
@@ -455,8 +456,8 @@ fn judge_section(page: &mut Page, s: &Value) {
                     format!("{}", c["judged"]),
                     format!("{}", c["identical"]),
                     format!("{}", c["repeated"]),
-                    opt(&v["position_consistency"]),
-                    opt(&v["position_a_rate"]),
+                    ci_or_dash(&v["position_consistency"], 3),
+                    ci_or_dash(&v["position_a_rate"], 3),
                     format!("{} + {}", c["unparsed_1_first"], c["unparsed_2_first"]),
                     format!("{}", c["unscored"]),
                 ]
