@@ -9,7 +9,7 @@ and policy-{ppo,rloo,dpo}-t1 (`--only policy` for all six): bench-policy vs
 bench/torch_policy.py at 2 and 1 threads; smollm2-{ppo,rloo} (`--only smollm2`): the same on
 SmolLM2-135M, plus smollm2-rloo-long with ~100-token prompts; serve-{1,4,16} (`--only serve`):
 bench-serve, `mismatch serve` under that many concurrent clients, vs bench/torch_generate.py at
-that batch) runs both with the same
+that batch; rm-smollm2: bench-rm on SmolLM2-135M vs bench/torch_rm_decoder.py, minutes) runs both with the same
 arguments, each printing one JSON line with `tokens_per_s`. Prints a table of both numbers
 and candle/PyTorch; with --write appends a dated section (machine, command, numbers, raw JSON)
 to docs/benchmarks-history.md. docs/benchmarks.md holds the current result of each benchmark.
@@ -33,6 +33,11 @@ PAIRS = {
     "generate": ("bench-generate", "bench/torch_generate.py", ["--batch", "8", "--new-tokens", "64"]),
     "embed": ("bench-embed", "bench/torch_embed.py", ["--batch", "32", "--n", "256"]),
     "rm": ("bench-rm", "bench/torch_rm.py", ["--pairs", "16", "--batch", "8", "--seq", "128"]),
+    # SmolLM2-135M reward model, full fine-tune, 8 pairs × 512 tokens per step, gradient
+    # checkpointing on both sides (bench/torch_rm_decoder.py: AutoModelForSequenceClassification).
+    "rm-smollm2": ("bench-rm", "bench/torch_rm_decoder.py",
+                   ["--backbone", "smollm2-135m", "--pairs", "16", "--batch", "8", "--seq", "512", "--runs", "1",
+                    "--gradient-checkpointing", "on"]),
 }
 # Policy-optimisation steps (rollout + update) on the tiny GPT, 16 prompts × 4 samples, 24 new
 # tokens, at 2 and 1 threads: bench-policy vs bench/torch_policy.py.
@@ -95,8 +100,8 @@ def machine():
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--python", default=DEFAULT_PYTHON, help="Python with torch (default %(default)s)")
-    ap.add_argument("--only", default=",".join(n for n in PAIRS if not n.startswith("smollm2-")),
-                    help="comma-separated pairs or groups to run (default: all but the smollm2 group)")
+    ap.add_argument("--only", default=",".join(n for n in PAIRS if not n.startswith("smollm2-") and n != "rm-smollm2"),
+                    help="comma-separated pairs or groups to run (default: all but the smollm2 group and rm-smollm2)")
     ap.add_argument("--write", action="store_true", help="append the results to docs/benchmarks-history.md")
     ap.add_argument("--no-build", action="store_true", help="skip cargo build")
     ap.add_argument("--repeat", type=int, default=3, help="alternating runs per pair; the median is reported")

@@ -120,12 +120,9 @@ class HfPolicy(nn.Module):
         return self.lm.lm_head(h)
 
 
-def load_hf(spec):
-    """The GGUF file `spec`, the one .gguf inside directory `spec` or in the cache entry of a
-    short name (`smollm2-135m`), and its tokenizer."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def gguf_location(spec):
+    """(directory, file name) of the GGUF file `spec`, of the one .gguf inside directory `spec`
+    or in the cache entry of a short name (`smollm2-135m`)."""
     if os.sep not in spec and not os.path.exists(spec):
         # A short name, as load_causal_lm resolves it: the mismatch model cache.
         home = os.environ.get("MISMATCH_HOME")
@@ -138,6 +135,15 @@ def load_hf(spec):
         d, f = spec, ggufs[0]
     else:
         d, f = os.path.dirname(spec), os.path.basename(spec)
+    return d, f
+
+
+def load_hf(spec):
+    """The Llama-family GGUF at `spec` ([`gguf_location`]) and its tokenizer."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    d, f = gguf_location(spec)
     tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
     lm = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
     return HfPolicy(lm), tok

@@ -55,6 +55,23 @@ pub(crate) fn sink_weight_grad(w: &Tensor, g: Tensor) -> Option<Tensor> {
     })
 }
 
+/// Hands the gradient `g` of variable `w` to the running [`backward`]'s sink, to be added to
+/// the store with the others: for an op whose backward computes gradients of weights that are
+/// not its arguments (layer recomputation, [`crate::Llama::with_recompute`]). Outside
+/// [`backward`] there is nowhere to put it, which is an error rather than a lost gradient.
+pub(crate) fn sink_var_grad(w: &Tensor, g: Tensor) -> Result<()> {
+    SINK.with(|s| match s.borrow_mut().as_mut() {
+        Some(sunk) => {
+            sunk.push((w.clone(), g));
+            Ok(())
+        }
+        None => candle_core::bail!(
+            "this graph recomputes layers in its backward pass: take gradients with \
+             mismatch_models::backprop::backward, not Tensor::backward"
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

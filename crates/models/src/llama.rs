@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 mod config;
+mod recompute;
 mod skinny;
 pub use config::{LlamaConfig, TokenIds};
 use skinny::{skinny_supported, SkinnyMatmul, SKINNY_MAX_ROWS};
@@ -76,13 +77,27 @@ impl Attention {
             Some((c, layer)) => c.append(layer, &k, &v)?,
             None => (k, v),
         };
-        let y = if q.track_op() || k.track_op() || v.track_op() {
-            attention(&q, &k, &v, &pos.bias)?
-        } else {
-            grouped_attention(&q, &k, &v, &pos.bias)?
-        };
+        let tracked = q.track_op() || k.track_op() || v.track_op();
+        if tracked && crate::ops::fused_cpu(&q) && k.dim(2)? == t {
+            return lin(&self.o, &packed_attention(&q, &k, &v, &pos.bias)?);
+        }
+        let y = if tracked { attention(&q, &k, &v, &pos.bias)? } else { grouped_attention(&q, &k, &v, &pos.bias)? };
         lin(&self.o, &y.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?)
     }
+}
+
+/// Training attention on CPU through the fused kernel [`crate::ops::attention_qkv_fused`]:
+/// q, k and v (`[b, heads, t, d]`, k and v with `kv_heads`) are laid out as one packed
+/// `[b, t, 3·heads·d]` block, each KV head repeated for its query heads. The kernel keeps
+/// no `[b, heads, t, t]` probabilities for the backward pass (it recomputes them), so a
+/// layer's attention memory is linear in `t`; the result is `[b, t, heads·d]`.
+fn packed_attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, h, t, d) = q.dims4()?;
+    let n = h / k.dim(1)?;
+    let merge = |x: Tensor| x.transpose(1, 2)?.reshape((b, t, h * d));
+    let (k, v) = (crate::attention::repeat_kv(k, n)?, crate::attention::repeat_kv(v, n)?);
+    let qkv = Tensor::cat(&[merge(q.clone())?, merge(k)?, merge(v)?], 2)?;
+    crate::ops::attention_qkv_fused(&qkv, bias, h)
 }
 
 /// Inference-only form of [`attention`] for grouped-query heads: the `n = h/kv` query heads that
@@ -130,6 +145,30 @@ struct Block {
 }
 
 impl Block {
+    /// `h + Attn(RMSNorm(h))`, then `+ MLP(RMSNorm(·))`: one layer of the module doc's equations.
+    fn forward(
+        &self,
+        x: &Tensor,
+        pos: &Positions,
+        rope: &Rope,
+        cache: Option<(&mut KvCache, usize)>,
+        eps: f64,
+    ) -> candle_core::Result<Tensor> {
+        let x = (x + self.attn.forward(&rms_norm(x, &self.attn_norm, eps)?, pos, rope, cache)?)?;
+        &x + self.mlp.forward(&rms_norm(&x, &self.mlp_norm, eps)?)?
+    }
+
+    /// Every parameter of the layer.
+    fn weights(&self) -> Vec<&Tensor> {
+        let mut out = vec![&self.attn_norm, &self.mlp_norm];
+        for l in [&self.attn.q, &self.attn.k, &self.attn.v, &self.attn.o, &self.mlp.gate, &self.mlp.up, &self.mlp.down]
+        {
+            out.push(l.weight());
+            out.extend(l.bias());
+        }
+        out
+    }
+
     fn load(vb: VarBuilder, cfg: &LlamaConfig) -> candle_core::Result<Self> {
         Ok(Self {
             attn_norm: vb.get_with_hints(cfg.hidden_size, "input_layernorm.weight", Init::Const(1.0))?,
@@ -153,14 +192,15 @@ fn rope_tables(head_dim: usize, max_pos: usize, theta: f64, device: &Device) -> 
 /// Rotary embedding for one forward pass: candle's fused `rope` (which has no backward) for
 /// untracked inputs, [`Rotary`]'s differentiable composition for tracked ones. Deciding per input
 /// rather than per model keeps gradients right when only some layers are trained.
-struct Rope<'a> {
-    rotary: &'a Rotary,
+#[derive(Clone)]
+struct Rope {
+    rotary: Rotary,
     /// `[b, t, head_dim/2]`, gathered once per forward for all layers.
     cos: Tensor,
     sin: Tensor,
 }
 
-impl Rope<'_> {
+impl Rope {
     fn apply(&self, x: &Tensor, positions: &Tensor) -> candle_core::Result<Tensor> {
         if x.dtype() != DType::F32 || !x.device().is_cpu() {
             self.rotary.apply(x, positions)
@@ -171,6 +211,10 @@ impl Rope<'_> {
         }
     }
 }
+
+/// Default tokens per chunk of a recomputed layer: a SmolLM2-135M layer's activations for
+/// 2,048 tokens are about 130 MB, and GEMMs over 2,048 rows run at full speed.
+pub const RECOMPUTE_CHUNK_TOKENS: usize = 2048;
 
 /// A Llama-family causal LM. Built from a [`VarBuilder`]: over a [`VarMap`] when trainable (the
 /// optimiser updates the map's variables in place), over plain tensors for inference.
@@ -188,6 +232,11 @@ pub struct Llama {
     rope_sin: Tensor,
     device: Device,
     varmap: Option<VarMap>,
+    /// Recompute each layer's activations in the backward pass instead of keeping them
+    /// ([`Llama::with_recompute`]).
+    recompute: bool,
+    /// Tokens (rows × sequence length) per recomputation chunk ([`Llama::with_recompute_chunk`]).
+    recompute_tokens: usize,
 }
 
 impl Llama {
@@ -222,7 +271,28 @@ impl Llama {
             rope_sin,
             device,
             varmap: None,
+            recompute: false,
+            recompute_tokens: RECOMPUTE_CHUNK_TOKENS,
         })
+    }
+
+    /// With `on`, a training forward on CPU keeps only each layer's input for the backward
+    /// pass and recomputes the layer from it there ("gradient checkpointing", Chen et al.
+    /// 2016, "Training Deep Nets with Sublinear Memory Cost"): activation memory goes from
+    /// `layers × per-layer activations` to `layers × [b, t, hidden] + one layer's`, for about
+    /// one more forward pass of compute. Gradients are those of the plain backward pass
+    /// (`tests/recompute.rs`). Needs [`crate::backprop::backward`] (the optimisers use it).
+    pub fn with_recompute(mut self, on: bool) -> Self {
+        self.recompute = on;
+        self
+    }
+
+    /// Recomputed layers run over the batch a few rows at a time, at most `tokens` tokens
+    /// (rows × sequence length, at least one row) per run (default [`RECOMPUTE_CHUNK_TOKENS`]):
+    /// a layer's activation memory is that of a chunk. See `llama/recompute.rs`.
+    pub fn with_recompute_chunk(mut self, tokens: usize) -> Self {
+        self.recompute_tokens = tokens.max(1);
+        self
     }
 
     /// Builds from named f32 tensors; `trainable` puts them in a fresh [`VarMap`].
@@ -461,12 +531,15 @@ impl CausalLm for Llama {
             let half = self.cfg.head_dim() / 2;
             let cos = self.rope_cos.index_select(&flat, 0)?.reshape((b, t, half))?;
             let sin = self.rope_sin.index_select(&flat, 0)?.reshape((b, t, half))?;
-            Rope { rotary: &self.rotary, cos, sin }
+            Rope { rotary: self.rotary.clone(), cos, sin }
         };
+        let recompute = self.recompute && cache.is_none() && x.track_op() && x.device().is_cpu();
         for (i, b) in self.blocks.iter().enumerate() {
-            let c = cache.as_deref_mut().map(|c| (c, i));
-            x = (&x + b.attn.forward(&rms_norm(&x, &b.attn_norm, eps)?, pos, &rope, c)?)?;
-            x = (&x + b.mlp.forward(&rms_norm(&x, &b.mlp_norm, eps)?)?)?;
+            x = if recompute {
+                x.contiguous()?.apply_op1(recompute::Recompute::new(b, pos, &rope, eps, self.recompute_tokens))?
+            } else {
+                b.forward(&x, pos, &rope, cache.as_deref_mut().map(|c| (c, i)), eps)?
+            };
         }
         rms_norm(&x, &self.norm, eps)
     }
@@ -579,6 +652,29 @@ mod tests {
                 assert!(g.iter().all(|x| x.is_finite()), "{name}: non-finite gradient");
                 assert!(g.iter().any(|&x| x != 0.0), "{ty}/{tie}: zero gradient for {name}");
             }
+        }
+    }
+
+    #[test]
+    fn packed_training_attention_matches_the_composed_one_with_its_gradients() {
+        let dev = Device::Cpu;
+        let (b, h, kv, t, d) = (2, 4, 2, 5, 3);
+        let q = Var::randn(0f32, 1.0, (b, h, t, d), &dev).unwrap();
+        let k = Var::randn(0f32, 1.0, (b, kv, t, d), &dev).unwrap();
+        let v = Var::randn(0f32, 1.0, (b, kv, t, d), &dev).unwrap();
+        let mask = vec![vec![1u8; t], vec![0, 0, 1, 1, 1]];
+        let bias = Positions::from_mask(&mask, t, &dev).unwrap().bias;
+        let r = Tensor::randn(0f32, 1.0, (b, t, h * d), &dev).unwrap();
+        let packed = packed_attention(&q, &k, &v, &bias).unwrap();
+        let composed = attention(&q, &k, &v, &bias).unwrap().transpose(1, 2).unwrap().reshape((b, t, h * d)).unwrap();
+        let max_diff =
+            |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(max_diff(&packed, &composed) < 1e-5, "forward: {}", max_diff(&packed, &composed));
+        let gp = (&packed * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gc = (&composed * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+            let (a, c) = (gp.get(x.as_tensor()).unwrap(), gc.get(x.as_tensor()).unwrap());
+            assert!(max_diff(a, c) < 1e-5, "d{name}: {}", max_diff(a, c));
         }
     }
 

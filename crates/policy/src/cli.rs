@@ -65,6 +65,9 @@ pub struct TrainArgs {
     pub kl_estimator: Option<crate::KlEstimator>,
     #[arg(long)]
     pub max_new_tokens: Option<usize>,
+    /// DPO/IPO/SimPO: prompt + completion tokens kept per pair (the prompt is cut from the left; default 512).
+    #[arg(long)]
+    pub max_length: Option<usize>,
     #[arg(long)]
     pub temperature: Option<f64>,
     #[arg(long)]
@@ -117,6 +120,7 @@ pub fn config_of(a: &TrainArgs) -> anyhow::Result<PolicyConfig> {
         kl_coef,
         kl_estimator,
         max_new_tokens,
+        max_length,
         temperature,
         beta,
         simpo_gamma,
@@ -156,6 +160,7 @@ fn flag_uses(a: &TrainArgs) -> Vec<(&'static str, bool, &'static [Algo])> {
         ("--max-new-tokens", a.max_new_tokens.is_some(), SAMPLING),
         ("--temperature", a.temperature.is_some(), SAMPLING),
         ("--beta", a.beta.is_some(), PREFERENCE),
+        ("--max-length", a.max_length.is_some(), PREFERENCE),
         ("--simpo-gamma", a.simpo_gamma.is_some(), &[Simpo]),
         // Rejection sampling checkpoints once per iteration.
         ("--save-steps", a.save_steps.is_some(), &[Ppo, Rloo, Grpo, Dpo, Ipo, Simpo, Sft]),

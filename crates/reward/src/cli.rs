@@ -66,6 +66,17 @@ pub struct TrainArgs {
     pub weight_decay: f64,
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// Inputs longer than this many tokens are cut from the left, the prompt first (TRL's
+    /// max_length); recorded in the model, so `rm eval` and scoring read the same.
+    #[arg(long, default_value_t = crate::train::DEFAULT_MAX_LENGTH)]
+    pub max_length: usize,
+    /// Fine-tuned Llama/Qwen2 backbones recompute each layer in the backward pass instead of
+    /// keeping its activations (same gradients, a third more compute, a fraction of the memory).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub gradient_checkpointing: bool,
+    /// Batch inputs of similar length together (less padding), as HF's group_by_length.
+    #[arg(long)]
+    pub group_by_length: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Fraction of prompts held out for eval_ metrics and temperature fitting.
@@ -168,6 +179,9 @@ pub struct EvalArgs {
     pub seed: u64,
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Read inputs of at most this many tokens (default: what the model was trained with).
+    #[arg(long)]
+    pub max_length: Option<usize>,
     /// Writes OUT/eval.json.
     #[arg(long)]
     pub out: PathBuf,
@@ -295,6 +309,9 @@ pub fn run(cmd: RmCmd) -> anyhow::Result<()> {
                 seed: a.seed,
                 center_eta: a.center_rewards,
                 chat_template: a.chat_template,
+                max_length: a.max_length,
+                gradient_checkpointing: a.gradient_checkpointing,
+                group_by_length: a.group_by_length,
             };
             let (rm, n_train, n_eval) = if matches!(a.loss, LossArg::Kwise | LossArg::Pl) {
                 let ds = mismatch_data::read_dataset(&a.data, mismatch_data::ReadOptions::default())
@@ -330,7 +347,13 @@ pub fn run(cmd: RmCmd) -> anyhow::Result<()> {
             Ok(())
         }
         RmCmd::Eval(a) => {
-            let rm = RewardModel::load(&model_path(&a.model), &candle_core::Device::Cpu)?;
+            let mut rm = RewardModel::load(&model_path(&a.model), &candle_core::Device::Cpu)?;
+            if let Some(n) = a.max_length {
+                if n == 0 {
+                    bail!("--max-length must be at least 1");
+                }
+                rm = rm.with_max_length(n)?;
+            }
             let (prefs, subsets) = read_pairs_subsets(&a.data, a.limit)?;
             let pairs = pairs_of(&prefs);
             let report = evaluate_subsets(&rm, &pairs, subsets.as_deref(), a.seed)?;

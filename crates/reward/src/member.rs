@@ -74,6 +74,13 @@ impl Inputs {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// The length of input `i`: tokens for a decoder, bytes of text for an encoder.
+    pub fn len_of(&self, i: usize) -> usize {
+        match self {
+            Inputs::Texts(t) => t[i].len(),
+            Inputs::Ids(t) => t[i].len(),
+        }
+    }
 }
 
 /// Builds the encoder input for one pair. MiniLM reads at most `max_len` tokens
@@ -255,6 +262,20 @@ impl Member {
         match self {
             Member::Encoder(m) => m.encoder.bert.device().clone(),
             Member::Decoder(m) => m.lm.device().clone(),
+        }
+    }
+
+    /// The same member with a Llama-family backbone that recomputes its layers in the
+    /// backward pass when `on` ([`Llama::with_recompute`]); other backbones as they are.
+    pub fn with_recompute(self, on: bool) -> Self {
+        match self {
+            Member::Decoder(mut m) => {
+                if let AnyLm::Llama(l) = m.lm.as_ref() {
+                    m.lm = Arc::new(AnyLm::Llama(l.clone().with_recompute(on)));
+                }
+                Member::Decoder(m)
+            }
+            other => other,
         }
     }
 

@@ -62,6 +62,11 @@ pub struct RmConfig {
     /// Decoders only: render pairs with the tokenizer's chat template.
     #[serde(default)]
     pub chat_template: bool,
+    /// Inputs longer than this many tokens are cut from the left, the prompt first
+    /// ([`encode_decoder`], [`format_input`]), as TRL's `max_length`; absent: the backbone's
+    /// context length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
 }
 
 impl RmConfig {
@@ -80,6 +85,7 @@ impl RmConfig {
             warm: false,
             input_format: INPUT_FORMAT.into(),
             chat_template: false,
+            max_length: None,
         }
     }
 
@@ -130,6 +136,10 @@ fn assert_send_sync() {
 impl RewardModel {
     pub fn from_members(config: RmConfig, members: Vec<Member>) -> Result<Self> {
         let first = members.first().ok_or_else(|| Error::Usage("a reward model needs at least one member".into()))?;
+        if config.max_length == Some(0) {
+            return Err(Error::Usage("max_length must be at least 1".into()));
+        }
+        let cap = |context: usize| config.max_length.map_or(context, |m| m.min(context));
         if members.iter().any(|m| m.kind() != first.kind()) {
             return Err(Error::Usage("all members of a reward model must have the same backbone kind".into()));
         }
@@ -141,7 +151,7 @@ impl RewardModel {
                 let mut tok = m.encoder.tokenizer().clone();
                 tok.with_truncation(None).map_err(|e| Error::Usage(format!("tokenizer: {e}")))?;
                 tok.with_padding(None);
-                Prep::Encoder { tok: Box::new(tok), max_len: m.encoder.max_seq_len() }
+                Prep::Encoder { tok: Box::new(tok), max_len: cap(m.encoder.max_seq_len()) }
             }
             Member::Decoder(m) => {
                 if config.chat_template && m.tok.chat_template.is_none() {
@@ -150,7 +160,7 @@ impl RewardModel {
                         "chat_template is set but the tokenizer has no chat template",
                     ));
                 }
-                Prep::Decoder { tok: m.tok.clone(), max_len: m.lm.max_seq_len(), chat: config.chat_template }
+                Prep::Decoder { tok: m.tok.clone(), max_len: cap(m.lm.max_seq_len()), chat: config.chat_template }
             }
         };
         let config = RmConfig { members: members.len(), ..config }.with_kind(first.kind(), first.head().kind);
@@ -177,6 +187,9 @@ impl RewardModel {
             return Err(Error::invalid(&cfg_path, format!("temperature must be positive, got {}", config.temperature)));
         }
         config.aggregate_kind().map_err(|m| Error::invalid(&cfg_path, m))?;
+        if config.max_length == Some(0) {
+            return Err(Error::invalid(&cfg_path, "max_length must be at least 1"));
+        }
         let mut members: Vec<Member> = Vec::with_capacity(config.members);
         for i in 0..config.members {
             // Frozen members share member 0's backbone (identical by construction).
@@ -191,6 +204,18 @@ impl RewardModel {
             )?);
         }
         Self::from_members(config, members)
+    }
+
+    /// The same members reading inputs of at most `max_length` tokens (`rm eval --max-length`).
+    pub fn with_max_length(self, max_length: usize) -> Result<Self> {
+        Self::from_members(RmConfig { max_length: Some(max_length), ..self.config }, self.members)
+    }
+
+    /// The longest input, in tokens, this model reads (its `max_length` or the backbone's context).
+    pub fn max_input_len(&self) -> usize {
+        match &self.prep {
+            Prep::Encoder { max_len, .. } | Prep::Decoder { max_len, .. } => *max_len,
+        }
     }
 
     /// Writes the directory atomically: everything is staged next to `dir` and renamed into

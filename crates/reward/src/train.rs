@@ -93,11 +93,36 @@ pub struct TrainConfig {
     /// assistant: completion) instead of `prompt + "\n" + completion + EOS`.
     #[serde(default)]
     pub chat_template: bool,
+    /// Inputs longer than this many tokens are cut from the left, the prompt first (TRL's
+    /// `max_length`); recorded in the checkpoint, so scoring reads what training read.
+    #[serde(default = "default_max_length")]
+    pub max_length: usize,
+    /// Fine-tuned Llama-family backbones keep only each layer's input for the backward pass
+    /// and recompute the layer there (HF's `gradient_checkpointing`): activation memory of
+    /// one layer instead of all, for about a third more compute. Same gradients either way.
+    #[serde(default = "yes")]
+    pub gradient_checkpointing: bool,
+    /// Batches of inputs of similar length, less padding (HF's `group_by_length`): the
+    /// shuffled order is cut into runs of 50 batches, each sorted longest first.
+    #[serde(default)]
+    pub group_by_length: bool,
+}
+
+/// TRL's default `max_length` for reward modelling.
+pub const DEFAULT_MAX_LENGTH: usize = 512;
+
+fn default_max_length() -> usize {
+    DEFAULT_MAX_LENGTH
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl TrainConfig {
     /// Defaults: full fine-tune, BT loss, scalar head, one member, 1 epoch, lr 1e-3,
-    /// batch 32, seed 0, no weight decay or centering.
+    /// batch 32, seed 0, no weight decay or centering, inputs of at most 512 tokens, gradient
+    /// checkpointing on, no length grouping.
     pub fn new(backbone: &str) -> Self {
         Self {
             backbone: backbone.into(),
@@ -113,6 +138,18 @@ impl TrainConfig {
             seed: 0,
             center_eta: 0.0,
             chat_template: false,
+            max_length: DEFAULT_MAX_LENGTH,
+            gradient_checkpointing: true,
+            group_by_length: false,
+        }
+    }
+
+    /// The checkpoint config of a model trained with these options (`members` members).
+    fn rm_config(&self, members: usize) -> RmConfig {
+        RmConfig {
+            chat_template: self.chat_template,
+            max_length: Some(self.max_length),
+            ..RmConfig::new(&self.backbone, self.frozen, members)
         }
     }
 }
@@ -416,8 +453,7 @@ impl Encoded {
     /// input's features once (the frozen backbone's features never change).
     fn new(cfg: &TrainConfig, probe: &Backbone, train: &[Item], eval: &[Pair], progress: bool) -> Result<Self> {
         let proto_member = probe.clone().member(cfg.head, 0, true)?;
-        let proto_cfg = RmConfig { chat_template: cfg.chat_template, ..RmConfig::new(&cfg.backbone, cfg.frozen, 1) };
-        let proto = RewardModel::from_members(proto_cfg, vec![proto_member])?;
+        let proto = RewardModel::from_members(cfg.rm_config(1), vec![proto_member])?;
         let mut offsets = Vec::with_capacity(train.len());
         let (mut prompts, mut comps): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
         for it in train {
@@ -481,6 +517,9 @@ fn run(
     if cfg.members == 0 || cfg.batch_size == 0 || !(cfg.lr > 0.0) {
         return Err(Error::Usage("--ensemble, --batch-size and --lr must be positive".into()));
     }
+    if cfg.max_length == 0 {
+        return Err(Error::Usage("--max-length must be at least 1".into()));
+    }
     let dev = Device::Cpu;
     let (kind, _) = detect(backbone_dir.to_str().ok_or_else(|| Error::invalid(backbone_dir, "path is not UTF-8"))?)?;
     let mut log = RunLog::open(cfg, disk.as_ref())?;
@@ -520,6 +559,7 @@ fn run(
                 cfg.frozen,
             )?
         };
+        let m = m.with_recompute(cfg.gradient_checkpointing && !cfg.frozen);
         let mut opt = AdamW::new(m.named_vars(), cfg.lr, cfg.weight_decay)?;
         let first_epoch = if resuming {
             let p = log.state_dir.as_ref().expect("disk").join("optimizer.safetensors");
@@ -570,6 +610,12 @@ fn train_epoch(
     let mut rng =
         rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ ((k as u64) << 32) ^ ((epoch as u64 + 1) * 0x9E37_79B9));
     order.shuffle(&mut rng);
+    if cfg.group_by_length {
+        let len = |i: usize| (0..train[i].completions.len()).map(|j| enc.inputs.len_of(enc.offsets[i] + j)).max();
+        for run in order.chunks_mut(50 * cfg.batch_size) {
+            run.sort_by_key(|&i| std::cmp::Reverse(len(i)));
+        }
+    }
     let bar = progress.then(|| bar(steps_per_epoch as u64, &format!("member {k} epoch {}", epoch + 1)));
     let (mut loss_sum, mut rc_all, mut rr_all) = (0.0, Vec::new(), Vec::new());
     for (step, batch) in order.chunks(cfg.batch_size).enumerate() {
@@ -628,8 +674,7 @@ fn assemble(
     disk: Option<&Disk>,
     dev: &Device,
 ) -> Result<RewardModel> {
-    let mut rm_cfg =
-        RmConfig { chat_template: cfg.chat_template, ..RmConfig::new(&cfg.backbone, cfg.frozen, cfg.members) };
+    let mut rm_cfg = cfg.rm_config(cfg.members);
     if !eval.is_empty() {
         let mut margins = vec![0f64; eval.len()];
         for m in &members {

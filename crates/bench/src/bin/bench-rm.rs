@@ -7,6 +7,13 @@
 //!
 //! `minilm-l6` (default): all-MiniLM-L6-v2 fully fine-tuned (lr 2e-5), every input exactly
 //! `--seq` tokens (`[CLS] prompt [SEP] completion [SEP]` of one-token words).
+//! `smollm2-135m` (or any Llama-family spec): SmolLM2-135M fully fine-tuned (lr 2e-5) with
+//! `--max-length SEQ` and gradient checkpointing (`--gradient-checkpointing on|off`, default on), every input exactly `--seq` tokens (prompts
+//! longer than that, cut from the left: `bench/torch_rm_decoder.py` cuts the same tokens), the
+//! counterpart of `bench/torch_rm_decoder.py`; prints the peak RSS too.
+//!
+//!     cargo run --release -p mismatch-bench --bin bench-rm -- --backbone smollm2-135m --pairs 16 --batch 8 --seq 512 --runs 1 --gradient-checkpointing on
+//!
 //! `tiny-gpt`: the embedded world's setting — a 2-layer, 64-dim GPT (random init, 200-word
 //! vocabulary), pairs of ≤ 40-word texts, full fine-tune at lr 1e-3; no PyTorch counterpart.
 
@@ -37,6 +44,21 @@ fn minilm_pairs(n: usize, seq: usize) -> Vec<Pair> {
             margin: 0.0,
         })
         .collect()
+}
+
+/// Pairs for a decoder: `seq`-word prompts (at least `seq` tokens), 8-word completions, so every
+/// input `prompt \n completion EOS` cut to its last `seq` tokens is exactly `seq` tokens.
+fn decoder_pairs(n: usize, seq: usize) -> Vec<Pair> {
+    (0..n)
+        .map(|i| Pair { prompt: words(seq, i), chosen: words(8, i + 1), rejected: words(8, i + 2), margin: 0.0 })
+        .collect()
+}
+
+/// Peak resident memory of this process so far (`VmHWM`), in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
 }
 
 /// A tiny GPT directory (2 layers, 64 dims, 4 heads, context 64) with a word-level tokenizer.
@@ -84,7 +106,7 @@ fn world_pairs(n: usize) -> Vec<Pair> {
 
 fn main() -> Result<()> {
     let (mut backbone, mut pairs, mut batch, mut seq, mut runs) = ("minilm-l6".to_string(), None, None, 128usize, 3);
-    let (mut frozen, mut epochs) = (false, 1usize);
+    let (mut frozen, mut epochs, mut checkpointing) = (false, 1usize, true);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -96,6 +118,13 @@ fn main() -> Result<()> {
             "--runs" => runs = val()?.parse().context("--runs")?,
             "--epochs" => epochs = val()?.parse().context("--epochs")?,
             "--frozen" => frozen = true,
+            "--gradient-checkpointing" => {
+                checkpointing = match val()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    v => bail!("--gradient-checkpointing is on or off, got {v}"),
+                }
+            }
             other => bail!("unknown argument {other} (expected --backbone B --pairs N --batch B --seq T --runs R)"),
         }
     }
@@ -109,6 +138,15 @@ fn main() -> Result<()> {
             ..TrainConfig::new(tmp.to_str().context("temp path")?)
         };
         (cfg, world_pairs(pairs.unwrap_or(2000)), "tiny-gpt-2x64".to_string(), None)
+    } else if backbone != "minilm-l6" {
+        let cfg = TrainConfig {
+            batch_size: batch.unwrap_or(8),
+            lr: 2e-5,
+            max_length: seq,
+            gradient_checkpointing: checkpointing,
+            ..TrainConfig::new(&backbone)
+        };
+        (cfg, decoder_pairs(pairs.unwrap_or(16), seq), backbone.clone(), Some(seq))
     } else {
         if seq < 8 {
             bail!("--seq must be at least 8");
@@ -137,6 +175,9 @@ fn main() -> Result<()> {
         "secs": secs,
         "pairs_per_s": (n * cfg.epochs) as f64 / secs,
     });
+    if let Some(mb) = peak_rss_mb() {
+        out["peak_rss_mb"] = mb.into();
+    }
     if let Some(s) = seq_out {
         out["seq"] = s.into();
         // Two sequences of `seq` tokens per pair.

@@ -21,14 +21,46 @@ struct Pairs {
     ref_rejected: Vec<f32>,
 }
 
+/// Fits `prompt + chosen` and `prompt + rejected` into `max_length` (≥ 2) tokens: the prompt
+/// loses its first tokens (it keeps at least one), then a completion still too long loses its
+/// last ones — TRL's `keep_end` for the prompt, its `keep_start` for completions.
+fn truncate(
+    prompt: Vec<u32>,
+    chosen: Vec<u32>,
+    rejected: Vec<u32>,
+    max_length: usize,
+) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+    let longest = chosen.len().max(rejected.len());
+    let keep = max_length.saturating_sub(longest).clamp(1, prompt.len().max(1));
+    let prompt = prompt[prompt.len().saturating_sub(keep)..].to_vec();
+    let room = max_length - prompt.len();
+    let cut = |mut c: Vec<u32>| {
+        c.truncate(room);
+        c
+    };
+    (prompt, cut(chosen), cut(rejected))
+}
+
 impl Pairs {
-    fn new(policy: &Policy, reference: Option<&Policy>, pairs: &[PrefPair], chunk: usize) -> Result<Self> {
+    fn new(
+        policy: &Policy,
+        reference: Option<&Policy>,
+        pairs: &[PrefPair],
+        chunk: usize,
+        max_length: usize,
+    ) -> Result<Self> {
         let mut p =
             Pairs { prompt: vec![], chosen: vec![], rejected: vec![], ref_chosen: vec![], ref_rejected: vec![] };
         for x in pairs {
-            p.prompt.push(policy.encode_prompt(&x.prompt)?);
-            p.chosen.push(policy.encode_completion(&x.chosen)?);
-            p.rejected.push(policy.encode_completion(&x.rejected)?);
+            let (prompt, chosen, rejected) = truncate(
+                policy.encode_prompt(&x.prompt)?,
+                policy.encode_completion(&x.chosen)?,
+                policy.encode_completion(&x.rejected)?,
+                max_length,
+            );
+            p.prompt.push(prompt);
+            p.chosen.push(chosen);
+            p.rejected.push(rejected);
         }
         let Some(reference) = reference else {
             (p.ref_chosen, p.ref_rejected) = (vec![0.0; pairs.len()], vec![0.0; pairs.len()]);
@@ -88,8 +120,8 @@ fn loss_kind(cfg: &PolicyConfig) -> PreferenceLoss {
 pub fn train(cfg: &PolicyConfig, spec: &str, data: &TrainData, out: &Path, opts: &RunOptions) -> Result<TrainOutcome> {
     let s = Session::open(cfg, spec, out, opts, None, cfg.algo != Algo::Simpo, false)?;
     let reference = s.reference.as_ref();
-    let train = Pairs::new(&s.policy, reference, &data.pairs, cfg.batch_size)?;
-    let eval = Pairs::new(&s.policy, reference, &data.eval_pairs, cfg.batch_size)?;
+    let train = Pairs::new(&s.policy, reference, &data.pairs, cfg.batch_size, cfg.max_length)?;
+    let eval = Pairs::new(&s.policy, reference, &data.eval_pairs, cfg.batch_size, cfg.max_length)?;
     let kind = loss_kind(cfg);
     let n = data.pairs.len();
     s.run_steps(opts, cfg.batch_size as u64, |s, step| {
@@ -133,4 +165,20 @@ fn evaluate(eval: &Pairs, policy: &Policy, kind: &PreferenceLoss, chunk: usize, 
         put(m, &format!("eval_{k}"), v);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn truncation_drops_the_prompt_start_first_then_completion_ends() {
+        let (p, c, r) = (vec![1, 2, 3, 4, 5], vec![10, 11], vec![20, 21, 22]);
+        // Fits: unchanged.
+        assert_eq!(truncate(p.clone(), c.clone(), r.clone(), 8), (p.clone(), c.clone(), r.clone()));
+        // 5 + 3 > 6: the prompt keeps its last 3 tokens, both completions whole.
+        assert_eq!(truncate(p.clone(), c.clone(), r.clone(), 6), (vec![3, 4, 5], c.clone(), r.clone()));
+        // Completions longer than the budget: one prompt token, completions cut at the end.
+        assert_eq!(truncate(p, c, r, 3), (vec![5], vec![10, 11], vec![20, 21]));
+    }
 }

@@ -137,6 +137,19 @@ pub struct PolicyConfig {
     pub seed: u64,
     /// Wrap prompts in the tokenizer's chat template as one user turn.
     pub chat: bool,
+    /// DPO/IPO/SimPO: a pair's prompt + completion longer than this many tokens loses the start
+    /// of its prompt (TRL's `max_length` with `truncation_mode = "keep_end"` for the prompt);
+    /// a completion longer than all of it is cut at its end. Absent from a written config
+    /// when it is the default.
+    #[serde(skip_serializing_if = "is_default_max_length")]
+    pub max_length: usize,
+}
+
+/// The default [`PolicyConfig::max_length`], TRL's reward-modelling default.
+pub const DEFAULT_MAX_LENGTH: usize = 512;
+
+fn is_default_max_length(n: &usize) -> bool {
+    *n == DEFAULT_MAX_LENGTH
 }
 
 impl Default for PolicyConfig {
@@ -174,6 +187,7 @@ impl Default for PolicyConfig {
             save_steps: 500,
             seed: 42,
             chat: false,
+            max_length: DEFAULT_MAX_LENGTH,
         }
     }
 }
@@ -187,6 +201,12 @@ impl PolicyConfig {
         }
         if self.save_steps == 0 {
             return bad("save_steps must be at least 1".into());
+        }
+        if self.max_length < 2 {
+            return bad(format!(
+                "max_length must be at least 2 (a prompt token and a completion token), got {}",
+                self.max_length
+            ));
         }
         if matches!(self.algo, Algo::Rloo | Algo::Grpo) && self.num_generations < 2 {
             return bad(format!("{} needs num_generations ≥ 2 (got {})", self.algo.name(), self.num_generations));
