@@ -36,6 +36,24 @@ def pairs(n, seq):
     return [(words(p_len, i), words(c_len, i + 1), words(c_len, i + 2)) for i in range(n)]
 
 
+def bt_step(opt, rw):
+    """One Bradley-Terry update from rewards `rw` [pairs, 2] (chosen, rejected)."""
+    loss = -F.logsigmoid(rw[:, 0] - rw[:, 1]).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def median_secs(run, runs):
+    """Median wall time of `runs` calls of `run(r)` (r = 0, 1, …)."""
+    times = []
+    for r in range(runs):
+        t = time.perf_counter()
+        run(r)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def epoch(model_dir, data, batch, seed):
     tok = AutoTokenizer.from_pretrained(model_dir)
     enc = AutoModel.from_pretrained(model_dir)
@@ -56,11 +74,7 @@ def epoch(model_dir, data, batch, seed):
         h = enc(**b).last_hidden_state
         m = b["attention_mask"].unsqueeze(-1).to(h.dtype)
         e = F.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
-        rw = head(e).squeeze(-1).view(-1, 2)
-        loss = -F.logsigmoid(rw[:, 0] - rw[:, 1]).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        bt_step(opt, head(e).squeeze(-1).view(-1, 2))
     return tokens
 
 
@@ -80,12 +94,7 @@ def main():
     data = pairs(a.pairs, a.seq)
     tokens = epoch(a.model, data, a.batch, 0)  # warm-up; also checks the token count
     assert tokens == 2 * a.pairs * a.seq, f"inputs are {tokens} tokens, expected {2 * a.pairs * a.seq}"
-    times = []
-    for r in range(a.runs):
-        t = time.perf_counter()
-        epoch(a.model, data, a.batch, r)
-        times.append(time.perf_counter() - t)
-    secs = statistics.median(times)
+    secs = median_secs(lambda r: epoch(a.model, data, a.batch, r), a.runs)
     print(json.dumps({
         "bench": "rm",
         "impl": "pytorch",

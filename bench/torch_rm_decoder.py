@@ -15,18 +15,15 @@ import json
 import os
 import random
 import resource
-import statistics
 import sys
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_policy import gguf_location  # noqa: E402
-from torch_rm import words  # noqa: E402  (the same word list and formula as bench-rm.rs)
+from torch_rm import bt_step, median_secs, words  # noqa: E402  (words: the same list and formula as bench-rm.rs)
 
 
 def pairs(n, seq):
@@ -46,7 +43,6 @@ def epoch(spec, data, batch, seq, seed, checkpointing):
     opt = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.0)
     order = list(range(len(data)))
     random.Random(seed).shuffle(order)
-    tokens = 0
     for s in range(0, len(order), batch):
         rows = []
         for i in order[s:s + batch]:
@@ -56,13 +52,7 @@ def epoch(spec, data, batch, seq, seed, checkpointing):
                 rows.append(ids[-seq:])
         assert all(len(r) == seq for r in rows), "every input must be exactly --seq tokens"
         ids = torch.tensor(rows)
-        tokens += ids.numel()
-        rw = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.squeeze(-1).view(-1, 2)
-        loss = -F.logsigmoid(rw[:, 0] - rw[:, 1]).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return tokens
+        bt_step(opt, model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.squeeze(-1).view(-1, 2))
 
 
 def main():
@@ -80,12 +70,7 @@ def main():
     torch.manual_seed(0)
     data = pairs(a.pairs, a.seq)
     epoch(a.backbone, data, a.batch, a.seq, 0, a.gradient_checkpointing)  # warm-up
-    times = []
-    for r in range(a.runs):
-        t = time.perf_counter()
-        epoch(a.backbone, data, a.batch, a.seq, r, a.gradient_checkpointing)
-        times.append(time.perf_counter() - t)
-    secs = statistics.median(times)
+    secs = median_secs(lambda r: epoch(a.backbone, data, a.batch, a.seq, r, a.gradient_checkpointing), a.runs)
     print(json.dumps({
         "bench": "rm",
         "impl": "pytorch" + ("+checkpointing" if a.gradient_checkpointing else ""),

@@ -281,7 +281,7 @@ impl Llama {
     /// 2016, "Training Deep Nets with Sublinear Memory Cost"): activation memory goes from
     /// `layers × per-layer activations` to `layers × [b, t, hidden] + one layer's`, for about
     /// one more forward pass of compute. Gradients are those of the plain backward pass
-    /// (`tests/recompute.rs`). Needs [`crate::backprop::backward`] (the optimisers use it).
+    /// (`tests/backprop.rs`). Needs [`crate::backprop::backward`] (the optimisers use it).
     pub fn with_recompute(mut self, on: bool) -> Self {
         self.recompute = on;
         self

@@ -8,9 +8,9 @@
 //! `minilm-l6` (default): all-MiniLM-L6-v2 fully fine-tuned (lr 2e-5), every input exactly
 //! `--seq` tokens (`[CLS] prompt [SEP] completion [SEP]` of one-token words).
 //! `smollm2-135m` (or any Llama-family spec): SmolLM2-135M fully fine-tuned (lr 2e-5) with
-//! `--max-length SEQ` and gradient checkpointing (`--gradient-checkpointing on|off`, default on), every input exactly `--seq` tokens (prompts
-//! longer than that, cut from the left: `bench/torch_rm_decoder.py` cuts the same tokens), the
-//! counterpart of `bench/torch_rm_decoder.py`; prints the peak RSS too.
+//! `--max-length SEQ` and gradient checkpointing (`--gradient-checkpointing on|off`, default
+//! on), every input exactly `--seq` tokens (prompts longer than that, cut from the left:
+//! `bench/torch_rm_decoder.py`, its counterpart, cuts the same tokens); prints the peak RSS too.
 //!
 //!     cargo run --release -p mismatch-bench --bin bench-rm -- --backbone smollm2-135m --pairs 16 --batch 8 --seq 512 --runs 1 --gradient-checkpointing on
 //!
