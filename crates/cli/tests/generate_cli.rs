@@ -84,3 +84,71 @@ fn bad_inputs_exit_2_with_a_clear_message() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("broken.gguf") && !err.contains("panicked"), "{err}");
 }
+
+/// `--guide` on SmolLM2 with the length rule as the scorer: a seed fixes the output, RAD
+/// reports its KL estimate and blockwise its bound, and a large β writes longer replies than
+/// β = 0 (the scorer rewards every word and never the end of the reply).
+#[test]
+fn guided_decoding_follows_its_scorer() {
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            "smollm2-135m",
+            "--chat",
+            "--prompt",
+            "Name a fruit.",
+            "--prompt",
+            "Say hello.",
+            "--max-new-tokens",
+            "16",
+            "--seed",
+            "3",
+            "--json",
+            "--guide",
+            "rule:length",
+        ];
+        args.extend_from_slice(extra);
+        let out = stdout(&mismatch(&args));
+        out.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).collect::<Vec<_>>()
+    };
+    let rad = run(&["--guide-beta", "3", "--guide-top-k", "4"]);
+    assert_eq!(rad, run(&["--guide-beta", "3", "--guide-top-k", "4"]), "same seed, same output");
+    let base = run(&["--guide-beta", "0", "--guide-top-k", "4"]);
+    let words = |rows: &[serde_json::Value]| rows.iter().map(|r| r["guide_score"].as_f64().unwrap()).sum::<f64>();
+    assert!(words(&rad) > words(&base), "β = 3: {} words, β = 0: {}", words(&rad), words(&base));
+    assert!(rad.iter().all(|r| r["kl"].as_f64().unwrap() >= 0.0 && r["tokens"].as_array().unwrap().len() <= 16));
+    let block = run(&["--guide-method", "block", "--guide-block", "8", "--guide-candidates", "4"]);
+    let bound = 4f64.ln() - 0.75;
+    for r in &block {
+        let blocks = r["tokens"].as_array().unwrap().len().div_ceil(8) as f64;
+        assert!((r["kl_bound"].as_f64().unwrap() - blocks * bound).abs() < 1e-9, "{r}");
+    }
+}
+
+#[test]
+fn bad_guide_flags_are_refused() {
+    let o = mismatch(&["generate", "--model", "smollm2-135m", "--prompt", "hi", "--guide-beta", "2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--guide"));
+    let o = mismatch(&[
+        "generate",
+        "--model",
+        "smollm2-135m",
+        "--prompt",
+        "hi",
+        "--guide",
+        "rule:length",
+        "--guide-top-k",
+        "0",
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("top-k must be ≥ 1"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = mismatch(&["generate", "--model", "smollm2-135m", "--prompt", "hi", "--guide", "rm:/no/such/rm"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/no/such/rm"));
+    let o =
+        mismatch(&["generate", "--model", "openai:http://127.0.0.1:9#m", "--prompt", "hi", "--guide", "rule:length"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not expose"));
+}

@@ -85,6 +85,7 @@ pub struct RunConfig {
     pub data: DataConfig,
     pub rm: RmConfig,
     pub bon: BonConfig,
+    pub guided: crate::guided::GuidedConfig,
     pub rl: crate::rl::RlConfig,
     pub dpo: crate::dpo::DpoConfig,
     /// Real models and data instead of the world (`world`, `start` and `start_seed` are then
@@ -111,6 +112,7 @@ impl Default for RunConfig {
             data: DataConfig::default(),
             rm: RmConfig::default(),
             bon: BonConfig::default(),
+            guided: Default::default(),
             rl: Default::default(),
             dpo: Default::default(),
             real: None,
@@ -198,6 +200,9 @@ impl RunConfig {
         }
         if self.bon.n_max == 0 {
             return bad("bon.n_max", "must be at least 1");
+        }
+        if let Err((field, msg)) = self.guided.validate() {
+            return bad(field, &msg);
         }
         if self.bon.ns.is_empty() || self.bon.ns.iter().any(|&n| n == 0 || n > self.bon.n_max) {
             return bad("bon.ns", "needs at least one n, every n in 1..=bon.n_max");

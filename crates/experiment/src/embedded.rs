@@ -8,11 +8,13 @@
 
 use crate::bon::{self, Pool};
 use crate::config::RunConfig;
+use crate::guided::{GuidedPoint, Start};
 use crate::pipeline::{AsIs, RmEval, SeedSetting, Setting, KINDS};
 use crate::proxy::{label_pairs, Ensemble, LabelledPair};
-use crate::sample::{evaluate, sample, EvalPoint};
+use crate::sample::{encode_prompt, evaluate, sample, EvalPoint, EOS_ID, PAD_ID};
 use mismatch_eval::rm;
 use mismatch_models::{Error, Gpt, Result};
+use mismatch_policy::guided::Guide;
 use mismatch_policy::train::{PolicyConfig, PrefPair, TrainData};
 use mismatch_policy::Reward;
 use mismatch_world::corpus::sample_prompt;
@@ -212,6 +214,24 @@ impl SeedSetting for WorldSeed<'_> {
 
     fn start_spec(&self) -> &str {
         &self.start_spec
+    }
+
+    fn guided(&self, guide: Guide, proxy: &dyn Reward, seed: u64) -> Result<GuidedPoint> {
+        let tok = &self.w.tok;
+        let decode = |t: &[u32]| tok.decode(t, true).map_err(|e| Error::Usage(format!("decoding: {e}")));
+        let encode = |p: &str| encode_prompt(tok, p);
+        let start = Start { model: &self.start, encode: &encode, decode: &decode, pad: PAD_ID, stop: vec![EOS_ID] };
+        let n = self.cfg.guided.prompts.min(self.eval_prompts.len());
+        let prompts: Vec<&str> = self.eval_prompts[..n].iter().map(String::as_str).collect();
+        crate::guided::measure(
+            &start,
+            &prompts,
+            guide,
+            proxy,
+            &GoldReward(&self.w.world),
+            self.cfg.max_new_tokens,
+            seed,
+        )
     }
 
     fn evaluate(&self, checkpoint: Option<&Path>, proxy: &dyn Reward, seed: u64, step: usize) -> Result<EvalPoint> {

@@ -5,7 +5,8 @@
 //!
 //! - [`config`]: the experiment file (`mismatch run --print-config`);
 //! - [`proxy`]: proxy reward models at every data size (single, mean / WCO / UWO ensembles, WARM);
-//! - [`bon`]: best-of-n curves from one pool; [`rl`], [`dpo`]: the optimisers' settings;
+//! - [`bon`]: best-of-n curves from one pool; [`guided`]: value-guided decoding (RAD, blockwise
+//!   controlled decoding) against the proxy on the same axes; [`rl`], [`dpo`]: the optimisers' settings;
 //!   [`optimise`]: train from the start policy and evaluate every checkpoint;
 //! - [`sample`]: sampling and evaluating a world policy ([`sample::EvalPoint`]: one evaluation);
 //! - [`summary`]: `summary.json`, every number of the page; [`report`]: `report.html`;
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod dpo;
 pub mod embedded;
+pub mod guided;
 pub mod optimise;
 pub mod outer;
 pub mod outer_report;

@@ -6,7 +6,8 @@
 //! (K members → single, mean, WCO, UWO, WARM) and evaluated on held-out pairs; best-of-n runs
 //! from one pool of start-policy samples per evaluation prompt; RLOO runs against the single
 //! proxy at every KL coefficient and against the mitigations at the first one; DPO runs on the
-//! proxies' pairs. Every policy is evaluated on the same prompts (proxy, gold, KL to the start
+//! proxies' pairs; value-guided decoding (RAD, blockwise controlled decoding) steers the start
+//! policy with the single proxy ([`crate::guided`]). Every policy is evaluated on the same prompts (proxy, gold, KL to the start
 //! policy, failure meters) by the setting. Seeds run on a few threads; each seed's work depends
 //! only on its seed, so results do not depend on scheduling.
 //!
@@ -15,6 +16,7 @@
 
 use crate::bon::{self, BonCurve, Pool};
 use crate::config::RunConfig;
+use crate::guided::{GuidedCurve, GuidedPoint};
 use crate::optimise::{train_and_evaluate, RunLog};
 use crate::proxy::{train_ensemble, Ensemble, LabelledPair, RmKind};
 pub use crate::real::judge::JudgeRecord;
@@ -22,6 +24,7 @@ use crate::sample::EvalPoint;
 use mismatch_eval::rank::pearson;
 use mismatch_eval::rm;
 use mismatch_models::{Error, Result};
+use mismatch_policy::guided::Guide;
 use mismatch_policy::train::{PolicyConfig, TrainData};
 use mismatch_policy::Reward;
 use serde::Serialize;
@@ -71,6 +74,9 @@ pub trait SeedSetting {
     /// Evaluates the policy at `checkpoint` (the start policy when None) on the evaluation
     /// prompts with `proxy` and gold; `step` labels the point.
     fn evaluate(&self, checkpoint: Option<&Path>, proxy: &dyn Reward, seed: u64, step: usize) -> Result<EvalPoint>;
+    /// The start policy decoded with `guide` steered by `proxy` (as seen, [`Self::as_seen`]) on
+    /// the first `guided.prompts` evaluation prompts, measured by that proxy and gold ([`crate::guided::measure`]).
+    fn guided(&self, guide: Guide, proxy: &dyn Reward, seed: u64) -> Result<GuidedPoint>;
     /// When gold is a judge: what it judged in this seed so far.
     fn judge(&self) -> Option<JudgeRecord> {
         None
@@ -133,6 +139,8 @@ pub struct SeedResult {
     pub seed: u64,
     pub rms: Vec<RmEval>,
     pub bon: Vec<BonCurve>,
+    /// Value-guided decoding against the single proxy (`[guided]`).
+    pub guided: Vec<GuidedCurve>,
     pub runs: Vec<RunLog>,
     /// Annotator-vs-gold agreement on the RM evaluation pairs.
     pub annotator_acc_gold: f64,
@@ -216,7 +224,7 @@ pub fn for_each_seed<T: Send>(
 fn units(cfg: &RunConfig) -> u64 {
     let rm = cfg.rm.members * cfg.data.pair_sizes.len();
     let rl = cfg.rl.steps * (cfg.rl.kl_coefs.len() + cfg.rl.mitigations.len());
-    (rm + rl + cfg.dpo.steps + 1) as u64
+    (rm + rl + cfg.dpo.steps + 1 + cfg.guided.plan().len()) as u64
 }
 
 fn run_seed(
@@ -261,6 +269,15 @@ fn run_seed(
     }
     curves.push(bon::curve(&pool, s.gold().as_ref(), &cfg.bon.ns, "bon-gold")?);
     bar.inc(1);
+
+    // Value-guided decoding of the start policy against the single proxy.
+    let single = ens.proxy(RmKind::Single, cfg.rm.uwo_lambda, "single")?;
+    let mut guided = Vec::new();
+    for (name, points) in cfg.guided.plan() {
+        bar.set_message(name);
+        guided.push(crate::guided::curve(s, name, points, s.as_seen(&single).as_ref(), seed)?);
+        bar.inc(1);
+    }
 
     // RL against the single proxy at every KL coefficient and against the mitigations at the first.
     let work = out.join("work");
@@ -307,7 +324,7 @@ fn run_seed(
         write_metrics(out, &log)?;
         runs.push(RunLog { name: "dpo".into(), ..log });
     }
-    Ok(SeedResult { seed, rms, bon: curves, runs, annotator_acc_gold, judge: s.judge() })
+    Ok(SeedResult { seed, rms, bon: curves, guided, runs, annotator_acc_gold, judge: s.judge() })
 }
 
 /// The directory name of run `run` of seed `seed` under `metrics/` and `work/`: `<run>-seed<seed>`.

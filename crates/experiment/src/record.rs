@@ -10,6 +10,7 @@
 //! a field added to a result type and not here fails to compile.
 
 use crate::bon::BonCurve;
+use crate::guided::GuidedCurve;
 use crate::optimise::RunLog;
 use crate::pipeline::{RmEval, SeedResult};
 use crate::proxy::RmKind;
@@ -135,6 +136,7 @@ macro_rules! vec_of {
 
 vec_of!(rm_evals, RmEval, "RmEvalDef");
 vec_of!(bon_curves, BonCurve, "BonCurveDef");
+vec_of!(guided_curves, GuidedCurve, "GuidedCurveDef");
 vec_of!(run_logs, RunLog, "RunLogDef");
 vec_of!(eval_points, EvalPoint, "EvalPointDef");
 
@@ -146,6 +148,8 @@ struct SeedResultDef {
     rms: Vec<RmEval>,
     #[serde(with = "bon_curves")]
     bon: Vec<BonCurve>,
+    #[serde(with = "guided_curves", default, skip_serializing_if = "Vec::is_empty")]
+    guided: Vec<GuidedCurve>,
     #[serde(with = "run_logs")]
     runs: Vec<RunLog>,
     #[serde(with = "exact")]
@@ -178,6 +182,21 @@ struct RmEvalDef {
 struct BonCurveDef {
     name: String,
     n: Vec<usize>,
+    #[serde(with = "exact_vec")]
+    kl: Vec<f64>,
+    #[serde(with = "exact_vec")]
+    proxy: Vec<f64>,
+    #[serde(with = "exact_vec")]
+    gold: Vec<f64>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "GuidedCurve", deny_unknown_fields)]
+struct GuidedCurveDef {
+    name: String,
+    #[serde(with = "exact_vec")]
+    param: Vec<f64>,
+    kl_is_bound: bool,
     #[serde(with = "exact_vec")]
     kl: Vec<f64>,
     #[serde(with = "exact_vec")]
@@ -311,6 +330,14 @@ mod tests {
             seed: u64::MAX,
             rms: vec![rm],
             bon: vec![bon],
+            guided: vec![GuidedCurve {
+                name: "rad-single".into(),
+                param: vec![0.0, 0.5],
+                kl_is_bound: false,
+                kl: AWKWARD.to_vec(),
+                proxy: vec![f64::NAN, 1.0],
+                gold: vec![0.1 + 0.2, -0.0],
+            }],
             runs,
             annotator_acc_gold: f64::NEG_INFINITY,
             judge: None,
@@ -333,6 +360,9 @@ mod tests {
         assert!(back.rms[0].length_corr.is_nan(), "a constant score has no correlation");
         assert_eq!(back.rms[0].length_corr.to_bits(), r.rms[0].length_corr.to_bits());
         assert_eq!(bits(&back.bon[0].kl), bits(&AWKWARD));
+        assert_eq!(bits(&back.guided[0].kl), bits(&AWKWARD));
+        assert_eq!(bits(&back.guided[0].proxy), bits(&r.guided[0].proxy));
+        assert_eq!(bits(&back.guided[0].gold), bits(&r.guided[0].gold));
         let (a, b) = (&r.runs[0].evals[1], &back.runs[0].evals[1]);
         assert_eq!(bits(&b.proxies), bits(&AWKWARD));
         assert_eq!(bits(&b.golds), bits(&a.golds));

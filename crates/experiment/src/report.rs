@@ -207,6 +207,7 @@ pub fn render(s: &Value) -> String {
         }
     }
     page.plot(bon_plot.to_svg());
+    guided_section(&mut page, s);
     let mut rl_plot = LinePlot {
         title: "RL: gold (solid) and proxy (dashed) vs d".into(),
         x_label: "d = √KL(π‖π_start)".into(),
@@ -528,4 +529,65 @@ fn meter_plot(title: String, y_label: &str, steps: &[f64], run: &Value, meters: 
         })
         .collect();
     LinePlot { title, x_label: "step".into(), y_label: y_label.into(), series, ..Default::default() }.to_svg()
+}
+
+/// Value-guided decoding beside best-of-n: gold (solid) and proxy (dashed) of RAD and blockwise
+/// controlled decoding against d, best-of-n's gold for reference, and a table of the points.
+fn guided_section(page: &mut Page, s: &Value) {
+    let Some(curves) = s["guided"].as_array() else { return };
+    let mut plot = LinePlot {
+        title: "Value-guided decoding against the single proxy: gold (solid) and proxy (dashed) vs d".into(),
+        x_label: "d = √KL(π‖π_start)  (RAD: estimated; blockwise: bound)".into(),
+        y_label: "score".into(),
+        ..Default::default()
+    };
+    for c in curves {
+        let name = c["name"].as_str().unwrap_or("");
+        plot.series.push(Series {
+            name: format!("{name}: gold"),
+            xs: arr(&c["d"]),
+            ys: arr(&c["gold"]),
+            band: band(c, "gold"),
+            points: true,
+            ..Default::default()
+        });
+        plot.series.push(Series {
+            name: format!("{name}: proxy"),
+            xs: arr(&c["d"]),
+            ys: arr(&c["proxy"]),
+            dashed: true,
+            ..Default::default()
+        });
+    }
+    if let Some(b) = s["bon"].as_array().and_then(|b| b.iter().find(|b| b["name"] == "bon-single")) {
+        plot.series.push(Series {
+            name: "bon-single: gold".into(),
+            xs: arr(&b["d"]),
+            ys: arr(&b["gold"]),
+            points: true,
+            ..Default::default()
+        });
+    }
+    page.plot(plot.to_svg());
+    let mut rows = vec![];
+    for c in curves {
+        let (name, param) = (c["name"].as_str().unwrap_or(""), arr(&c["param"]));
+        let label = if c["kl_is_bound"] == true { "K" } else { "β" };
+        for (j, p) in param.iter().enumerate() {
+            let at = |k: &str| f(&c[k][j]);
+            rows.push(vec![
+                name.to_string(),
+                format!("{label} = {p}"),
+                format!("{:.2} [{:.2}, {:.2}]", at("kl"), at("kl_lo"), at("kl_hi")),
+                format!("{:.3} [{:.3}, {:.3}]", at("proxy"), at("proxy_lo"), at("proxy_hi")),
+                format!("{:.3} [{:.3}, {:.3}]", at("gold"), at("gold_lo"), at("gold_hi")),
+            ]);
+        }
+    }
+    page.paragraph(
+        "RAD (Deng & Raffel 2023) picks every token among the top-k by logit + β·proxy; blockwise controlled \
+         decoding (Mudgal et al. 2024) keeps the proxy's favourite of K sampled blocks. KL is RAD's per-sample \
+         estimate Σ_t KL(q_t‖π_t) and blockwise's bound blocks × (log K − (K−1)/K); intervals across seeds.",
+    );
+    page.table(&["decoder", "setting", "KL", "proxy", "gold"], &rows);
 }

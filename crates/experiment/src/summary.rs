@@ -139,6 +139,26 @@ pub fn summarise(results: &[SeedResult], command: &str, config: &crate::config::
         }));
     }
 
+    let mut guided = Vec::new();
+    for (c, first) in results[0].guided.iter().enumerate() {
+        let np = first.param.len();
+        let (kl, kl_lo, kl_hi) = across(ns, np, |s, j| results[s].guided[c].kl[j]);
+        let (proxy, proxy_lo, proxy_hi) = across(ns, np, |s, j| results[s].guided[c].proxy[j]);
+        let (gold, gold_lo, gold_hi) = across(ns, np, |s, j| results[s].guided[c].gold[j]);
+        let d: Vec<f64> = kl.iter().map(|k| k.max(0.0).sqrt()).collect();
+        // The point of highest mean gold, and how far gold falls from it to the last point.
+        let peak = (0..np).fold(0, |b, j| if gold[j] > gold[b] { j } else { b });
+        let drop = t_ci(&results.iter().map(|r| r.guided[c].gold[peak] - r.guided[c].gold[np - 1]).collect::<Vec<_>>());
+        guided.push(json!({
+            "name": first.name, "param": first.param, "kl_is_bound": first.kl_is_bound,
+            "kl": kl, "kl_lo": kl_lo, "kl_hi": kl_hi, "d": d,
+            "proxy": proxy, "proxy_lo": proxy_lo, "proxy_hi": proxy_hi,
+            "gold": gold, "gold_lo": gold_lo, "gold_hi": gold_hi,
+            "peak": {"index": peak, "param": first.param[peak], "gold": gold[peak], "kl": kl[peak]},
+            "gold_drop": ci(&drop),
+        }));
+    }
+
     let mut rms = Vec::new();
     for (k, first) in results[0].rms.iter().enumerate() {
         let get = |f: &dyn Fn(&crate::pipeline::RmEval) -> f64| {
@@ -168,6 +188,9 @@ pub fn summarise(results: &[SeedResult], command: &str, config: &crate::config::
         "bon": bon,
         "runs": runs,
     });
+    if !guided.is_empty() {
+        out["guided"] = guided.into();
+    }
     if let Some(first) = &results[0].judge {
         let mut vs_start = crate::real::judge::JudgeCounts::default();
         for r in results {

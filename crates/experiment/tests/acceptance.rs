@@ -81,6 +81,20 @@ fn small_run_is_deterministic_and_renders() {
     }
     let names: Vec<&str> = s["runs"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["rl-single-kl0.01", "rl-single-kl0.1", "rl-wco-kl0.01", "rl-warm-kl0.01", "dpo"]);
+    // Value-guided decoding against the single proxy: blockwise K = 1 is the start policy (KL
+    // bound 0), more candidates raise the proxy and the bound; RAD's KL estimate is ≥ 0.
+    let guided: Vec<&str> = s["guided"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(guided, ["rad-single", "cd-single"]);
+    let (rad, cd) = (&s["guided"][0], &s["guided"][1]);
+    let col = |c: &Value, k: &str| c[k].as_array().unwrap().iter().map(f).collect::<Vec<f64>>();
+    assert_eq!(col(cd, "param"), [1.0, 2.0, 4.0, 8.0]);
+    assert_eq!(col(cd, "kl")[0], 0.0);
+    assert!(col(cd, "kl").windows(2).all(|w| w[1] > w[0]), "{:?}", col(cd, "kl"));
+    assert!(col(cd, "proxy")[3] > col(cd, "proxy")[0], "{:?}", col(cd, "proxy"));
+    assert!(col(rad, "kl").iter().all(|&k| k >= 0.0) && col(rad, "gold").len() == 5);
+    assert!(std::fs::read_to_string(a.path().join("report.html"))
+        .unwrap()
+        .contains("Value-guided decoding against the single proxy"));
     assert!(a.path().join("metrics/rl-single-kl0.01-seed0/metrics.jsonl").exists());
     assert!(a.path().join("work/dpo-seed0/model.safetensors").exists());
     let html = std::fs::read_to_string(a.path().join("report.html")).unwrap();
@@ -182,6 +196,12 @@ fn default_run_acceptance() {
     );
     // (c) best-of-n gold vs d fits Gao's form.
     assert!(f(&h["bon_single_fit"]["r2"]) >= 0.9, "{:?}", h["bon_single_fit"]);
+    // (d) guided decoding over-optimises too: against the single proxy, blockwise controlled
+    // decoding's proxy rises with K while its gold peaks before the largest K.
+    let cd = s["guided"].as_array().unwrap().iter().find(|c| c["name"] == "cd-single").unwrap();
+    let proxy: Vec<f64> = cd["proxy"].as_array().unwrap().iter().map(f).collect();
+    assert!(proxy.windows(2).all(|w| w[1] > w[0]), "{proxy:?}");
+    assert!(f(&cd["gold_drop"]["mean"]) > 0.0, "{:?}", cd["gold_drop"]);
     // (e) the page renders.
     check_page(out.path(), "report-default.png");
     // With the annotator biases off (noise kept), the mismatch shrinks: the gold drop after the

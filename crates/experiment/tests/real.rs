@@ -37,6 +37,13 @@ n_max = 4
 prompts = 2
 ns = [1, 2, 4]
 
+[guided]
+rad_betas = [0.0, 2.0]
+rad_top_k = 2
+block_candidates = [2]
+block_tokens = 4
+prompts = 2
+
 [rl]
 steps = 2
 prompts_per_step = 2
@@ -114,6 +121,15 @@ fn real_run_end_to_end() {
     // Best-of-n against gold itself cannot lower the expected gold score.
     assert!(bg[2].as_f64().unwrap() >= bg[0].as_f64().unwrap() - 1e-9);
 
+    // Value-guided decoding of SmolLM2 against the MiniLM proxy: RAD at two β, blockwise at K = 2.
+    let g = s["guided"].as_array().unwrap();
+    assert_eq!(g.iter().map(|c| c["name"].as_str().unwrap()).collect::<Vec<_>>(), ["rad-single", "cd-single"]);
+    for c in g {
+        assert!(["kl", "proxy", "gold"].iter().all(|k| c[*k].as_array().unwrap().iter().all(finite)), "{c}");
+    }
+    assert!(g[0]["kl"].as_array().unwrap().iter().all(|k| k.as_f64().unwrap() >= 0.0));
+    assert!(g[1]["kl_is_bound"].as_bool().unwrap() && g[1]["kl"][0].as_f64().unwrap() > 0.0);
+
     // Runs: RL against the single proxy at the one KL coefficient, DPO; evaluated at step 0 and at the end.
     let runs = s["runs"].as_array().unwrap();
     let names: Vec<&str> = runs.iter().map(|r| r["name"].as_str().unwrap()).collect();
@@ -152,11 +168,13 @@ fn real_run_end_to_end() {
 fn a_judge_can_be_gold() {
     let dir = tempfile::tempdir().unwrap();
     let path = tiny_config(dir.path());
-    // One proxy size and one member: the judge is what is tested here.
+    // One proxy size and one member, no guided decoding: the judge is what is tested here.
     let text = std::fs::read_to_string(&path)
         .unwrap()
         .replace("pair_sizes = [8, 16]", "pair_sizes = [16]")
         .replace("members = 2", "members = 1")
+        .replace("rad_betas = [0.0, 2.0]", "rad_betas = []")
+        .replace("block_candidates = [2]", "block_candidates = []")
         + "judge = \"smollm2-135m\"\njudge_template = \"alpaca_eval_clf_gpt4_turbo\"\n";
     std::fs::write(&path, text).unwrap();
     let cfg = RunConfig::load(&path).unwrap();

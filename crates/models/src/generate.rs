@@ -60,17 +60,7 @@ pub fn generate(
     if b == 0 {
         return Ok(Generation { tokens: vec![], sampling_logprobs: vec![], raw_logprobs: vec![], finished: vec![] });
     }
-    if prompts.iter().any(|p| p.is_empty()) {
-        return Err(Error::Usage("empty prompt: generation needs at least one prompt token".into()));
-    }
-    let plen = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
-    if plen + params.max_new_tokens > model.max_seq_len() {
-        return Err(Error::Usage(format!(
-            "prompt of {plen} tokens + {} new tokens exceeds the model's context of {} tokens",
-            params.max_new_tokens,
-            model.max_seq_len()
-        )));
-    }
+    let plen = padded_len(model, prompts, params.max_new_tokens)?;
     // Sampling needs no gradients: without this, a trainable policy's forwards would record
     // a graph and miss every inference kernel.
     let detached = model.detached()?;
@@ -81,6 +71,53 @@ pub fn generate(
     // those of a single batch.
     let chunk = if small(model) { CHUNK_ROWS } else { b };
     decode(model, prompts, plen, params, pad_id, chunk)
+}
+
+/// The padded prompt length of a batch, after checking that every prompt has a token and that
+/// the longest one plus `max_new` tokens fits the model's context.
+fn padded_len(model: &dyn CausalLm, prompts: &[Vec<u32>], max_new: usize) -> Result<usize> {
+    if prompts.iter().any(|p| p.is_empty()) {
+        return Err(Error::Usage("empty prompt: generation needs at least one prompt token".into()));
+    }
+    let plen = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+    if plen + max_new > model.max_seq_len() {
+        return Err(Error::Usage(format!(
+            "prompt of {plen} tokens + {max_new} new tokens exceeds the model's context of {} tokens",
+            model.max_seq_len()
+        )));
+    }
+    Ok(plen)
+}
+
+/// A batch decoded one step at a time by a caller that chooses every next token itself (the
+/// value-guided decoders of `mismatch_policy::guided`): the same left padding, masks, shared
+/// prefill and KV cache as [`generate`], with the choice of token left out.
+pub struct Stepper {
+    model: Box<dyn CausalLm>,
+    part: Part,
+    step: usize,
+    pad_id: u32,
+}
+
+impl Stepper {
+    /// Prepares `prompts` for up to `max_new` new tokens (errors as [`generate`]'s).
+    pub fn new(model: &dyn CausalLm, prompts: &[Vec<u32>], max_new: usize, pad_id: u32) -> Result<Self> {
+        let plen = padded_len(model, prompts, max_new)?;
+        let model = model.detached()?;
+        let part = Part::new(model.as_ref(), prompts, plen, max_new, pad_id)?;
+        Ok(Self { model, part, step: 0, pad_id })
+    }
+
+    /// Next-token logits of every row, `[rows][vocab]` (f32; rows that have finished too).
+    pub fn logits(&mut self) -> Result<Vec<Vec<f32>>> {
+        self.part.logits(self.model.as_ref(), self.step)
+    }
+
+    /// Feeds every row its next token; `None` marks a finished row (fed padding, masked out).
+    pub fn advance(&mut self, next: &[Option<u32>]) -> Result<()> {
+        self.step += 1;
+        self.part.advance(next, self.pad_id)
+    }
 }
 
 /// Decodes `prompts` (left-padded to `plen`) in chunks of `chunk` rows.
@@ -291,7 +328,7 @@ pub(crate) fn sample(logits: &[f32], p: &SamplingParams, u: f64) -> (u32, f32, f
 /// draw are deterministic). Sorting packed keys — the value's bits mapped to an unsigned
 /// integer in `f32::total_cmp` order, then the id — gives exactly the order of the comparator
 /// `x[b].total_cmp(&x[a]).then(a.cmp(&b))`, several times faster on a 49k vocabulary.
-pub(crate) fn descending(x: &[f32]) -> Vec<usize> {
+pub fn descending(x: &[f32]) -> Vec<usize> {
     let mut keys: Vec<u64> = x
         .iter()
         .enumerate()
@@ -316,13 +353,13 @@ fn argmax(x: &[f32]) -> usize {
 }
 
 /// `ln Σ exp(x)`, shifted by the maximum, accumulated in f64.
-pub(crate) fn log_sum_exp(x: &[f32]) -> f64 {
+pub fn log_sum_exp(x: &[f32]) -> f64 {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     max + x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln()
 }
 
 /// Numerically stable log-softmax in f64 accumulation.
-pub(crate) fn log_softmax(x: &[f32]) -> Vec<f32> {
+pub fn log_softmax(x: &[f32]) -> Vec<f32> {
     let lse = log_sum_exp(x);
     x.iter().map(|&v| (v as f64 - lse) as f32).collect()
 }
@@ -385,6 +422,39 @@ mod tests {
                 assert!((x - y).abs() < 1e-5, "row {r}: {x} vs {y}");
             }
         }
+    }
+
+    /// A caller that picks each row's argmax through a [`Stepper`] decodes what greedy
+    /// [`generate`] decodes, token for token and log-prob for log-prob (shared prefill included).
+    #[test]
+    fn a_stepper_choosing_the_argmax_is_greedy_generation() {
+        let dev = candle_core::Device::Cpu;
+        let vm = candle_nn::VarMap::new();
+        let m = crate::Gpt::init(&crate::GptConfig::new(30, 2, 2, 16, 32), &vm, 1, DType::F32, &dev).unwrap();
+        let rows = vec![vec![1u32, 5, 9, 4], vec![1, 5, 9, 4], vec![1, 7]];
+        let p = SamplingParams { max_new_tokens: 7, temperature: 0.0, stop_tokens: vec![3], ..Default::default() };
+        let want = generate(&m, &rows, &p, 0).unwrap();
+        let mut st = Stepper::new(&m, &rows, 7, 0).unwrap();
+        let mut got: Vec<Vec<u32>> = vec![vec![]; 3];
+        let mut lps: Vec<Vec<f32>> = vec![vec![]; 3];
+        for _ in 0..7 {
+            let logits = st.logits().unwrap();
+            let mut next = vec![None; 3];
+            for r in 0..3 {
+                if got[r].last() == Some(&3) {
+                    continue;
+                }
+                let tok = argmax(&logits[r]);
+                got[r].push(tok as u32);
+                lps[r].push(log_softmax(&logits[r])[tok]);
+                next[r] = Some(tok as u32);
+            }
+            st.advance(&next).unwrap();
+        }
+        assert_eq!(got, want.tokens);
+        assert_eq!(lps, want.raw_logprobs);
+        assert!(Stepper::new(&m, &[vec![]], 4, 0).is_err());
+        assert!(Stepper::new(&m, &[vec![1; 30]], 4, 0).is_err());
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub mod engine;
 pub mod generate;
 pub mod score;
 
-pub use generate::{generate, Generation, SamplingParams};
+pub use generate::{generate, Generation, SamplingParams, Stepper};
 pub use score::{completion_logprobs, shared_prompt_logprobs, CompletionLogprobs};
 pub mod bert;
 pub use bert::{mean_pool, Bert, BertConfig, Encoder, RewardEncoder};

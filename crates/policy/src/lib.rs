@@ -8,6 +8,7 @@
 //! - [`dpo`]: DPO, conservative DPO, IPO, length-normalised DPO and SimPO;
 //! - best-of-n's estimators (KL bound, unbiased best-of-n from one pool) live in `mismatch_eval::bon`;
 //! - [`sft`]: masked next-token cross-entropy;
+//! - [`guided`]: value-guided decoding (reward-augmented decoding, blockwise controlled decoding);
 //! - [`reward`]: the `Reward` trait, learned (`RmReward`) and rule rewards;
 //! - [`train`]: the training loops (one file per algorithm) and their output layout;
 //! - [`cli`]: `mismatch policy train`.
@@ -19,6 +20,7 @@
 pub mod cli;
 pub mod dpo;
 pub mod grpo;
+pub mod guided;
 pub mod kl;
 pub mod masked;
 pub mod ppo;

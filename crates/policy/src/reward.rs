@@ -57,6 +57,65 @@ impl Reward for RmReward {
     }
 }
 
+/// PPO's value head as a prefix scorer (the controlled-decoding sense of a value): for a PPO
+/// checkpoint directory, `V(x, y) = w·h + b` on the trained policy's final hidden state after
+/// the last token of prompt x and partial completion y — the value of the state the next token
+/// is chosen in, as PPO's GAE reads it. Prompts are encoded as the run encoded them (its
+/// `train_config.json`'s `chat`).
+pub struct ValueReward {
+    policy: crate::train::common::Policy,
+    head: crate::train::common::ValueHead,
+    name: String,
+}
+
+impl ValueReward {
+    /// Loads `DIR/value_head.safetensors` with the policy in `DIR` (a PPO `checkpoint-N`).
+    pub fn load(dir: &std::path::Path) -> Result<Self> {
+        let head_path = dir.join("value_head.safetensors");
+        if !head_path.exists() {
+            return Err(crate::Error::invalid(
+                &head_path,
+                "no value head here: value:DIR takes a PPO checkpoint directory (checkpoint-N)",
+            ));
+        }
+        let run_config =
+            [dir.join("train_config.json"), dir.join("..").join("train_config.json")].into_iter().find(|p| p.exists());
+        let chat = match run_config {
+            Some(p) => {
+                let v: serde_json::Value = mismatch_models::checkpoint::read_json(&p)?;
+                v["config"]["chat"].as_bool().unwrap_or(false)
+            }
+            None => false,
+        };
+        let spec = dir.to_str().ok_or_else(|| crate::Error::invalid(dir, "path is not UTF-8"))?;
+        let policy = crate::train::common::Policy::load(spec, false, chat)?;
+        let head = crate::train::common::ValueHead::load(&head_path, policy.model().hidden_size())?;
+        Ok(Self { policy, head, name: format!("value:{}", dir.display()) })
+    }
+}
+
+impl Reward for ValueReward {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn score(&self, prompts: &[&str], completions: &[&str]) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(prompts.len());
+        for (ps, cs) in prompts.chunks(64).zip(completions.chunks(64)) {
+            let x = ps.iter().map(|p| self.policy.encode_prompt(p)).collect::<Result<Vec<_>>>()?;
+            // One token past the completion: the hidden state that predicts it is the state
+            // after the completion's last token (after the prompt's, for an empty completion).
+            let y = cs
+                .iter()
+                .map(|c| Ok([self.policy.lm.tok.encode(c, false)?, vec![self.policy.pad()]].concat()))
+                .collect::<Result<Vec<_>>>()?;
+            let h = self.policy.logprobs_detached(&x, &y)?.hidden;
+            let v = self.head.forward(&h)?.to_vec2::<f32>()?;
+            out.extend(v.iter().zip(&y).map(|(row, y)| row[y.len() - 1]));
+        }
+        Ok(out)
+    }
+}
+
 /// Rule-based ("verifiable") rewards computed from the completion text alone. They are exact,
 /// cheap and cannot be over-optimised in the reward-model sense, which makes them the control
 /// condition next to a learned proxy (and Singhal et al. 2023's length-only reward).
@@ -104,10 +163,14 @@ impl Reward for RuleReward {
     }
 }
 
-/// Parses a reward spec: `rm:DIR` or a bare `DIR` (learned reward model), `rule:length`,
-/// `rule:length:N`, `rule:regex:PATTERN`, `rule:contains:TEXT`, `rule:exact:ANSWER`.
+/// Parses a reward spec: `rm:DIR` or a bare `DIR` (learned reward model), `value:DIR` (a PPO
+/// checkpoint's value head, [`ValueReward`]), `rule:length`, `rule:length:N`,
+/// `rule:regex:PATTERN`, `rule:contains:TEXT`, `rule:exact:ANSWER`.
 pub fn parse_reward(spec: &str) -> Result<Box<dyn Reward>> {
     let usage = |m: String| crate::Error::Usage(m);
+    if let Some(dir) = spec.strip_prefix("value:") {
+        return Ok(Box::new(ValueReward::load(std::path::Path::new(dir))?));
+    }
     if let Some(rule) = spec.strip_prefix("rule:") {
         let (kind, arg) = match rule.split_once(':') {
             Some((k, a)) => (k, Some(a)),

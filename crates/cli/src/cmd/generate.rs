@@ -4,6 +4,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use mismatch_models::{generate, load_causal_lm, ChatMessage, SamplingParams};
 use mismatch_openai::{Client, EndpointArgs, Sampling};
+use mismatch_policy::guided::{guided_generate, Guide, GuideParams, Prompts};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -41,6 +42,49 @@ pub struct GenerateArgs {
     device: String,
     #[command(flatten)]
     endpoint: EndpointArgs,
+    #[command(flatten)]
+    guide: GuideArgs,
+}
+
+/// Value-guided decoding (`mismatch_policy::guided`).
+#[derive(Args)]
+pub struct GuideArgs {
+    /// Steer decoding with a scorer of (prompt, reply so far): `rm:DIR`, `value:DIR` (a PPO
+    /// checkpoint's value head) or a rule reward (`rule:length`, ...).
+    #[arg(long)]
+    guide: Option<String>,
+    /// `rad`: reward-augmented decoding (Deng & Raffel 2023), every token chosen among the top-k
+    /// by logit + β·reward; `block`: blockwise controlled decoding (Mudgal et al. 2024), the
+    /// best-scored of K sampled blocks, block after block.
+    #[arg(long, value_enum, default_value = "rad", requires = "guide")]
+    guide_method: GuideMethod,
+    /// RAD's β: weight of the reward (per reward unit) against the logits.
+    #[arg(long, default_value_t = 1.0, requires = "guide")]
+    guide_beta: f64,
+    /// RAD's candidates per step (scored: k reward calls per token).
+    #[arg(long, default_value_t = 20, requires = "guide")]
+    guide_top_k: usize,
+    /// Blockwise: tokens per block.
+    #[arg(long, default_value_t = 8, requires = "guide")]
+    guide_block: usize,
+    /// Blockwise: blocks sampled per step (K).
+    #[arg(long, default_value_t = 4, requires = "guide")]
+    guide_candidates: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum GuideMethod {
+    Rad,
+    Block,
+}
+
+impl GuideArgs {
+    fn guide(&self) -> Guide {
+        match self.guide_method {
+            GuideMethod::Rad => Guide::Rad { top_k: self.guide_top_k, beta: self.guide_beta },
+            GuideMethod::Block => Guide::Block { block: self.guide_block, candidates: self.guide_candidates },
+        }
+    }
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
@@ -51,6 +95,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         bail!("--top-p must be in (0, 1] (got {})", a.top_p);
     }
     if let Some(client) = a.endpoint.client(&a.model) {
+        if a.guide.guide.is_some() {
+            bail!("--guide steers a local model's next-token choices; an openai: endpoint does not expose them");
+        }
         return remote(&client?, &a);
     }
     let lm = load_causal_lm(&a.model, &mismatch_models::device(&a.device)?, false)?;
@@ -77,6 +124,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         stop_tokens: lm.tok.eos_ids.clone(),
         seed: a.seed,
     };
+    if let Some(spec) = &a.guide.guide {
+        return guided(&lm, spec, &a, &prompts);
+    }
     let g = generate(&lm.model, &prompts, &params, lm.tok.pad_id)?;
     for i in 0..prompts.len() {
         let text = lm.tok.decode(&g.tokens[i], true)?;
@@ -94,6 +144,55 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             println!("{text}");
         }
     }
+    Ok(())
+}
+
+/// Guided decoding of the encoded `prompts`; the scorer reads each prompt as given on the
+/// command line and the reply so far.
+fn guided(lm: &mismatch_models::LoadedLm, spec: &str, a: &GenerateArgs, prompts: &[Vec<u32>]) -> Result<()> {
+    if a.top_k > 0 || a.top_p < 1.0 {
+        bail!("--top-k and --top-p do not combine with --guide (RAD has its own --guide-top-k)");
+    }
+    let reward = mismatch_policy::parse_reward(spec)?;
+    let texts: Vec<&str> = a.prompt.iter().map(String::as_str).collect();
+    let p = GuideParams {
+        guide: a.guide.guide(),
+        max_new_tokens: a.max_new_tokens,
+        temperature: a.temperature,
+        stop_tokens: lm.tok.eos_ids.clone(),
+        seed: a.seed,
+    };
+    let decode = |ids: &[u32]| lm.tok.decode(ids, true);
+    let g = guided_generate(
+        &lm.model,
+        &Prompts { ids: prompts, texts: &texts },
+        &decode,
+        reward.as_ref(),
+        &p,
+        lm.tok.pad_id,
+    )?;
+    let replies: Vec<String> =
+        g.tokens.iter().map(|t| lm.tok.decode(t, true)).collect::<mismatch_models::Result<_>>()?;
+    let comps: Vec<&str> = replies.iter().map(String::as_str).collect();
+    let scores = reward.score(&texts, &comps)?;
+    for i in 0..prompts.len() {
+        if a.json {
+            let kl = if g.kl_is_bound { "kl_bound" } else { "kl" };
+            let row = serde_json::json!({
+                "prompt": a.prompt[i],
+                "completion": replies[i],
+                "tokens": g.tokens[i],
+                "logprobs": g.raw_logprobs[i],
+                "finished": g.finished[i],
+                "guide_score": scores[i],
+                kl: g.kl[i],
+            });
+            println!("{row}");
+        } else {
+            println!("{}", replies[i]);
+        }
+    }
+    eprintln!("{}: {} scorer calls", reward.name(), g.reward_calls);
     Ok(())
 }
 

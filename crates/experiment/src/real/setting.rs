@@ -7,6 +7,7 @@ use super::judge::{AgainstStart, Judge, JudgeCounts, JudgeRecord};
 use super::sample::{evaluate, pool, pool_on, sample, EvalSet, UserTurn};
 use crate::bon::Pool;
 use crate::config::RunConfig;
+use crate::guided::{GuidedPoint, Start};
 use crate::pipeline::AsIs;
 use crate::pipeline::{RmEval, SeedSetting, Setting, KINDS};
 use crate::proxy::{train_ensemble, Ensemble, LabelledPair, Proxy, RmKind, RmTrainConfig};
@@ -15,6 +16,7 @@ use mismatch_eval::rm;
 use mismatch_eval::PromptKind;
 use mismatch_models::seed::permutation;
 use mismatch_models::{Error, Result};
+use mismatch_policy::guided::Guide;
 use mismatch_policy::train::{PolicyConfig, PrefPair, TrainData};
 use mismatch_policy::Policy;
 use mismatch_policy::Reward;
@@ -332,6 +334,23 @@ impl SeedSetting for RealSeed<'_> {
 
     fn annotator_acc_gold(&self) -> Result<f64> {
         Ok(gold_accuracy(&self.shared.gold_test))
+    }
+
+    /// On the first evaluation prompts, always with the local start policy (the decoders read its
+    /// next-token distribution).
+    fn guided(&self, guide: Guide, proxy: &dyn Reward, seed: u64) -> Result<GuidedPoint> {
+        let set = &self.shared.eval;
+        let prompts: Vec<&str> =
+            set.prompts.iter().take(self.cfg.guided.prompts.min(set.prompts.len())).map(String::as_str).collect();
+        let (encode, decode) = (|p: &str| self.start.encode_prompt(p), |t: &[u32]| self.start.decode(t));
+        let start = Start {
+            model: self.start.model(),
+            encode: &encode,
+            decode: &decode,
+            pad: self.start.pad(),
+            stop: self.start.lm.tok.eos_ids.clone(),
+        };
+        crate::guided::measure(&start, &prompts, guide, proxy, self.gold_seen().as_ref(), self.cfg.max_new_tokens, seed)
     }
 
     /// On the first evaluation prompts.
