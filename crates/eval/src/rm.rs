@@ -112,6 +112,22 @@ pub struct LengthBias {
     pub accuracy_chosen_shorter: Acc,
     /// "Longer completion wins" (equal lengths count as wrong).
     pub length_baseline: Acc,
+    /// "Shorter completion wins" (equal lengths count as wrong).
+    pub length_baseline_shorter: Acc,
+    /// The RM against the better of the two length-only baselines on these pairs (picking the
+    /// sign on the evaluation data itself makes it the strongest length-only rule, so beating
+    /// it is conservative): which one, and the paired accuracy difference RM − baseline,
+    /// `mean_i (1[RM right on i] − 1[baseline right on i])`, with a percentile-bootstrap 95% CI
+    /// over pairs resampled together ([`crate::stats::diff_ci`]).
+    pub vs_length_baseline: VsLength,
+}
+
+/// [`LengthBias::vs_length_baseline`].
+#[derive(Debug, Clone, Serialize)]
+pub struct VsLength {
+    /// `"longer"` or `"shorter"` wins.
+    pub baseline: &'static str,
+    pub diff: crate::stats::Ci,
 }
 
 /// Length bias from the scores `(rc, rr)` and lengths `(lc, lr)` of the chosen and rejected
@@ -123,12 +139,20 @@ pub fn length_bias(rc: &[f64], rr: &[f64], lc: &[f64], lr: &[f64], correct: &[bo
         (0..correct.len()).filter(|&i| lc[i] != lr[i] && (lc[i] > lr[i]) == want).map(|i| correct[i]).collect()
     };
     let longer: Vec<bool> = lc.iter().zip(lr).map(|(c, r)| c > r).collect();
+    let shorter: Vec<bool> = lc.iter().zip(lr).map(|(c, r)| c < r).collect();
+    let (name, best) = if share(&shorter) > share(&longer) { ("shorter", &shorter) } else { ("longer", &longer) };
+    let ones = |v: &[bool]| v.iter().map(|&b| b as u8 as f64).collect::<Vec<_>>();
     LengthBias {
         pearson_reward_length: pearson(&rewards, &lengths),
         spearman_reward_length: spearman(&rewards, &lengths),
         accuracy_chosen_longer: accuracy(&sel(true), seed.wrapping_add(1)),
         accuracy_chosen_shorter: accuracy(&sel(false), seed.wrapping_add(2)),
         length_baseline: accuracy(&longer, seed.wrapping_add(3)),
+        length_baseline_shorter: accuracy(&shorter, seed.wrapping_add(4)),
+        vs_length_baseline: VsLength {
+            baseline: name,
+            diff: crate::stats::diff_ci(&ones(correct), &ones(best), seed.wrapping_add(5)),
+        },
     }
 }
 
@@ -234,6 +258,15 @@ mod tests {
         assert_eq!((b.accuracy_chosen_longer.accuracy, b.accuracy_chosen_longer.n), (1.0, 2));
         assert_eq!((b.accuracy_chosen_shorter.accuracy, b.accuracy_chosen_shorter.n), (0.0, 1));
         assert_eq!(b.length_baseline.accuracy, 0.5);
+        // Shorter wins only on pair 1 (0.25), so the baseline to beat is "longer" (0.5); the RM is
+        // right on pairs 0, 2, 3 and the baseline on 0, 3: differences (0, 0, 1, 0), mean 0.25.
+        assert_eq!(b.length_baseline_shorter.accuracy, 0.25);
+        assert_eq!(b.vs_length_baseline.baseline, "longer");
+        assert_eq!((b.vs_length_baseline.diff.mean, b.vs_length_baseline.diff.n), (0.25, 4));
+        assert!(b.vs_length_baseline.diff.lo <= 0.25 && b.vs_length_baseline.diff.hi >= 0.25);
+        let flipped = length_bias(&rc, &rr, &lr, &lc, &correct, 0);
+        assert_eq!(flipped.vs_length_baseline.baseline, "shorter");
+        assert_eq!(flipped.vs_length_baseline.diff.mean, 0.25);
         let c = consistency("x", &[2.0, 1.0], &[1.0, 3.0], &[0.0, 2.0]);
         assert_eq!((c.mean_abs_score_change, c.mean_score_change, c.accuracy), (1.5, -0.5, 0.5));
         assert!(disagreement(&[vec![1.0]], &[vec![0.0]], &[true]).is_none());

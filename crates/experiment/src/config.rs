@@ -241,6 +241,15 @@ impl RunConfig {
             l.validate(path)?;
         }
         if let Some(r) = &self.real {
+            let need =
+                self.eval_prompts + self.data.eval_pairs + self.data.pair_sizes.iter().max().copied().unwrap_or(0);
+            if !r.task.is_empty() && r.task_prompts < need {
+                let msg = format!(
+                    "{} problems cannot give eval_prompts + data.eval_pairs + the largest data.pair_sizes = {need}",
+                    r.task_prompts
+                );
+                return bad("real.task_prompts", &msg);
+            }
             return r.validate(path);
         }
         let w = &self.world;

@@ -203,21 +203,28 @@ pub fn for_each_seed<T: Send>(
     work: impl Fn(u64) -> Result<T> + Sync,
 ) -> Result<Vec<T>> {
     let seeds: Vec<u64> = indices.iter().map(|&i| seed_of(cfg, i)).collect();
-    let results: Vec<std::sync::Mutex<Option<Result<T>>>> = seeds.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    parallel_map(cfg.threads, seeds.len(), |i| work(seeds[i]))
+}
+
+/// `work(0..n)` on `threads` threads (at least 1, at most n), results in index order; the first
+/// error in index order is returned. Work that depends only on its index gives the same results
+/// whatever `threads` is.
+pub fn parallel_map<T: Send>(threads: usize, n: usize, work: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+    let results: Vec<std::sync::Mutex<Option<Result<T>>>> = (0..n).map(|_| std::sync::Mutex::new(None)).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
-        for _ in 0..cfg.threads.clamp(1, seeds.len().max(1)) {
+        for _ in 0..threads.clamp(1, n.max(1)) {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if i >= seeds.len() {
+                if i >= n {
                     break;
                 }
-                let r = work(seeds[i]);
+                let r = work(i);
                 *results[i].lock().expect("lock") = Some(r);
             });
         }
     });
-    results.into_iter().map(|m| m.into_inner().expect("lock").expect("every seed ran")).collect()
+    results.into_iter().map(|m| m.into_inner().expect("lock").expect("every index ran")).collect()
 }
 
 /// Progress units of one seed: RM members, RL and DPO steps, best-of-n.

@@ -38,11 +38,16 @@ pub fn run_seeds(cfg: &RunConfig, indices: &[usize], out: &Path, progress: bool)
 /// alone, so both write the same bytes.
 pub fn write_report(cfg: &RunConfig, results: &[SeedResult], command: &str, out: &Path) -> Result<Value> {
     let mut summary = crate::summary::summarise(results, command, cfg);
-    if cfg.real.is_some() {
+    if let Some(real) = &cfg.real {
         summary["setting"] = "real".into();
-        let judge = cfg.real.as_ref().is_some_and(|r| !r.judge.trim().is_empty());
-        summary["gold"] =
-            if judge { crate::real::JUDGE_GOLD_DESCRIPTION } else { crate::real::GOLD_DESCRIPTION }.into();
+        summary["gold"] = if !real.task.is_empty() {
+            crate::real::TASK_GOLD_DESCRIPTION
+        } else if !real.judge.trim().is_empty() {
+            crate::real::JUDGE_GOLD_DESCRIPTION
+        } else {
+            crate::real::GOLD_DESCRIPTION
+        }
+        .into();
     }
     let bytes = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Usage(e.to_string()))?;
     mismatch_models::checkpoint::write_atomic(&out.join("summary.json"), &bytes)?;
@@ -82,7 +87,10 @@ pub fn render(s: &Value) -> String {
     let h = &s["headline"];
     let real = s["setting"] == "real";
     let judge = s["judge"].is_object();
-    let mut page = Page::new(if real {
+    let task = s["config"]["real"]["task"].as_str().filter(|t| !t.is_empty());
+    let mut page = Page::new(if task.is_some() {
+        "mismatch: reward model, RL reward and evaluation on a real model with a verifiable gold"
+    } else if real {
         "mismatch: reward model, RL reward and evaluation on real models and human labels"
     } else {
         "mismatch: reward model, RL reward and evaluation in the embedded world"
@@ -136,7 +144,19 @@ pub fn render(s: &Value) -> String {
     page.headline(&items);
 
     page.section("What was run");
-    if real {
+    if let Some(task) = task {
+        let r = &s["config"]["real"];
+        page.paragraph(format!(
+            "A real model on a verifiable task ({task}): the policy {} (chat template: {}) answers generated problems \
+             with known answers and is optimised against proxy reward models on {}. {} The correct meter is the share of \
+             evaluation answers whose last number is the answer; refusal, hedging, repetition and filler are read by the \
+             same phrase and n-gram rules as on open text.",
+            r["policy"].as_str().unwrap_or("?"),
+            r["chat"],
+            r["rm_backbone"].as_str().unwrap_or("?"),
+            s["gold"].as_str().unwrap_or(""),
+        ));
+    } else if real {
         let r = &s["config"]["real"];
         page.paragraph(format!(
             "Real models and data: the policy {} (chat template: {}) is optimised against proxy reward models on {} \
@@ -274,7 +294,15 @@ pub fn render(s: &Value) -> String {
 
     // Link 2: RM <-> eval.
     page.section("Link 2: reward model ↔ evaluation");
-    page.paragraph(if real {
+    let human = real && task.is_none();
+    page.paragraph(if task.is_some() {
+        format!(
+            "Held-out pairs of two start-policy answers to one problem, labelled by the simulated annotators (never \
+             trained on). The annotators themselves agree with gold on {} of them (a tie counts as a miss). Accuracy vs \
+             annotators and ECE are against their labels.",
+            ci_str(&s["annotators_acc_gold"], 3)
+        )
+    } else if human {
         let g = if judge { "the judge" } else { "the gold RM" };
         format!(
             "Held-out human-labelled pairs (never trained on). {} itself agrees with the held-out human labels on {} \
@@ -300,7 +328,7 @@ pub fn render(s: &Value) -> String {
             ci_str(&r["gold_length_corr"], 3),
         ]);
     }
-    let header: [&str; 6] = if real {
+    let header: [&str; 6] = if human {
         [
             "RM (kind-pairs)",
             if judge { "agreement with the judge" } else { "agreement with the gold RM" },
@@ -314,7 +342,7 @@ pub fn render(s: &Value) -> String {
             "RM (kind-pairs)",
             "accuracy vs gold",
             "accuracy vs annotators",
-            "ECE vs gold",
+            if task.is_some() { "ECE vs annotators" } else { "ECE vs gold" },
             "corr(score, length)",
             "corr(gold, length)",
         ]
@@ -536,7 +564,7 @@ fn meter_plot(title: String, y_label: &str, steps: &[f64], run: &Value, meters: 
 fn guided_section(page: &mut Page, s: &Value) {
     let Some(curves) = s["guided"].as_array() else { return };
     let mut plot = LinePlot {
-        title: "Value-guided decoding against the single proxy: gold (solid) and proxy (dashed) vs d".into(),
+        title: "Guided decoding vs the single proxy: gold and proxy vs d".into(),
         x_label: "d = √KL(π‖π_start)  (RAD: estimated; blockwise: bound)".into(),
         y_label: "score".into(),
         ..Default::default()

@@ -94,7 +94,7 @@ fn small_run_is_deterministic_and_renders() {
     assert!(col(rad, "kl").iter().all(|&k| k >= 0.0) && col(rad, "gold").len() == 5);
     assert!(std::fs::read_to_string(a.path().join("report.html"))
         .unwrap()
-        .contains("Value-guided decoding against the single proxy"));
+        .contains("Guided decoding vs the single proxy"));
     assert!(a.path().join("metrics/rl-single-kl0.01-seed0/metrics.jsonl").exists());
     assert!(a.path().join("work/dpo-seed0/model.safetensors").exists());
     let html = std::fs::read_to_string(a.path().join("report.html")).unwrap();

@@ -304,3 +304,92 @@ fn the_best_of_n_pool_can_be_sampled_on_an_endpoint() {
     let err = RunConfig::load(&p).unwrap_err().to_string();
     assert!(err.contains("e.toml") && err.contains("real.pool_endpoint"), "{err}");
 }
+
+/// Sets `table.key` (a dotted table path; "" = top level) of an experiment file, which must
+/// already have it.
+fn set(t: &mut toml::Table, table: &str, key: &str, v: toml::Value) {
+    let mut slot = t;
+    for part in table.split('.').filter(|p| !p.is_empty()) {
+        slot = slot.get_mut(part).and_then(toml::Value::as_table_mut).unwrap();
+    }
+    assert!(slot.contains_key(key), "{table}.{key} is in the example config");
+    slot.insert(key.into(), v);
+}
+
+/// `configs/real-verifiable-smollm2.toml` at a tiny size: SmolLM2 answers generated arithmetic
+/// problems, simulated annotators label pairs of its answers, gold is the program.
+#[test]
+fn the_verifiable_task_runs_end_to_end() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(repo.join("configs/real-verifiable-smollm2.toml")).unwrap();
+    let mut t: toml::Table = text.parse().unwrap();
+    let ints = |v: &[i64]| toml::Value::Array(v.iter().map(|&x| toml::Value::Integer(x)).collect());
+    set(&mut t, "", "seeds", 1.into());
+    set(&mut t, "", "max_new_tokens", 8.into());
+    set(&mut t, "", "eval_prompts", 4.into());
+    set(&mut t, "data", "pair_sizes", ints(&[8, 16]));
+    set(&mut t, "data", "eval_pairs", 8.into());
+    set(&mut t, "rm", "members", 2.into());
+    set(&mut t, "rm.train", "epochs", 2.into());
+    set(&mut t, "bon", "n_max", 4.into());
+    set(&mut t, "bon", "prompts", 2.into());
+    set(&mut t, "bon", "ns", ints(&[1, 2, 4]));
+    set(&mut t, "guided", "rad_betas", toml::Value::Array(vec![]));
+    set(&mut t, "guided", "block_candidates", ints(&[2]));
+    set(&mut t, "guided", "prompts", 2.into());
+    set(&mut t, "rl", "steps", 2.into());
+    set(&mut t, "rl", "eval_every", 2.into());
+    set(&mut t, "rl", "mitigations", toml::Value::Array(vec![]));
+    set(&mut t, "real", "task_prompts", 32.into());
+    set(&mut t, "real", "standardise_samples", 4.into());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("verifiable.toml");
+    std::fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
+    let cfg = RunConfig::load(&path).unwrap();
+    let out = dir.path().join("out");
+    let s = mismatch_experiment::report::run_and_report(&cfg, &out, "mismatch run --config v.toml", false).unwrap();
+
+    assert_eq!(s["setting"], "real");
+    assert!(s["gold"].as_str().unwrap().contains("Gold is a program"), "{}", s["gold"]);
+    // The annotators' agreement with the program on the held-out pairs is a proper rate.
+    let ann = s["annotators_acc_gold"]["mean"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&ann), "{ann}");
+    assert_eq!(s["reward_models"].as_array().unwrap().len(), 10);
+    let run = &s["runs"][0];
+    assert_eq!(run["name"], "rl-single-kl0.01");
+    // gold(y) ≤ 1 (a right answer) and the correct meter is defined on the task's prompts.
+    for (g, c) in run["gold"].as_array().unwrap().iter().zip(run["meters"]["correct"].as_array().unwrap()) {
+        assert!(g.as_f64().unwrap() <= 1.0, "{g}");
+        assert!((0.0..=1.0).contains(&c.as_f64().unwrap()), "{c}");
+    }
+    let bg = &s["bon"].as_array().unwrap().iter().find(|b| b["name"] == "bon-gold").unwrap()["gold"];
+    assert!(bg[2].as_f64().unwrap() >= bg[0].as_f64().unwrap() - 1e-9);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Gold is a program"), "the report says what gold is");
+
+    // Too few problems for the pairs asked for, an unknown task, a judge beside a task: named.
+    let mut small = t.clone();
+    set(&mut small, "real", "task_prompts", 20.into());
+    std::fs::write(&path, toml::to_string(&small).unwrap()).unwrap();
+    let err = RunConfig::load(&path).unwrap_err().to_string();
+    assert!(err.contains("verifiable.toml") && err.contains("real.task_prompts"), "{err}");
+    for (key, value, field) in [("task", "chess", "real.task"), ("judge", "smollm2-135m", "real.judge")] {
+        let mut bad = t.clone();
+        bad.get_mut("real").and_then(toml::Value::as_table_mut).unwrap().insert(key.into(), value.into());
+        std::fs::write(&path, toml::to_string(&bad).unwrap()).unwrap();
+        let err = RunConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("verifiable.toml") && err.contains(field), "{err}");
+    }
+}
+
+/// Sampling spread over threads draws the same completions as one thread (each chunk's seed
+/// depends on its index only).
+#[test]
+fn threaded_sampling_is_the_same_sampling() {
+    let policy = mismatch_policy::Policy::load("smollm2-135m", false, true).unwrap();
+    let prompts: Vec<String> = (0..20).map(|i| format!("What is {i} plus 2?")).collect();
+    let p: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let one = mismatch_experiment::real::sample::sample(&policy, &p, 4, 3).unwrap();
+    let two = mismatch_experiment::real::sample::sample_on(&policy, &p, 4, 3, 2).unwrap();
+    assert_eq!((one.texts.len(), &one.texts, &one.comp_ids), (20, &two.texts, &two.comp_ids));
+}

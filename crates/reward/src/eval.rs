@@ -94,6 +94,12 @@ impl EvalReport {
         let mut s = String::new();
         s += &format!("accuracy (ties wrong)      {}\n", a(&self.accuracy));
         s += &format!("length-only baseline       {}\n", a(&self.length.length_baseline));
+        s += &format!("  shorter wins instead     {}\n", a(&self.length.length_baseline_shorter));
+        let v = &self.length.vs_length_baseline;
+        s += &format!(
+            "acc − best length rule     {:+.3} [{:+.3}, {:+.3}] ({} wins)\n",
+            v.diff.mean, v.diff.lo, v.diff.hi, v.baseline
+        );
         s += &format!("acc, chosen longer         {}\n", a(&self.length.accuracy_chosen_longer));
         s += &format!("acc, chosen shorter        {}\n", a(&self.length.accuracy_chosen_shorter));
         s += &format!(

@@ -83,8 +83,14 @@ impl Annotators {
     /// One label: true when `a` is chosen over `b`. Draws two uniforms from `rng` whatever the
     /// settings, so the stream does not depend on them.
     pub fn choose(&self, gold: &GoldWeights, p: &Prompt, a: &str, b: &str, rng: &mut ChaCha8Rng) -> bool {
+        self.choose_by_utility(self.utility(gold, p, a), self.utility(gold, p, b), rng)
+    }
+
+    /// One label from the two utilities (any setting's u(y)): the Bradley-Terry choice, then
+    /// the flip with probability ε. Draws two uniforms from `rng` whatever the settings.
+    pub fn choose_by_utility(&self, ua: f64, ub: f64, rng: &mut ChaCha8Rng) -> bool {
         let (u1, u2): (f64, f64) = (rng.random(), rng.random());
-        let pa = self.p_prefer(self.utility(gold, p, a), self.utility(gold, p, b));
+        let pa = self.p_prefer(ua, ub);
         let pick_a = u1 < pa;
         if u2 < self.noise {
             !pick_a

@@ -74,6 +74,23 @@ pub struct RealConfig {
     /// The judge's pairwise template: a built-in name (`alpaca_eval_clf_gpt4_turbo`, `pair-v2`)
     /// or a Jinja file.
     pub judge_template: String,
+    /// A verifiable task instead of a preference file ([`crate::real::task`]): `"arithmetic"`
+    /// generates word problems with known answers; gold is then a program (correct, concise, no
+    /// refusal), and the proxies' labels are the simulated annotators' (`real.annotators`) on
+    /// pairs of the start policy's own samples. `pairs`, `gold_pairs`, `gold_epochs` and `judge`
+    /// do not apply. Empty: the preference file.
+    pub task: String,
+    /// Problems the task draws (seed `split_seed`): the first `eval_prompts` are the evaluation
+    /// prompts, the next `data.eval_pairs` give the held-out labelled pairs, the rest one proxy
+    /// pair each (and the RL prompts).
+    pub task_prompts: usize,
+    /// c: the task's gold charges this much per word.
+    pub concision: f64,
+    /// p: the task's gold charges this much for a refusal (every problem is a benign request).
+    pub refusal_penalty: f64,
+    /// The simulated annotators labelling the task's pairs (the world's `[world.annotators]`
+    /// fields and defaults: length, hedge and over-caution biases, τ, label noise ε).
+    pub annotators: mismatch_world::annotators::Annotators,
     /// Where relative paths resolve: set by `RunConfig::load` to the TOML file's directory.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
@@ -100,6 +117,11 @@ impl Default for RealConfig {
             pool_cache: String::new(),
             judge: String::new(),
             judge_template: "alpaca_eval_clf_gpt4_turbo".into(),
+            task: String::new(),
+            task_prompts: 600,
+            concision: 0.01,
+            refusal_penalty: 0.5,
+            annotators: Default::default(),
             base_dir: None,
         }
     }
@@ -127,8 +149,22 @@ impl RealConfig {
         if self.rm_backbone.trim().is_empty() {
             return bad("rm_backbone", "needs a backbone spec (e.g. \"minilm-l6\")");
         }
-        if self.pairs.trim().is_empty() {
-            return bad("pairs", "needs a preference file");
+        match self.task.as_str() {
+            "" if self.pairs.trim().is_empty() => return bad("pairs", "needs a preference file (or set real.task)"),
+            "" => {}
+            "arithmetic" => {
+                if !self.judge.trim().is_empty() {
+                    return bad("judge", "a task's gold is its program; leave real.judge empty with real.task");
+                }
+                if !(self.concision >= 0.0 && self.refusal_penalty >= 0.0) {
+                    return bad("concision", "real.concision and real.refusal_penalty must be ≥ 0");
+                }
+                let a = &self.annotators;
+                if !(0.0..=1.0).contains(&a.noise) || a.temperature.is_nan() || a.temperature < 0.0 {
+                    return bad("annotators", "noise must be in [0, 1] and temperature ≥ 0");
+                }
+            }
+            other => return bad("task", &format!("unknown task '{other}' (known: \"arithmetic\")")),
         }
         if self.gold_pairs < 2 {
             return bad("gold_pairs", "the gold RM needs at least 2 pairs");

@@ -27,6 +27,13 @@
 //! start policy, the judge's agreement with the held-out human labels is `annotators_acc_gold`,
 //! and the summary gains a `judge` section (position consistency, parse failures).
 //!
+//! **A verifiable task as gold.** With `real.task = "arithmetic"` ([`task`]) there is no
+//! preference file: the task generates word problems with known answers, gold is a program
+//! (correct final number, few words, no refusal), and the labelled pairs are two start-policy
+//! samples per problem judged by simulated annotators with the world's biases (`real.annotators`).
+//! Then `annotators_acc_gold` is the annotators' agreement with gold on the held-out pairs, as in
+//! the embedded world, and `acc_gold` of a proxy is its agreement with the program.
+//!
 //! Then, per seed: best-of-n from one pool of start-policy samples; RLOO against the single
 //! proxy at every `rl.kl_coefs` and against `rl.mitigations` at the first; DPO on the
 //! single-turn proxy pairs (when `dpo.steps > 0`). Step 0 and every checkpoint are evaluated on
@@ -40,6 +47,7 @@ pub mod data;
 pub mod judge;
 pub mod sample;
 pub mod setting;
+pub mod task;
 
 pub use config::RealConfig;
 pub use setting::RealSetting;
@@ -56,3 +64,10 @@ preference for a completion over the start policy's completion to the same promp
 good as the start policy), so mean gold is the win rate against the start policy. Each proxy's accuracy against \
 held-out human labels is reported as acc_annotators and its agreement with the judge on those pairs as acc_gold; \
 annotators_acc_gold is the judge's own accuracy on the held-out human labels.";
+
+/// The summary's `gold` field when gold is a verifiable task (`real.task`).
+pub const TASK_GOLD_DESCRIPTION: &str = "Gold is a program: arithmetic word problems with known answers, gold(y) = \
+1[last number in y = answer] − real.concision·words(y) − real.refusal_penalty·1[y refuses]. The proxies learn from \
+simulated annotators (real.annotators: length, hedging and over-caution biases, label noise) comparing pairs of the start \
+policy's own samples. acc_annotators is a proxy's accuracy on held-out annotator labels, acc_gold its agreement with \
+the program; annotators_acc_gold is the annotators' own agreement with the program.";

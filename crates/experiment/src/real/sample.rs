@@ -41,7 +41,17 @@ impl Reward for UserTurn<'_> {
 /// One completion per prompt at temperature 1 (the policy itself), in chunks with seeds
 /// derived from `seed`.
 pub fn sample(policy: &Policy, prompts: &[&str], max_new: usize, seed: u64) -> Result<Rollout> {
+    sample_on(policy, prompts, max_new, seed, 1)
+}
+
+/// [`sample`] with its chunks spread over `threads` threads: each chunk's seed depends on its
+/// index only, so the samples are the same whatever `threads` is.
+pub fn sample_on(policy: &Policy, prompts: &[&str], max_new: usize, seed: u64, threads: usize) -> Result<Rollout> {
     let cfg = PolicyConfig { max_new_tokens: max_new, temperature: 1.0, top_k: None, ..PolicyConfig::default() };
+    let chunks: Vec<&[&str]> = prompts.chunks(CHUNK).collect();
+    let parts = crate::pipeline::parallel_map(threads, chunks.len(), |i| {
+        rollout(policy, &cfg, chunks[i], derive_seed(seed, i as u64, 7))
+    })?;
     let mut all = Rollout {
         prompts: vec![],
         prompt_ids: vec![],
@@ -50,8 +60,7 @@ pub fn sample(policy: &Policy, prompts: &[&str], max_new: usize, seed: u64) -> R
         finished: vec![],
         raw_logprob: vec![],
     };
-    for (i, chunk) in prompts.chunks(CHUNK).enumerate() {
-        let r = rollout(policy, &cfg, chunk, derive_seed(seed, i as u64, 7))?;
+    for r in parts {
         all.prompts.extend(r.prompts);
         all.prompt_ids.extend(r.prompt_ids);
         all.comp_ids.extend(r.comp_ids);
@@ -84,6 +93,8 @@ fn scores(reward: &dyn Reward, prompts: &[&str], comps: &[&str]) -> Result<Vec<f
 pub struct EvalSet {
     pub prompts: Vec<String>,
     pub kinds: Vec<PromptKind>,
+    /// Known answers of the prompts (a verifiable task): the `correct` meter is then defined.
+    pub answers: Option<Vec<i64>>,
 }
 
 /// Samples every evaluation prompt once (fixed `seed`) and measures KL to `reference`, proxy
@@ -107,8 +118,16 @@ pub fn evaluate(
     let px = scores(proxy, &prompts, &comps)?;
     let golds = gold.score(&prompts, &comps)?.into_iter().map(f64::from).collect::<Vec<_>>();
     let reader = TextReader::new(set.prompts.iter().map(String::as_str).zip(set.kinds.iter().copied()));
-    let (m, per_sample) =
-        mismatch_eval::meters::measure(&reader, &prompts, &comps, &golds).unwrap_or_else(|e| match e {});
+    let (m, per_sample) = match &set.answers {
+        Some(a) => mismatch_eval::meters::measure(
+            &super::task::Graded::new(&reader, &set.prompts, a),
+            &prompts,
+            &comps,
+            &golds,
+        ),
+        None => mismatch_eval::meters::measure(&reader, &prompts, &comps, &golds),
+    }
+    .unwrap_or_else(|e| match e {});
     Ok(EvalPoint::new(step, &kl, px, golds, m, per_sample))
 }
 

@@ -4,7 +4,7 @@
 use super::config::Resolved;
 use super::data::{first_turns, read_pairs, read_prompts, short_pairs, split, xstest_prompts, Record, Split};
 use super::judge::{AgainstStart, Judge, JudgeCounts, JudgeRecord};
-use super::sample::{evaluate, pool, pool_on, sample, EvalSet, UserTurn};
+use super::sample::{evaluate, pool, pool_on, sample, sample_on, EvalSet, UserTurn};
 use crate::bon::Pool;
 use crate::config::RunConfig;
 use crate::guided::{GuidedPoint, Start};
@@ -26,10 +26,16 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
 use std::path::Path;
 
-/// What gold is: a reward model trained on the gold part of the labels, or an LLM judge.
+/// What gold is: a reward model trained on the gold part of the labels, an LLM judge, or a
+/// verifiable task's program.
 enum Gold {
     Rm(Proxy),
-    Judge { judge: Judge, human_pairs: JudgeCounts },
+    /// A verifiable task's program ([`super::task`]).
+    Program(super::task::TaskGold),
+    Judge {
+        judge: Judge,
+        human_pairs: JudgeCounts,
+    },
 }
 
 /// What every seed shares: the data split, prompts, gold and its scores on the test part.
@@ -59,60 +65,35 @@ impl RealSetting {
         let paths = real.resolve();
         let bar = crate::progress::bar(progress, 2, "gold RM");
 
-        // Data: test (held-out labels) / gold / proxy parts, split by prompt.
+        // Data: test (held-out labels) / gold / proxy parts, from the file or the task.
         bar.set_message("reading data");
-        let records = short_pairs(read_pairs(&paths.pairs)?, real.max_pair_chars);
-        let split = split(records, cfg.data.eval_pairs, real.gold_pairs, real.split_seed, &paths.pairs)?;
-        let n_max = *cfg.data.pair_sizes.iter().max().expect("validated");
-        if split.proxy.len() < n_max {
-            return Err(Error::invalid(
-            &paths.pairs,
-            format!(
-                "field `data.pair_sizes`: the proxy part has {} pairs (after {} test and {} gold pairs), fewer than {n_max}",
-                split.proxy.len(),
-                split.test.len(),
-                split.gold.len()
-            ),
-        ));
-        }
-        let rl_prompts = match &paths.prompts {
-            Some(p) => read_prompts(p, real.max_prompt_chars)?,
-            None => first_turns(&split.proxy, real.max_prompt_chars),
-        };
-        if rl_prompts.is_empty() {
-            return Err(Error::invalid(&paths.pairs, "no RL prompts (first user turns) within real.max_prompt_chars"));
-        }
-        let eval = match &paths.eval_prompts_file {
-            Some(f) => {
-                let p = xstest_prompts(f, cfg.eval_prompts, real.max_prompt_chars, cfg.seed ^ 0xe7a1)?;
-                EvalSet { kinds: p.iter().map(|p| p.kind).collect(), prompts: p.into_iter().map(|p| p.text).collect() }
-            }
+        let file = if real.task.is_empty() { Some(file_data(cfg, real, &paths)?) } else { None };
+        let start = Policy::load(&paths.policy, false, real.chat)?;
+        let (split, rl_prompts, eval, program) = match file {
+            Some((split, rl_prompts, eval)) => (split, rl_prompts, eval, None),
             None => {
-                let p = first_turns(&split.test, real.max_prompt_chars);
-                if p.len() < cfg.eval_prompts {
-                    return Err(Error::invalid(
-                        &paths.pairs,
-                        format!("field `eval_prompts`: only {} test prompts within real.max_prompt_chars", p.len()),
-                    ));
-                }
-                let p: Vec<String> = p.into_iter().take(cfg.eval_prompts).collect();
-                EvalSet { kinds: vec![PromptKind::Other; p.len()], prompts: p }
+                bar.set_message(format!("{} task: labelling start-policy samples", real.task));
+                let t = super::task::build(cfg, real, &start)?;
+                (t.split, t.rl_prompts, t.eval, Some(t.gold))
             }
         };
 
         // Standardisation samples: one start-policy sample per RL prompt (a seeded choice).
         bar.set_message("start-policy samples");
-        let start = Policy::load(&paths.policy, false, real.chat)?;
         let order = permutation(rl_prompts.len(), real.split_seed ^ 0x57d);
         let std_prompts: Vec<&str> =
             order.iter().cycle().take(real.standardise_samples).map(|&i| rl_prompts[i].as_str()).collect();
-        let s = sample(&start, &std_prompts, cfg.max_new_tokens, real.split_seed ^ 0x5a3)?;
+        let s = sample_on(&start, &std_prompts, cfg.max_new_tokens, real.split_seed ^ 0x5a3, cfg.threads)?;
         let standardise_on: Vec<(String, String)> =
             std_prompts.iter().zip(&s.texts).map(|(p, t)| (super::sample::as_user_turn(p), t.clone())).collect();
         drop(start);
 
-        let (gold, gold_test) = match &paths.judge {
-            Some((spec, template)) => {
+        let (gold, gold_test) = match (&paths.judge, program) {
+            (_, Some(program)) => {
+                let gold_test = super::task::pair_golds(&program, &split.test)?;
+                (Gold::Program(program), gold_test)
+            }
+            (Some((spec, template)), None) => {
                 bar.set_message(format!("judge on {} held-out pairs", split.test.len()));
                 let judge = load_judge(real, spec, template, cfg.seed)?;
                 let mut human_pairs = JudgeCounts::default();
@@ -121,7 +102,7 @@ impl RealSetting {
                 let not = p.iter().map(|x| 1.0 - x).collect();
                 (Gold::Judge { judge, human_pairs }, (p, not))
             }
-            None => {
+            (None, None) => {
                 // The gold RM: one model on the gold part, standardised like the proxies.
                 bar.set_message(format!("gold RM ({} pairs)", split.gold.len()));
                 let gold_cfg = RmTrainConfig { epochs: real.gold_epochs, bootstrap: false, ..cfg.rm.train.clone() };
@@ -156,6 +137,58 @@ impl RealSetting {
             max_new_tokens: cfg.max_new_tokens,
         })
     }
+}
+
+/// The preference file split by prompt into test / gold / proxy parts, the RL prompts and the
+/// evaluation prompts.
+fn file_data(
+    cfg: &RunConfig,
+    real: &super::config::RealConfig,
+    paths: &Resolved,
+) -> Result<(Split, Vec<String>, EvalSet)> {
+    let records = short_pairs(read_pairs(&paths.pairs)?, real.max_pair_chars);
+    let split = split(records, cfg.data.eval_pairs, real.gold_pairs, real.split_seed, &paths.pairs)?;
+    let n_max = *cfg.data.pair_sizes.iter().max().expect("validated");
+    if split.proxy.len() < n_max {
+        return Err(Error::invalid(
+        &paths.pairs,
+        format!(
+            "field `data.pair_sizes`: the proxy part has {} pairs (after {} test and {} gold pairs), fewer than {n_max}",
+            split.proxy.len(),
+            split.test.len(),
+            split.gold.len()
+        ),
+    ));
+    }
+    let rl_prompts = match &paths.prompts {
+        Some(p) => read_prompts(p, real.max_prompt_chars)?,
+        None => first_turns(&split.proxy, real.max_prompt_chars),
+    };
+    if rl_prompts.is_empty() {
+        return Err(Error::invalid(&paths.pairs, "no RL prompts (first user turns) within real.max_prompt_chars"));
+    }
+    let eval = match &paths.eval_prompts_file {
+        Some(f) => {
+            let p = xstest_prompts(f, cfg.eval_prompts, real.max_prompt_chars, cfg.seed ^ 0xe7a1)?;
+            EvalSet {
+                kinds: p.iter().map(|p| p.kind).collect(),
+                prompts: p.into_iter().map(|p| p.text).collect(),
+                answers: None,
+            }
+        }
+        None => {
+            let p = first_turns(&split.test, real.max_prompt_chars);
+            if p.len() < cfg.eval_prompts {
+                return Err(Error::invalid(
+                    &paths.pairs,
+                    format!("field `eval_prompts`: only {} test prompts within real.max_prompt_chars", p.len()),
+                ));
+            }
+            let p: Vec<String> = p.into_iter().take(cfg.eval_prompts).collect();
+            EvalSet { kinds: vec![PromptKind::Other; p.len()], prompts: p, answers: None }
+        }
+    };
+    Ok((split, rl_prompts, eval))
 }
 
 /// The judge `spec` with `template`: a local model, or an endpoint ([`endpoint_args`]).
@@ -280,6 +313,7 @@ impl RealSeed<'_> {
     fn gold_seen(&self) -> Box<dyn Reward + '_> {
         match (&self.shared.gold, &self.against) {
             (Gold::Rm(rm), _) => Box::new(UserTurn(rm)),
+            (Gold::Program(g), _) => Box::new(AsIs(g)),
             (Gold::Judge { .. }, Some(a)) => Box::new(AsIs(a)),
             (Gold::Judge { .. }, None) => unreachable!("a judge seed has its references"),
         }
@@ -301,7 +335,7 @@ impl Setting for RealSetting {
         let pairs = train_recs.iter().map(|r| r.pair.clone()).collect();
         let start = Policy::load(&self.paths.policy, false, self.chat)?;
         let against = match &self.gold {
-            Gold::Rm(_) => None,
+            Gold::Rm(_) | Gold::Program(_) => None,
             Gold::Judge { judge, .. } => {
                 // The start policy's evaluation samples: what its step-0 evaluation draws.
                 let prompts: Vec<&str> = self.eval.prompts.iter().map(String::as_str).collect();
