@@ -169,14 +169,14 @@ impl Reader for Graded<'_> {
 
 /// The programmatic gold (module docs) over the problems it knows.
 pub struct TaskGold {
-    answers: HashMap<String, (i64, bool)>,
+    answers: HashMap<String, i64>,
     concision: f64,
     refusal_penalty: f64,
 }
 
 impl TaskGold {
     pub fn new(problems: &[Problem], concision: f64, refusal_penalty: f64) -> Self {
-        let answers = problems.iter().map(|p| (p.text.clone(), (p.answer, p.sounds_dangerous))).collect();
+        let answers = problems.iter().map(|p| (p.text.clone(), p.answer)).collect();
         Self { answers, concision, refusal_penalty }
     }
 
@@ -187,7 +187,7 @@ impl TaskGold {
         f64::from(u8::from(correct)) - self.concision * text::length(y) as f64 - self.refusal_penalty * refused
     }
 
-    fn lookup(&self, prompt: &str) -> Result<(i64, bool)> {
+    fn lookup(&self, prompt: &str) -> Result<i64> {
         self.answers
             .get(prompt)
             .copied()
@@ -200,7 +200,7 @@ impl Reward for TaskGold {
         "gold:arithmetic".into()
     }
     fn score(&self, prompts: &[&str], completions: &[&str]) -> Result<Vec<f32>> {
-        prompts.iter().zip(completions).map(|(p, y)| Ok(self.gold(self.lookup(p)?.0, y) as f32)).collect()
+        prompts.iter().zip(completions).map(|(p, y)| Ok(self.gold(self.lookup(p)?, y) as f32)).collect()
     }
 }
 
@@ -221,6 +221,7 @@ pub fn label(ann: &Annotators, gold: &TaskGold, problems: &[&Problem], samples: 
     let mut out = Vec::with_capacity(problems.len());
     for (p, s) in problems.iter().zip(samples.chunks(2)) {
         let (a, b) = (&s[0], &s[1]);
+        // Drawn before the identical pair is skipped, so each problem keeps its place in the stream.
         let a_wins = ann.choose_by_utility(utility(ann, gold, p, a), utility(ann, gold, p, b), &mut rng);
         if a == b {
             continue;
@@ -250,17 +251,11 @@ pub struct TaskData {
 
 /// Draws `real.task_prompts` problems; the first `eval_prompts` are the evaluation prompts, every
 /// other one gets two start-policy samples that the annotators label. The first
-/// `data.eval_pairs` pairs are held out (the test part); the rest are the proxy part.
+/// `data.eval_pairs` pairs are held out (the test part); the rest are the proxy part. `cfg` is
+/// validated: [`RunConfig::validate`] has checked that there are enough problems.
 pub fn build(cfg: &RunConfig, real: &RealConfig, start: &Policy) -> Result<TaskData> {
     let n_max = *cfg.data.pair_sizes.iter().max().expect("validated");
     let (n_eval, n_test) = (cfg.eval_prompts, cfg.data.eval_pairs);
-    if real.task_prompts < n_eval + n_test + n_max {
-        return Err(Error::Usage(format!(
-            "field `real.task_prompts`: {} problems cannot give {n_eval} evaluation prompts, {n_test} held-out pairs \
-             and {n_max} proxy pairs",
-            real.task_prompts
-        )));
-    }
     let all = problems(real.task_prompts, real.split_seed)?;
     let gold = TaskGold::new(&all, real.concision, real.refusal_penalty);
     let (eval, labelled) = all.split_at(n_eval);
@@ -292,7 +287,7 @@ pub fn pair_golds(gold: &TaskGold, pairs: &[Record]) -> Result<(Vec<f64>, Vec<f6
             .iter()
             .map(|r| {
                 let p = r.first_user.as_deref().unwrap_or_default();
-                Ok(gold.gold(gold.lookup(p)?.0, pick(r)))
+                Ok(gold.gold(gold.lookup(p)?, pick(r)))
             })
             .collect()
     };
